@@ -1,0 +1,10 @@
+/* accesslog: one JSON line per finished request, buffered per worker. */
+#ifndef MOAT_ACCESSLOG_H
+#define MOAT_ACCESSLOG_H
+
+struct worker;
+struct request;
+
+void accesslog_request(struct worker *w, struct request *r);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * admin: the operator listener (loopback only by config validation):
+ * /metrics (Prometheus text), /healthz (the process runs), /readyz (workers
+ * are serving and, when sessions are configured, Redis is reachable).
+ * Runs on the main thread's event loop.
+ */
+#ifndef MOAT_ADMIN_H
+#define MOAT_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct config_addr;
+struct metrics;
+struct admin;
+
+struct admin_source {
+    struct metrics *const *(*metrics)(void *arg, int *n);
+    bool (*ready)(void *arg);
+    void *arg;
+};
+
+struct admin *admin_start(struct event_base *base, const struct config_addr *addr,
+                          const struct admin_source *src, char *err, size_t errlen);
+void admin_stop(struct admin *a);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * config: YAML in, a validated immutable snapshot out (or every error found).
+ *
+ * The loader is pure: no exit(), no sockets, no threads; reload uses it too.
+ * A snapshot is reference counted: each worker holds one reference to the
+ * generation it currently hands to new connections, and each connection holds
+ * one to the generation it started on, so a reload never changes the rules
+ * under an in-flight request.
+ *
+ * Durations are stored in milliseconds. Rates are stored as events per second
+ * (a double) plus the burst.
+ */
+#ifndef MOAT_CONFIG_H
+#define MOAT_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_LISTEN 16
+
+struct config_addr {
+    char *text;   /* as written, for logs: "0.0.0.0:8443", "[::1]:8443", "unix:/path" */
+    char *host;   /* "0.0.0.0", "::1"; NULL for unix */
+    char *path;   /* unix socket path, or NULL */
+    uint16_t port;
+};
+
+struct config_tls_cert {
+    char *cert;   /* PEM chain file: leaf first, then intermediates */
+    char *key;    /* PEM private key file */
+    char *ocsp;   /* DER OCSP response file, or NULL */
+    int line;     /* YAML line, for later error messages */
+    int column;   /* YAML column (1-based), ditto */
+};
+
+struct config_tls {
+    struct config_tls_cert *certs;
+    size_t num_certs;
+    int min_version;         /* TLS1_2_VERSION or TLS1_3_VERSION (openssl constants) */
+    char *ciphers;           /* TLS 1.2 cipher list */
+    char *ciphersuites;      /* TLS 1.3 suites */
+    char *groups;
+    bool allow_weak;
+    bool tickets_enabled;
+    uint64_t ticket_rotate_ms;
+    char *ticket_key_file;   /* or NULL: keys generated in memory */
+    bool session_cache;      /* server-side session cache for TLS 1.2 resumption */
+    char *client_ca;         /* PEM CA bundle for mTLS, or NULL */
+    bool client_verify;      /* require a client certificate on the https listener */
+    bool ocsp_fetch;         /* fetch staples from the AIA responder */
+    uint64_t ocsp_refresh_ms;
+};
+
+struct config_hsts {
+    uint64_t max_age; /* seconds */
+    bool include_subdomains;
+    bool preload;
+};
+
+struct config_tls_client { /* TLS from moat to Redis or an upstream */
+    bool enabled;
+    char *ca;          /* PEM bundle; NULL: system default store */
+    char *server_name; /* SNI + hostname to verify; NULL: the address host */
+    bool verify;
+    char *cert;        /* optional client certificate */
+    char *key;
+};
+
+struct config_redis {
+    struct config_addr address;
+    char *username;
+    char *password_file;
+    char *password_env;
+    struct config_tls_client tls;
+    uint64_t timeout_ms;
+    uint64_t connect_timeout_ms;
+    int database;
+};
+
+struct config_sessions {
+    char *cookie;          /* cookie name, or NULL to not read cookies */
+    bool bearer;
+    char *key_prefix;
+    uint64_t cache_ttl_ms;
+    uint64_t negative_cache_ttl_ms;
+    size_t cache_size;     /* entries per worker */
+    uint64_t stale_grace_ms;
+    size_t token_min_len;
+    size_t token_max_len;
+    bool push_revocation;  /* CLIENT TRACKING invalidation */
+    char *login_url;       /* 302 target for browser routes, or NULL */
+};
+
+struct config_identity {
+    char **trusted_proxies; /* CIDR strings as written */
+    size_t num_trusted_proxies;
+    char *signing_key_file;
+    char *previous_signing_key_file; /* documented for upstreams during rotation */
+    char **strip_response_headers;
+    size_t num_strip_response_headers;
+    char *referrer_policy;  /* NULL: not added */
+    bool nosniff;
+};
+
+enum config_balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN };
+
+struct config_upstream {
+    char *name;
+    struct config_addr *servers;
+    size_t num_servers;
+    enum config_balance balance;
+    char *health_path;          /* NULL: no active health checks */
+    uint64_t health_interval_ms;
+    struct config_tls_client tls;
+    size_t keepalive;           /* idle connections kept per server per worker */
+    int line;
+    int column;
+};
+
+struct config_tenant {
+    char *name;
+    char *upstream;             /* dedicated upstream name */
+    const struct config_upstream *up; /* resolved */
+};
+
+enum config_rl_key { RL_KEY_IP = 0, RL_KEY_SESSION, RL_KEY_TENANT, RL_KEY_HEADER };
+enum config_rl_scope { RL_SCOPE_LOCAL = 0, RL_SCOPE_GLOBAL };
+enum config_rl_on_error { RL_ON_ERROR_LOCAL = 0, RL_ON_ERROR_DENY, RL_ON_ERROR_ALLOW };
+
+struct config_rate_rule {
+    char *id;                   /* stable rule name used in Redis keys and logs */
+    enum config_rl_key key;
+    char *header;               /* for RL_KEY_HEADER */
+    double rate;                /* events per second */
+    char *rate_text;            /* as written: "100/s" */
+    uint64_t burst;
+    enum config_rl_scope scope;
+    enum config_rl_on_error on_store_error;
+};
+
+enum config_auth_mode { AUTH_NONE = 0, AUTH_OPTIONAL, AUTH_REQUIRED };
+
+struct config_route {
+    char *host;                 /* exact, "*.suffix", or NULL for any */
+    char *path_prefix;          /* "/" matches all */
+    enum config_auth_mode auth;
+    bool mfa_required;
+    bool browser;               /* 302 to login instead of 401 */
+    char *upstream;
+    const struct config_upstream *up; /* resolved */
+    char **tenants;             /* restrict to these tenants; NULL = any */
+    size_t num_tenants;
+    struct config_rate_rule *rate_limits;
+    size_t num_rate_limits;
+    bool ratelimit_headers;     /* add RateLimit headers to allowed responses */
+    int line;
+    int column;
+};
+
+struct config_limits {
+    size_t max_header_bytes;
+    size_t max_headers;
+    uint64_t max_body_bytes;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t upstream_connect_timeout_ms;
+    uint64_t upstream_timeout_ms;
+    uint64_t drain_timeout_ms;
+    size_t max_connections;         /* total per instance, 0 = unlimited */
+    size_t max_connections_per_ip;  /* 0 = unlimited */
+    double handshakes_per_ip;       /* new TLS handshakes per IP per second, 0 = off */
+};
+
+struct config_ratelimit {
+    size_t max_keys;               /* bound on the local key table */
+    uint64_t redis_timeout_ms;
+    uint64_t heartbeat_ms;
+    char *key_prefix;              /* "moat:rl:" */
+};
+
+struct config_log {
+    char *access;  /* "stdout", "stderr", a path, or NULL/"off" */
+    char *audit;
+    struct config_addr syslog_address; /* text NULL: off */
+    bool syslog_tls;
+    char *level;   /* "info" | "debug" | "warn" | "error" */
+};
+
+struct config_listen {
+    struct config_addr https[CONFIG_MAX_LISTEN];
+    size_t num_https;
+    struct config_addr http[CONFIG_MAX_LISTEN];
+    size_t num_http;
+    struct config_addr admin;      /* text NULL: no admin listener */
+    uint16_t redirect_https_port;
+    char **acme_challenge_dir;     /* unused placeholder kept NULL */
+};
+
+struct config {
+    atomic_int refs;
+    char *path;                     /* the file it came from */
+    int workers;                    /* resolved: "auto" -> number of cores */
+    struct config_listen listen;
+    struct config_tls tls;
+    struct config_hsts hsts;
+    bool redis_enabled;             /* a redis: section is present */
+    struct config_redis redis;
+    struct config_sessions sessions;
+    struct config_identity identity;
+    struct config_upstream *upstreams;
+    size_t num_upstreams;
+    struct config_tenant *tenants;
+    size_t num_tenants;
+    struct config_route *routes;
+    size_t num_routes;
+    struct config_limits limits;
+    struct config_ratelimit ratelimit;
+    struct config_log log;
+};
+
+/* Errors collected while loading: each "file:line:column: key.path: message". */
+struct config_errors {
+    char **msgs;
+    size_t count;
+};
+
+/*
+ * Loads and validates a config file. Returns a snapshot with refs == 1, or NULL
+ * with every problem found appended to errs (never stops at the first).
+ * Paths inside the file (certificates, keys) are resolved relative to the
+ * current directory, as ops run moat from its install directory.
+ * check_files: also open certificate/key files and check they match
+ * (config_load always does; tests of pure parsing may pass false).
+ */
+struct config *config_load(const char *path, struct config_errors *errs);
+struct config *config_load_string(const char *name, const char *yaml, bool check_files,
+                                  struct config_errors *errs);
+
+void config_errors_free(struct config_errors *errs);
+
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
+
+/* Lookups on a validated snapshot. */
+const struct config_upstream *config_find_upstream(const struct config *c, const char *name);
+const struct config_tenant *config_find_tenant(const struct config *c, const char *name, size_t len);
+
+/* Parses "10s", "250ms", "5m", "1h" into milliseconds; -1 on error. Exposed for tests. */
+int config_parse_duration(const char *s, uint64_t *ms);
+/* Parses "100/s", "10/m", "5/h" into events per second; -1 on error. */
+int config_parse_rate(const char *s, double *per_sec);
+/*
+ * Parses "host:port", "[v6]:port", "unix:/path"; -1 on error (out untouched).
+ * On success out owns new strings: release them with config_addr_clear().
+ */
+int config_parse_addr(const char *s, struct config_addr *out);
+/* Frees the strings of an address and zeroes it. */
+void config_addr_clear(struct config_addr *a);
+
+#endif

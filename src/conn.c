@@ -1,0 +1,418 @@
+#include "conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "connlimit.h"
+#include "netutil.h"
+#include "pipeline.h"
+#include "proxy.h"
+#include "request.h"
+#include "respond.h"
+#include "snapshot.h"
+#include "tls.h"
+#include "worker.h"
+
+/* Output above this is not topped up from the upstream until it drains. */
+#define CONN_WRITE_LOW (16 * 1024)
+
+static void conn_read_heads(struct conn *c);
+
+const char *conn_state_str(enum conn_state s)
+{
+    static const char *names[] = {"handshake", "read_head", "busy", "tunnel", "closing"};
+    return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
+}
+
+static const struct config *conn_cfg(const struct conn *c)
+{
+    return c->gen->snap->cfg;
+}
+
+static void arm_timer(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+void conn_arm_timer(struct conn *c, uint64_t ms)
+{
+    arm_timer(c, ms);
+}
+
+void conn_disarm_timer(struct conn *c)
+{
+    evtimer_del(c->timer);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->req) {
+        proxy_abort(c->req);
+        if (c->req->cancel_pending)
+            c->req->cancel_pending(c->req);
+        if (!c->req->logged && c->req->head_len) {
+            if (!c->req->status)
+                c->req->status = 499; /* client went away before the response */
+            accesslog_request(w, c->req);
+        }
+        request_free(w, c->req);
+    }
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    connlimit_release(w, &c->peer);
+    wgen_unref(c->gen);
+    metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
+    free(c);
+    worker_conn_closed(w);
+}
+
+void conn_enter(struct conn *c)
+{
+    c->depth++;
+}
+
+void conn_leave(struct conn *c)
+{
+    if (--c->depth == 0 && c->dead)
+        conn_free(c);
+}
+
+void conn_abort(struct conn *c)
+{
+    c->dead = true;
+    if (c->depth == 0)
+        conn_free(c);
+}
+
+void conn_set_reading(struct conn *c, bool on)
+{
+    if (on) {
+        bufferevent_enable(c->bev, EV_READ);
+        /* bytes may already sit in the input buffer: look at them again */
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    } else {
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* Enters CLOSING: no more reading; freed once the output has been flushed. */
+static void conn_close_after_flush(struct conn *c)
+{
+    c->state = CONN_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        c->dead = true;
+        return;
+    }
+    arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
+}
+
+void conn_exchange_done(struct conn *c)
+{
+    struct request *r = c->req;
+    struct worker *w = c->w;
+    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after && !w->draining;
+    if (r) {
+        accesslog_request(w, r);
+        c->req = NULL;
+        request_free(w, r);
+    }
+    if (!keep) {
+        conn_close_after_flush(c);
+        return;
+    }
+    c->state = CONN_READ_HEAD;
+    c->idle = true;
+    memset(&c->scan, 0, sizeof c->scan);
+    arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
+{
+    struct request *r = c->req;
+    if (r && (r->h.framing.body != HTTP1_BODY_NONE && !r->req_body_done))
+        close = true; /* the unread body would be taken for the next request */
+    if (close)
+        c->keep_alive = false;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(out);
+    bool head_only = r && r->h.method_id == HTTP1_M_HEAD;
+    respond_write(out, conn_cfg(c), r, status, extra, body, !c->keep_alive, head_only);
+    if (r) {
+        r->status = status;
+        r->bytes_out += evbuffer_get_length(out) - before;
+        r->resp_started = true;
+    }
+    conn_exchange_done(c);
+}
+
+/* A request that could not even be parsed: answer, log, close. */
+static void conn_reject(struct conn *c, int status, const char *why)
+{
+    struct request *r = c->req;
+    if (!r) {
+        r = request_new(c->w, c);
+        if (!r) {
+            conn_abort(c);
+            return;
+        }
+        c->req = r;
+    }
+    r->error = why;
+    metrics_inc(&c->w->metrics, M_BAD_REQUESTS);
+    c->state = CONN_BUSY;
+    evtimer_del(c->timer);
+    conn_respond(c, status, NULL, why, true);
+}
+
+static int conn_take_head(struct conn *c, const char *p, size_t n)
+{
+    struct request *r = request_new(c->w, c);
+    if (!r)
+        return -1;
+    memcpy(r->head_buf, p, n);
+    r->head_len = n;
+    r->bytes_in = n;
+    c->req = r;
+    evbuffer_drain(bufferevent_get_input(c->bev), n);
+    memset(&c->scan, 0, sizeof c->scan);
+    return 0;
+}
+
+static void conn_start_request(struct conn *c)
+{
+    struct request *r = c->req;
+    const struct config *cfg = conn_cfg(c);
+    struct http1_limits lim = {cfg->limits.max_header_bytes, cfg->limits.max_headers};
+    int status = 400;
+    const char *err = "bad request";
+    evtimer_del(c->timer);
+    c->state = CONN_BUSY;
+    c->requests++;
+    metrics_inc(&c->w->metrics, M_REQUESTS);
+    metrics_add(&c->w->metrics, M_BYTES_IN, (int64_t)r->head_len);
+    if (http1_parse_request(r->head_buf, r->head_len, &lim, &r->h, &status, &err) < 0) {
+        conn_reject(c, status, err);
+        return;
+    }
+    memset(r->hflags, 0, r->h.num_headers);
+    c->keep_alive = r->h.framing.keep_alive;
+    if (r->h.framing.body == HTTP1_BODY_NONE)
+        r->req_body_done = true;
+    pipeline_run(r);
+}
+
+/* Skips empty lines a client may send between requests (RFC 9112 §2.2). */
+static void skip_leading_crlf(struct evbuffer *in)
+{
+    for (int i = 0; i < 2; i++) {
+        unsigned char two[2];
+        if (evbuffer_copyout(in, two, 2) != 2 || two[0] != '\r' || two[1] != '\n')
+            return;
+        evbuffer_drain(in, 2);
+    }
+}
+
+static void conn_read_heads(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct config *cfg = conn_cfg(c);
+    size_t max = cfg->limits.max_header_bytes;
+    if (c->scan.offset == 0)
+        skip_leading_crlf(in);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (c->idle) { /* first byte of a new request: the header clock starts */
+        c->idle = false;
+        arm_timer(c, cfg->limits.header_timeout_ms);
+    }
+    size_t want = len < max + 1 ? len : max + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    int status = 400;
+    ssize_t n = http1_head_scan(&c->scan, p, want, max, &status);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        conn_reject(c, status, status == 431 ? "request header too large" : "malformed request");
+        return;
+    }
+    if (conn_take_head(c, p, (size_t)n) < 0) {
+        conn_abort(c);
+        return;
+    }
+    conn_start_request(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    switch (c->state) {
+    case CONN_READ_HEAD:
+        conn_read_heads(c);
+        break;
+    case CONN_BUSY:
+    case CONN_TUNNEL:
+        if (c->req)
+            proxy_client_readable(c->req);
+        break;
+    case CONN_CLOSING:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    case CONN_HANDSHAKE:
+        break;
+    }
+    conn_leave(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (c->state == CONN_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            c->dead = true;
+    } else if (c->req) {
+        proxy_client_drained(c->req);
+    }
+    conn_leave(c);
+}
+
+static void on_handshake_done(struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    c->tls_version = tls_conn_version(ssl);
+    c->tls_cipher = tls_conn_cipher(ssl);
+    c->state = CONN_READ_HEAD;
+    c->idle = false; /* the header clock keeps running from accept */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        conn_read_heads(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (what & BEV_EVENT_CONNECTED) {
+        on_handshake_done(c);
+    } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (c->state == CONN_HANDSHAKE)
+            metrics_inc(&c->w->metrics, M_TLS_HANDSHAKE_FAIL);
+        conn_abort(c);
+    }
+    conn_leave(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (c->state == CONN_READ_HEAD && !c->idle) {
+        conn_reject(c, 408, "request header timeout");
+    } else if (c->state == CONN_BUSY && c->req && !c->req->resp_started) {
+        proxy_abort(c->req);
+        c->req->error = "request body timeout";
+        conn_respond(c, 408, NULL, "request body timeout", true);
+    } else {
+        conn_abort(c); /* handshake, idle keep-alive, stalled output or tunnel */
+    }
+    conn_leave(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    conn_enter(c);
+    if (c->state == CONN_HANDSHAKE || (c->state == CONN_READ_HEAD && c->idle))
+        conn_abort(c);
+    else
+        c->keep_alive = false;
+    conn_leave(c);
+}
+
+static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->w = w;
+    c->gen = wgen_ref(w->gen);
+    memcpy(&c->peer, sa, (size_t)salen < sizeof c->peer ? (size_t)salen : sizeof c->peer);
+    netutil_addr_to_str(sa, c->peer_ip, sizeof c->peer_ip);
+    SSL *ssl = tls_policy_new_ssl(c->gen->snap->tls);
+    if (ssl)
+        c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    if (!c->bev || !c->timer) {
+        if (!c->bev && ssl)
+            SSL_free(ssl);
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->timer)
+            event_free(c->timer);
+        wgen_unref(c->gen);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    if (w->draining || !connlimit_admit(w, sa)) {
+        metrics_inc(&w->metrics, M_CONN_REFUSED);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = conn_new(w, fd, sa, salen);
+    if (!c) {
+        connlimit_release(w, (const struct sockaddr_storage *)sa);
+        return;
+    }
+    const struct config *cfg = conn_cfg(c);
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    size_t high = cfg->limits.max_header_bytes + 16 * 1024;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_WRITE_LOW, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    arm_timer(c, cfg->limits.header_timeout_ms);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->num_conns++;
+    metrics_inc(&w->metrics, M_CONN_ACCEPTED);
+    metrics_inc(&w->metrics, M_CONN_ACTIVE);
+}

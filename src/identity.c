@@ -1,0 +1,240 @@
+#include "identity.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "conn.h"
+#include "headername.h"
+#include "netutil.h"
+#include "request.h"
+#include "signature.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define XFF_MAX 1024
+#define CLIENT_REQUEST_ID_MAX 128
+
+bool identity_is_hop_by_hop(struct http1_str n)
+{
+    static const char *const names[] = {
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "Proxy-Authenticate",
+        "HTTP2-Settings"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (http1_str_ieq(n, names[i]))
+            return true;
+    return false;
+}
+
+bool identity_name_in_list(struct http1_str list, struct http1_str name)
+{
+    const char *p = list.p, *end = list.p + list.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *start = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *stop = p;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
+            stop--;
+        if ((size_t)(stop - start) == name.len && strncasecmp(start, name.p, name.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Pattern "Name" or "Prefix-*", case-insensitive. */
+static bool pattern_matches(const char *pat, struct http1_str name)
+{
+    size_t n = strlen(pat);
+    if (n && pat[n - 1] == '*')
+        return name.len >= n - 1 && strncasecmp(name.p, pat, n - 1) == 0;
+    return http1_str_ieq(name, pat);
+}
+
+bool identity_response_drop(const struct config *cfg, struct http1_str name)
+{
+    const struct config_identity *id = &cfg->identity;
+    if (http1_str_ieq(name, "Strict-Transport-Security")) /* moat owns HSTS */
+        return true;
+    if (id->nosniff && http1_str_ieq(name, "X-Content-Type-Options"))
+        return true;
+    if (id->referrer_policy && http1_str_ieq(name, "Referrer-Policy"))
+        return true;
+    for (size_t i = 0; i < id->num_strip_response_headers; i++)
+        if (pattern_matches(id->strip_response_headers[i], name))
+            return true;
+    return false;
+}
+
+/* Names only moat may set: dropped from every client, trusted or not. */
+static bool always_owned(struct http1_str n)
+{
+    return headername_eq_loose(n, "X-Tenant-ID") || headername_eq_loose(n, "X-User-ID") ||
+           headername_eq_loose(n, "X-Session-MFA") || headername_has_prefix_loose(n, "X-Moat-");
+}
+
+/* Names a trusted proxy in front of moat may set. */
+enum forwarded_kind { FWD_NONE = 0, FWD_FOR, FWD_PROTO, FWD_HOST, FWD_OTHER, FWD_REQUEST_ID };
+
+static enum forwarded_kind forwarded_kind(struct http1_str n)
+{
+    if (headername_eq_loose(n, "X-Forwarded-For"))
+        return FWD_FOR;
+    if (headername_eq_loose(n, "X-Forwarded-Proto"))
+        return FWD_PROTO;
+    if (headername_eq_loose(n, "X-Forwarded-Host"))
+        return FWD_HOST;
+    if (headername_eq_loose(n, "X-Request-ID"))
+        return FWD_REQUEST_ID;
+    if (headername_has_prefix_loose(n, "X-Forwarded-") || headername_eq_loose(n, "Forwarded") ||
+        headername_eq_loose(n, "X-Real-IP"))
+        return FWD_OTHER;
+    return FWD_NONE;
+}
+
+static bool request_id_valid(struct http1_str v)
+{
+    if (v.len == 0 || v.len > CLIENT_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+struct seen {
+    char xff[XFF_MAX];
+    size_t xff_len;
+    bool proto, host, request_id;
+    struct http1_str request_id_value; /* the id the upstream will see */
+};
+
+static void keep_trusted(struct request *r, size_t i, enum forwarded_kind k, struct seen *s)
+{
+    const struct http1_header *h = &r->h.headers[i];
+    if (k == FWD_FOR) { /* merged into one list below, with the peer appended */
+        r->hflags[i] |= HFLAG_DROP;
+        if (h->value.len && s->xff_len + h->value.len + 2 < sizeof s->xff) {
+            if (s->xff_len)
+                s->xff_len += (size_t)snprintf(s->xff + s->xff_len, 3, ", ");
+            memcpy(s->xff + s->xff_len, h->value.p, h->value.len);
+            s->xff_len += h->value.len;
+        }
+        return;
+    }
+    bool *flag = k == FWD_PROTO ? &s->proto : k == FWD_HOST ? &s->host
+                 : k == FWD_REQUEST_ID ? &s->request_id : NULL;
+    if (!flag)
+        return;
+    if (*flag || (k == FWD_REQUEST_ID && !request_id_valid(h->value))) {
+        r->hflags[i] |= HFLAG_DROP; /* one of each, and only a well-formed id */
+        return;
+    }
+    *flag = true;
+    if (k == FWD_REQUEST_ID)
+        s->request_id_value = h->value;
+}
+
+static void classify_headers(struct request *r, bool trusted, struct seen *s)
+{
+    const struct http1_header *conn_hdr = NULL;
+    for (size_t i = 0; i < r->h.num_headers; i++) {
+        struct http1_str n = r->h.headers[i].name;
+        if (http1_str_ieq(n, "Connection"))
+            conn_hdr = &r->h.headers[i];
+        if (always_owned(n)) {
+            r->hflags[i] |= HFLAG_DROP;
+            continue;
+        }
+        enum forwarded_kind k = forwarded_kind(n);
+        if (k != FWD_NONE) {
+            if (trusted)
+                keep_trusted(r, i, k, s);
+            else
+                r->hflags[i] |= HFLAG_DROP;
+        }
+    }
+    for (size_t i = 0; conn_hdr && i < r->h.num_headers; i++) {
+        struct http1_str n = r->h.headers[i].name;
+        if (!http1_str_ieq(n, "Host") && identity_name_in_list(conn_hdr->value, n))
+            r->hflags[i] |= HFLAG_DROP;
+    }
+}
+
+static void add_forwarded(struct request *r, struct seen *s)
+{
+    const char *ip = r->conn->peer_ip;
+    if (s->xff_len && s->xff_len + strlen(ip) + 3 < sizeof s->xff) {
+        s->xff_len += (size_t)snprintf(s->xff + s->xff_len, sizeof s->xff - s->xff_len, ", %s", ip);
+        request_add_header(r, "X-Forwarded-For", s->xff, s->xff_len);
+    } else {
+        request_add_header(r, "X-Forwarded-For", ip, strlen(ip));
+    }
+    if (!s->proto)
+        request_add_header(r, "X-Forwarded-Proto", "https", 5);
+    if (!s->host && r->h.host.len)
+        request_add_header(r, "X-Forwarded-Host", r->h.host.p, r->h.host.len);
+    if (!s->request_id) {
+        request_add_header(r, "X-Request-ID", r->id, REQUEST_ID_LEN);
+        s->request_id_value = (struct http1_str){r->id, REQUEST_ID_LEN};
+    }
+}
+
+static void add_session(struct request *r)
+{
+    const struct session_identity *id = &r->ident;
+    if (!id->authenticated)
+        return; /* anonymous requests carry no identity at all */
+    request_add_header(r, "X-Tenant-ID", id->tenant, strlen(id->tenant));
+    request_add_header(r, "X-User-ID", id->user, strlen(id->user));
+    request_add_header(r, "X-Session-MFA", id->mfa ? "1" : "0", 1);
+}
+
+static int add_signature(struct request *r, struct http1_str request_id)
+{
+    const struct signature_key *key = r->conn->gen->snap->sign_key;
+    if (!key)
+        return 0;
+    const struct session_identity *id = &r->ident;
+    struct signature_fields f = {
+        .t = (int64_t)time(NULL),
+        .method = r->h.method.p, .method_len = r->h.method.len,
+        .target = r->h.target.p, .target_len = r->h.target.len,
+        .host = r->h.host.p, .host_len = r->h.host.len,
+        .tenant = id->authenticated ? id->tenant : "", .tenant_len = id->authenticated ? strlen(id->tenant) : 0,
+        .user = id->authenticated ? id->user : "", .user_len = id->authenticated ? strlen(id->user) : 0,
+        .mfa = id->authenticated ? (id->mfa ? "1" : "0") : "", .mfa_len = id->authenticated ? 1 : 0,
+        .request_id = request_id.p, .request_id_len = request_id.len,
+    };
+    char value[160];
+    size_t n = signature_header_value(key, &f, value, sizeof value);
+    if (n == 0)
+        return -1;
+    return request_add_header(r, "X-Moat-Signature", value, n);
+}
+
+enum phase_result identity_phase(struct request *r)
+{
+    const struct snapshot *snap = r->conn->gen->snap;
+    bool trusted = snap->num_trusted &&
+                   netutil_cidr_match(snap->trusted, snap->num_trusted,
+                                      (const struct sockaddr *)&r->conn->peer);
+    struct seen s = {0};
+    classify_headers(r, trusted, &s);
+    add_forwarded(r, &s);
+    add_session(r);
+    if (add_signature(r, s.request_id_value) < 0) {
+        r->error = "cannot sign identity headers";
+        conn_respond(r->conn, 500, NULL, NULL, false);
+        return PHASE_RESPOND;
+    }
+    return PHASE_CONTINUE;
+}

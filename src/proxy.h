@@ -1,0 +1,24 @@
+/*
+ * proxy: the exchange between a request and an upstream connection: writing
+ * the rewritten request head, streaming the request body (Content-Length or
+ * chunked, re-framed by moat so both sides agree on where it ends), reading
+ * the response head, streaming the response back (re-framed likewise), and
+ * tunnelling an upgraded (websocket) connection. Backpressure in both
+ * directions through bufferevent watermarks.
+ */
+#ifndef MOAT_PROXY_H
+#define MOAT_PROXY_H
+
+struct request;
+struct conn;
+
+/* Starts forwarding a request that passed every phase. */
+void proxy_start(struct request *r);
+/* Client bytes arrived while the request is being proxied. */
+void proxy_client_readable(struct request *r);
+/* The client's output drained: resume reading the upstream. */
+void proxy_client_drained(struct request *r);
+/* Tears down the upstream side of r (connection closed, not pooled). */
+void proxy_abort(struct request *r);
+
+#endif

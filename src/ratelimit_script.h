@@ -1,0 +1,126 @@
+/*
+ * ratelimit_script: the Redis Lua scripts behind global-scope rate limits.
+ * docs/ratelimit.md explains them; this header is the text that runs.
+ *
+ * Both are loaded once per connection with SCRIPT LOAD and called with
+ * EVALSHA; on a "NOSCRIPT" error reply (Redis restarted, SCRIPT FLUSH,
+ * failover) load again and retry the call once. Both read the clock with the
+ * server's TIME, so gateway instances with skewed clocks agree. They need
+ * Redis >= 3.2 (effect replication; the default from 5.0 on).
+ *
+ * RL_GCRA_SCRIPT: one atomic GCRA decision, same math as gcra.h.
+ *   KEYS[1] state key        moat:rl:<rule>:<key>   value "<tat_us>:<interval_us>"
+ *   KEYS[2] override hash    moat:rl:override:<rule>
+ *   ARGV[1] default rate in events per second (decimal, > 0)
+ *   ARGV[2] burst (integer >= 1)
+ *   ARGV[3] cost (integer, 0 <= cost <= burst; 1 per request, 0 only looks)
+ *   ARGV[4] override field (the tenant) or "" for none
+ *   reply   array of 5 integers, indexed by enum rl_gcra_reply
+ *   error   "ERR moat-rl: bad arguments" for arguments out of range
+ * The override value is "<number>" (per second) or "<number>/s|m|h", e.g.
+ * "100", "100/s", "6000/m"; it replaces the rate (not the burst). A missing
+ * field means the default rate; an unparsable one is ignored (reply -1 in
+ * RL_REPLY_OVERRIDE so the caller can log it).
+ * Only an allowed request writes the TAT (SET ... PX reset_after), so
+ * rejections consume nothing and idle keys vanish when their bucket is full.
+ *
+ * RL_HEARTBEAT_SCRIPT: register this instance and count the live ones.
+ *   KEYS[1] moat:rl:instances (sorted set, score = last beat in ms, server time)
+ *   ARGV[1] instance id (unique per process, e.g. "<host>:<pid>:<random>")
+ *   ARGV[2] liveness in ms (e.g. 3000 with one beat a second)
+ *   reply   integer N = instances that beat within the liveness window (>= 1)
+ */
+#ifndef MOAT_RATELIMIT_SCRIPT_H
+#define MOAT_RATELIMIT_SCRIPT_H
+
+enum rl_gcra_reply {
+    RL_REPLY_ALLOWED = 0, /* 1 allowed, 0 rejected */
+    RL_REPLY_REMAINING,   /* requests of cost 1 that would still pass now */
+    RL_REPLY_RETRY_MS,    /* 0 if allowed; else ms until this request would pass (rounded up) */
+    RL_REPLY_RESET_MS,    /* ms until the bucket is full again (rounded up) */
+    RL_REPLY_OVERRIDE,    /* 1 tenant override applied, 0 none, -1 override unparsable */
+    RL_REPLY_LEN
+};
+
+#define RL_GCRA_SCRIPT                                                                             \
+    "-- moat GCRA v1 (src/ratelimit_script.h)\n"                                                   \
+    "if redis.replicate_commands then redis.replicate_commands() end\n"                            \
+    "local MAX_IV = 1099511627776\n"                                                               \
+    "local function rate_of(s)\n"                                                                  \
+    "  local n = string.match(s, '^%s*(%d+%.?%d*)%s*$')\n"                                         \
+    "  local div = 1\n"                                                                            \
+    "  if not n then\n"                                                                            \
+    "    local u\n"                                                                                \
+    "    n, u = string.match(s, '^%s*(%d+%.?%d*)%s*/%s*([smh])%s*$')\n"                            \
+    "    if not n then return nil end\n"                                                           \
+    "    if u == 'm' then div = 60 elseif u == 'h' then div = 3600 end\n"                          \
+    "  end\n"                                                                                      \
+    "  local r = tonumber(n) / div\n"                                                              \
+    "  if r > 0 then return r end\n"                                                               \
+    "  return nil\n"                                                                               \
+    "end\n"                                                                                        \
+    "local function ceil_ms(us) return math.floor((us + 999) / 1000) end\n"                        \
+    "local rate = tonumber(ARGV[1])\n"                                                             \
+    "local burst = tonumber(ARGV[2])\n"                                                            \
+    "local cost = tonumber(ARGV[3])\n"                                                             \
+    "if not rate or not (rate > 0) or not burst or not (burst >= 1) or burst % 1 ~= 0\n"           \
+    "   or not cost or not (cost >= 0) or cost % 1 ~= 0 or cost > burst then\n"                    \
+    "  return redis.error_reply('ERR moat-rl: bad arguments')\n"                                   \
+    "end\n"                                                                                        \
+    "local ovs = 0\n"                                                                              \
+    "if ARGV[4] and ARGV[4] ~= '' then\n"                                                          \
+    "  local v = redis.call('HGET', KEYS[2], ARGV[4])\n"                                           \
+    "  if v then\n"                                                                                \
+    "    local r = rate_of(v)\n"                                                                   \
+    "    if r then rate = r; ovs = 1 else ovs = -1 end\n"                                          \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local iv = 1000000 / rate\n"                                                                  \
+    "if iv >= MAX_IV then iv = MAX_IV else iv = math.floor(iv + 0.5) end\n"                        \
+    "if iv < 1 then iv = 1 end\n"                                                                  \
+    "local t = redis.call('TIME')\n"                                                               \
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                      \
+    "local tat, siv = now, iv\n"                                                                   \
+    "local st = redis.call('GET', KEYS[1])\n"                                                      \
+    "if st then\n"                                                                                 \
+    "  local a, b = string.match(st, '^(%d+):(%d+)$')\n"                                           \
+    "  if a then a = tonumber(a); b = tonumber(b) end\n"                                           \
+    "  if a and a > now then\n"                                                                    \
+    "    tat, siv = a, b\n"                                                                        \
+    "    if b > 0 and b ~= iv then tat = now + math.ceil((a - now) * iv / b) end\n"                \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local window = burst * iv\n"                                                                  \
+    "local new_tat = tat + cost * iv\n"                                                            \
+    "local allow_at = new_tat - window\n"                                                          \
+    "if allow_at > now then\n"                                                                     \
+    "  if siv ~= iv then\n"                                                                        \
+    "    redis.call('SET', KEYS[1], string.format('%d:%d', tat, iv),\n"                            \
+    "                'PX', string.format('%d', ceil_ms(tat - now)))\n"                             \
+    "  end\n"                                                                                      \
+    "  local rem = 0\n"                                                                            \
+    "  if tat - now <= window then rem = math.floor((window - (tat - now)) / iv) end\n"            \
+    "  return {0, rem, ceil_ms(allow_at - now), ceil_ms(tat - now), ovs}\n"                        \
+    "end\n"                                                                                        \
+    "local reset = new_tat - now\n"                                                                \
+    "if reset > 0 then\n"                                                                          \
+    "  redis.call('SET', KEYS[1], string.format('%d:%d', new_tat, iv),\n"                          \
+    "              'PX', string.format('%d', ceil_ms(reset)))\n"                                   \
+    "end\n"                                                                                        \
+    "return {1, math.floor((window - reset) / iv), 0, ceil_ms(reset), ovs}\n"
+
+#define RL_HEARTBEAT_SCRIPT                                                                        \
+    "-- moat instance heartbeat v1 (src/ratelimit_script.h)\n"                                     \
+    "if redis.replicate_commands then redis.replicate_commands() end\n"                            \
+    "local live = tonumber(ARGV[2])\n"                                                             \
+    "if not ARGV[1] or ARGV[1] == '' or not live or not (live >= 1) then\n"                        \
+    "  return redis.error_reply('ERR moat-rl: bad arguments')\n"                                   \
+    "end\n"                                                                                        \
+    "local t = redis.call('TIME')\n"                                                               \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
+    "redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])\n"                             \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now - live))\n"          \
+    "redis.call('PEXPIRE', KEYS[1], string.format('%d', live * 2))\n"                              \
+    "return redis.call('ZCARD', KEYS[1])\n"
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * respond: responses moat writes itself (errors, 401/403/429/503, redirects)
+ * and the security headers every HTTPS response carries (HSTS, nosniff,
+ * Referrer-Policy), whether moat or an upstream produced it.
+ */
+#ifndef MOAT_RESPOND_H
+#define MOAT_RESPOND_H
+
+#include <stdbool.h>
+
+struct evbuffer;
+struct config;
+struct request;
+
+/* Appends the security header lines for HTTPS responses. */
+void respond_security_headers(struct evbuffer *out, const struct config *cfg);
+
+/*
+ * Appends a complete response: status line, Date-less minimal headers,
+ * security headers, the request's extra response headers, `extra` lines,
+ * Content-Length and the body (omitted for HEAD).
+ */
+void respond_write(struct evbuffer *out, const struct config *cfg, const struct request *r,
+                   int status, const char *extra, const char *body, bool close, bool head_only);
+
+#endif

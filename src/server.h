@@ -1,0 +1,17 @@
+/*
+ * server: the main thread. Loads the config, opens the listeners, starts the
+ * workers and the admin listener, and handles signals: SIGHUP reloads (a new
+ * snapshot is built and validated; if anything is wrong the old one stays),
+ * SIGTERM and SIGINT drain (stop accepting, finish in-flight requests up to
+ * limits.drain_timeout) and exit 0.
+ */
+#ifndef MOAT_SERVER_H
+#define MOAT_SERVER_H
+
+/* Runs until drained; returns the process exit status. */
+int server_run(const char *config_path);
+
+/* Loads and fully validates a config (as -t does); prints every error; returns 0/1. */
+int server_check(const char *config_path);
+
+#endif

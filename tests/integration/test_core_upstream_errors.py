@@ -1,0 +1,100 @@
+"""Upstream failures: 502 when down or broken, 504 on timeout; HSTS on every HTTPS response."""
+
+import time
+
+import pytest
+
+from moatctl import Conn, curl, free_port, hsts_directives, raw_exchange
+
+HSTS = {"hsts": {"max_age": 31536000, "include_subdomains": True, "preload": False}}
+
+
+def test_upstream_down_is_502(upstream, moat_factory):
+    m = moat_factory(upstream=None)  # upstreams.app points at a port nobody listens on
+    r = curl(m.https_port, "/echo")
+    assert r.status == 502, r
+    assert r.elapsed < 5, r.elapsed
+    # and again: moat is still fine
+    assert curl(m.https_port, "/echo").status == 502
+
+
+def test_upstream_timeout_is_504(upstream, moat_factory):
+    up = upstream("app")
+    m = moat_factory({"workers": 1, "limits": {"upstream_timeout": "1s"}}, upstream=up)
+    t0 = time.monotonic()
+    r = curl(m.https_port, "/slow?ms=3000")
+    assert r.status == 504, r
+    assert 0.8 <= time.monotonic() - t0 < 2.9
+    # the late answer must never be handed to a later request
+    time.sleep(2.5)
+    r = curl(m.https_port, "/echo?after=1")
+    assert r.status == 200, r
+    assert r.json()["query"] == "after=1"
+
+
+def test_fast_requests_unaffected_by_upstream_timeout(upstream, moat_factory):
+    up = upstream("app")
+    m = moat_factory({"limits": {"upstream_timeout": "1s"}}, upstream=up)
+    r = curl(m.https_port, "/slow?ms=300")
+    assert r.status == 200, r
+
+
+def test_upstream_closing_without_response_is_502(proxy):
+    r = curl(proxy.port, "/drop")
+    assert r.status == 502, r
+    assert curl(proxy.port, "/echo").status == 200
+
+
+@pytest.mark.parametrize("kind", ["garbage", "dup_cl", "cl_te", "bare_lf", "no_status"])
+def test_invalid_upstream_response_is_502(proxy, kind):
+    r = curl(proxy.port, "/bad?kind=" + kind)
+    assert r.status == 502, r
+    assert curl(proxy.port, "/echo").status == 200
+
+
+def test_upstream_restarted_is_recovered(upstream, moat_factory):
+    up = upstream("app")
+    m = moat_factory({"workers": 1}, upstream=up)
+    assert curl(m.https_port, "/echo").status == 200
+    up.stop()
+    assert curl(m.https_port, "/echo").status == 502
+    up.start()
+    assert curl(m.https_port, "/echo").status == 200
+
+
+def assert_hsts(headers_value, want):
+    assert hsts_directives(headers_value) == want, headers_value
+
+
+def test_hsts_on_every_https_response(upstream, moat_factory):
+    up = upstream("app")
+    m = moat_factory(dict(HSTS, limits={"upstream_timeout": "1s"}), upstream=up)
+    want = {"max-age=31536000", "includesubdomains"}
+    for path, code in (("/echo", 200), ("/status?code=404", 404), ("/status?code=500", 500),
+                       ("/slow?ms=2500", 504), ("/drop", 502)):
+        r = curl(m.https_port, path)
+        assert r.status == code, (path, r)
+        assert len(r.header_all("strict-transport-security")) == 1, (path, r.headers)
+        assert_hsts(r.header("strict-transport-security"), want)
+    # also on moat's own error responses
+    r, _ = raw_exchange(m.https_port, b"GET /echo HTTP/1.1\r\nHost: localhost\r\n"
+                                      b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+    assert r is not None and r.status == 400, r
+    assert_hsts(r.header("strict-transport-security"), want)
+
+
+def test_hsts_with_preload(upstream, moat_factory):
+    up = upstream("app")
+    m = moat_factory({"hsts": {"max_age": 63072000, "include_subdomains": True,
+                               "preload": True}}, upstream=up)
+    r = curl(m.https_port, "/echo")
+    assert r.status == 200
+    assert_hsts(r.header("strict-transport-security"),
+                {"max-age=63072000", "includesubdomains", "preload"})
+
+
+def test_hsts_on_502(moat_factory):
+    m = moat_factory(HSTS, upstream=None)
+    r = curl(m.https_port, "/")
+    assert r.status == 502
+    assert "max-age=31536000" in hsts_directives(r.header("strict-transport-security"))
