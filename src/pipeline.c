@@ -3,7 +3,7 @@
 #include "auth.h"
 #include "conn.h"
 #include "identity.h"
-#include "limits.h"
+#include "request_limits.h"
 #include "proxy.h"
 #include "ratelimit.h"
 #include "request.h"

@@ -24,8 +24,11 @@
  *   backoff with jitter; the backoff resets after a successful handshake.
  * - Handshake on every connect: (TLS), AUTH [user] password, SELECT db,
  *   CLIENT SETNAME, CLIENT ID, then the on_connect hook, then CONNECTED.
- *   AUTH or SELECT failure keeps the client DOWN with a clear last_error;
- *   the password never appears in any error or log.
+ *   AUTH or SELECT failure keeps the client from CONNECTED (DOWN, retried:
+ *   CONNECTING -> DOWN; bad credentials retry at backoff_max) with a clear
+ *   last_error such as "AUTH failed: WRONGPASS ...". The password is never
+ *   put in an error; its stack copy is wiped after use (the copy libevent holds
+ *   in the output buffer until it is sent is not).
  * - Everything the server sends is treated as hostile: replies are bounded in
  *   size (max_reply_bytes) and element count, nesting is bounded by hiredis
  *   (7 levels), and any protocol error drops the connection.
@@ -87,9 +90,11 @@ struct redis_pending;
 typedef void (*redis_reply_fn)(redisReply *reply, const char *err, void *arg);
 
 /* Validates the options, builds the TLS context (CA, client certificate) and
- * schedules the first connect on `base` (it happens in the event loop, so hooks
- * registered right after this call see it). Returns NULL and fills err on
- * invalid options or unreadable TLS files. The options' strings are copied. */
+ * schedules the first connect on `base`. The client starts CONNECTING (no hook
+ * call for that); the connect itself runs in the event loop, so hooks
+ * registered right after this call see all of it. An unreachable Redis is not
+ * an error here. Returns NULL and fills err on invalid options or unreadable
+ * TLS files. The options' strings are copied. */
 struct redis_client *redis_client_new(struct event_base *base, const struct redis_options *o,
                                       char *err, size_t errlen);
 

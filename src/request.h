@@ -31,6 +31,7 @@ struct session_identity {
     char user[SESSION_FIELD_MAX];
     char roles[SESSION_FIELD_MAX];
     char token_hash[65];              /* hex sha256 of the token, for session rate limits */
+    uint8_t token_sha[32];
 };
 
 /* Flags per received header, set by phases that decide what is forwarded. */

@@ -28,6 +28,8 @@ struct request;
 struct upstream_set;
 struct redis_client;
 struct auth_cache;
+struct revocation;
+struct rl_global;
 
 /*
  * A worker's view of one snapshot: the shared snapshot plus this worker's
@@ -72,9 +74,11 @@ struct worker {
     struct log_buffer access;
     struct metrics metrics;
 
-    struct redis_client *redis;
+    struct redis_client *redis;       /* sessions and global rate limits */
     struct auth_cache *auth_cache;
-    void *ext[4]; /* per-worker state of optional modules, indexed by module */
+    struct revocation *revocation;    /* push invalidation, when enabled */
+    char *redis_key;                  /* the redis options the clients were made from */
+    struct rl_global *rl_global;      /* global rate limits (EVALSHA) */
 };
 
 /*

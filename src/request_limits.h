@@ -6,8 +6,8 @@
  * segments, percent-encoded unreserved characters, slashes or backslashes:
  * 400), so a route rule cannot be bypassed by spelling a path differently.
  */
-#ifndef MOAT_LIMITS_H
-#define MOAT_LIMITS_H
+#ifndef MOAT_REQUEST_LIMITS_H
+#define MOAT_REQUEST_LIMITS_H
 
 #include <stdbool.h>
 
