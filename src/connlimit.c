@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "ratelimit.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -106,10 +107,21 @@ static void release_ip(const struct sockaddr *sa)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* New TLS handshakes per client IP per second, so a handshake flood cannot burn the CPU. */
+static bool admit_handshake(const struct sockaddr *sa, double rate)
+{
+    uint8_t ip[16];
+    ip_key(sa, ip);
+    uint64_t burst = rate < 1 ? 1 : (uint64_t)rate;
+    return ratelimit_local("@handshake", ip, sizeof ip, rate, burst).allowed;
+}
+
 bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
 {
     const struct config_limits *lim = &w->gen->snap->cfg->limits;
     pthread_once(&once, init_stripes);
+    if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
+        return false;
     size_t now = atomic_fetch_add_explicit(&total, 1, memory_order_relaxed) + 1;
     if (lim->max_connections && now > lim->max_connections) {
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);

@@ -15,8 +15,8 @@ static const struct phase {
     phase_fn fn;
 } phases[] = {
     {"limits", limits_phase},
+    {"route", route_phase}, /* before the IP limits: rules are per route; no I/O here */
     {"ratelimit_ip", ratelimit_ip_phase},
-    {"route", route_phase},
     {"auth", auth_phase},
     {"ratelimit", ratelimit_identity_phase},
     {"tenant", route_tenant_phase},

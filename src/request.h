@@ -60,6 +60,14 @@ struct request {
     void *pending;                     /* an outstanding async operation (e.g. redis) */
     void (*cancel_pending)(struct request *);
 
+    /* rate limiting (ratelimit.c): next rule to evaluate, the most restrictive verdict */
+    unsigned rl_next;
+    bool rl_post_auth;
+    bool rl_have;
+    const void *rl_rule;               /* const struct config_rate_rule * */
+    uint64_t rl_remaining;
+    uint64_t rl_reset_ms;
+
     /* headers to append to the forwarded head: "Name: value\r\n" lines */
     char add_headers[REQUEST_ADD_HEADERS_MAX];
     size_t add_len;

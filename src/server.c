@@ -13,6 +13,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "snapshot.h"
 #include "tls.h"
 #include "tls_tickets.h"
@@ -28,7 +29,7 @@ struct server {
     struct metrics *metrics[MAX_WORKERS];
     int num_workers;
     struct admin *admin;
-    struct event *ev_hup, *ev_term, *ev_int, *ev_rotate;
+    struct event *ev_hup, *ev_term, *ev_int, *ev_rotate, *ev_sweep;
     struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
     uint64_t rotate_ms;
     unsigned long generation;
@@ -176,6 +177,11 @@ static void on_rotate(evutil_socket_t fd, short what, void *arg)
         log_msg(LOG_ERROR, "tls: ticket key rotation: %s (keeping the current keys)", err);
 }
 
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    ratelimit_sweep(); /* idle rate-limit keys are full again: dropping them is exact */
+}
+
 /* (Re)arms ticket rotation at the configured period. */
 static void schedule_rotation(struct server *s)
 {
@@ -239,8 +245,11 @@ static int setup_events(struct server *s)
     s->ev_term = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->ev_int = evsignal_new(s->base, SIGINT, on_signal, s);
     s->ev_rotate = event_new(s->base, -1, EV_PERSIST, on_rotate, s);
-    if (!s->ev_hup || !s->ev_term || !s->ev_int || !s->ev_rotate)
+    s->ev_sweep = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
+    if (!s->ev_hup || !s->ev_term || !s->ev_int || !s->ev_rotate || !s->ev_sweep)
         return -1;
+    struct timeval sec = {1, 0};
+    event_add(s->ev_sweep, &sec);
     event_add(s->ev_hup, NULL);
     event_add(s->ev_term, NULL);
     event_add(s->ev_int, NULL);
@@ -271,7 +280,7 @@ static void shutdown_all(struct server *s)
     }
     s->num_workers = 0;
     admin_stop(s->admin);
-    struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate};
+    struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate, s->ev_sweep};
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -279,6 +288,7 @@ static void shutdown_all(struct server *s)
         snapshot_unref(s->snap);
     if (s->tickets)
         tls_tickets_unref(s->tickets);
+    ratelimit_shutdown();
     if (s->base)
         event_base_free(s->base);
 }
@@ -300,6 +310,10 @@ int server_run(const char *path)
     }
     int rc = 1;
     s.base = event_base_new();
+    if (ratelimit_init(s.snap->cfg->ratelimit.max_keys) < 0) {
+        fprintf(stderr, "%s: ratelimit.max_keys: cannot allocate the key table\n", path);
+        goto out;
+    }
     if (!s.base || setup_events(&s) < 0 || start_workers(&s) < 0 || start_admin(&s) < 0)
         goto out;
     log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",

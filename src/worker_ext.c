@@ -40,14 +40,17 @@ static char *redis_fingerprint(const struct config *cfg)
 {
     const struct config_redis *rc = &cfg->redis;
     char buf[2048];
-    snprintf(buf, sizeof buf, "%s|%s|%s|%s|%d|%s|%s|%d|%s|%s|%llu|%llu|%d|%d|%s",
+    snprintf(buf, sizeof buf, "%s|%s|%s|%s|%d|%s|%s|%d|%s|%s|%llu|%llu|%d|%d|%s|%llu|%llu|%s",
              rc->address.text, rc->username ? rc->username : "",
              rc->password_file ? rc->password_file : "", rc->password_env ? rc->password_env : "",
              rc->tls.enabled, rc->tls.ca ? rc->tls.ca : "",
              rc->tls.server_name ? rc->tls.server_name : "", rc->tls.verify,
              rc->tls.cert ? rc->tls.cert : "", rc->tls.key ? rc->tls.key : "",
              (unsigned long long)rc->timeout_ms, (unsigned long long)rc->connect_timeout_ms,
-             rc->database, cfg->sessions.push_revocation, cfg->sessions.key_prefix);
+             rc->database, cfg->sessions.push_revocation, cfg->sessions.key_prefix,
+             (unsigned long long)cfg->ratelimit.redis_timeout_ms,
+             (unsigned long long)cfg->ratelimit.heartbeat_ms, cfg->ratelimit.key_prefix);
+    /* ratelimit settings are part of it: the rate-limit client is built from them */
     return strdup(buf);
 }
 
@@ -75,7 +78,9 @@ static int start_clients(struct worker *w, const struct config *cfg, char *err, 
         if (!w->revocation)
             return -1;
     }
-    w->rl_global = rl_global_new(w, w->redis);
+    w->rl_global = rl_global_new(w, cfg, &o, err, errlen);
+    if (!w->rl_global)
+        return -1;
     w->redis_key = redis_fingerprint(cfg);
     return 0;
 }
