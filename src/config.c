@@ -779,6 +779,8 @@ static bool parse_yaml(struct config_loader *L, struct config *c, const char *bu
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root) {
         config_keys_parse(L, config_root_keys, c, root, "");
+        if (root->type != YAML_MAPPING_NODE)
+            goto out_doc; /* nothing was read: cross-checks would only add noise */
         if (!yaml_parser_load(&p, &next)) {
             yaml_error(L, &p, buf, len);
             goto out_doc;

@@ -2,6 +2,7 @@
  * config_keys: key tables and the walkers that apply them (see config_keys.h).
  */
 #include "config_keys.h"
+#include "netutil.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -51,6 +52,9 @@ void config_loader_error(struct config_loader *L, struct config_pos pos, const c
     if (!full)
         return;
     snprintf(full, n, "%s%s: %s%s%s", L->name, where, path, *path ? ": " : "", msg);
+    for (char *p = full; *p; p++) /* a message may reach a terminal: no escapes */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 
     if (L->num_errs == L->cap_errs) {
         size_t cap = L->cap_errs ? L->cap_errs * 2 : 8;
@@ -171,11 +175,11 @@ const char *config_quote(const char *s, char *buf, size_t len)
     if (len < 8)
         return "";
     buf[o++] = '"';
-    for (; *s && o < len - 5; s++)
+    for (; *s && o < len - 5; s++) /* room left for ..." and the NUL */
         buf[o++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
     if (*s) {
-        memcpy(buf + o - (o > 64 ? 3 : 0), "...", 3);
-        o += o > 64 ? 0 : 3;
+        memcpy(buf + o, "...", 3);
+        o += 3;
     }
     buf[o++] = '"';
     buf[o] = '\0';
@@ -284,32 +288,11 @@ static const char *check_login_url(const char *s)
     return NULL;
 }
 
-/* "10.0.0.0/8", "192.0.2.7", "fd00::/8", "::1": what netutil_cidr_parse accepts. */
+/* Exactly what the identity phase will parse: netutil decides, not a second parser. */
 static const char *check_cidr(const char *s)
 {
-    char buf[INET6_ADDRSTRLEN + 8];
-    unsigned char bin[16];
-    const char *slash = strchr(s, '/');
-    size_t n = slash ? (size_t)(slash - s) : strlen(s);
-    if (n == 0 || n >= INET6_ADDRSTRLEN)
-        return "not an IP address or CIDR";
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    int max = inet_pton(AF_INET, buf, bin) == 1 ? 32 : inet_pton(AF_INET6, buf, bin) == 1 ? 128 : -1;
-    if (max < 0)
-        return "not an IP address or CIDR";
-    if (slash) {
-        const char *p = slash + 1;
-        if (!*p || strlen(p) > 3 || !all_chars(p, "") || isalpha((unsigned char)*p) ||
-            (p[0] == '0' && p[1]))
-            return "invalid prefix length";
-        for (const char *q = p; *q; q++)
-            if (!isdigit((unsigned char)*q))
-                return "invalid prefix length";
-        if (atoi(p) > max)
-            return "prefix length out of range";
-    }
-    return NULL;
+    struct netutil_cidr c;
+    return netutil_cidr_parse(s, &c) == 0 ? NULL : "not an IP address or CIDR (e.g. 10.0.0.0/8)";
 }
 
 static const char *check_rule_id(const char *s)

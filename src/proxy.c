@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -200,6 +201,13 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
     return RELAY_OK;
 }
 
+/* Raw bytes a chunked body may take on the wire: payload plus generous framing. */
+static uint64_t raw_body_cap(const struct config *cfg)
+{
+    uint64_t max = cfg->limits.max_body_bytes;
+    return max + max / 2 + 64 * 1024;
+}
+
 static enum relay_result relay_request_body(struct request *r)
 {
     struct evbuffer *in = client_in(r);
@@ -217,6 +225,8 @@ static enum relay_result relay_request_body(struct request *r)
                             req_cfg(r)->limits.max_body_bytes, &r->req_body_done);
     }
     r->bytes_in += before - evbuffer_get_length(in);
+    if (res == RELAY_OK && r->bytes_in - r->head_len > raw_body_cap(req_cfg(r)))
+        res = RELAY_TOO_BIG; /* chunk framing and extensions count too */
     return res;
 }
 
@@ -315,6 +325,27 @@ static void on_connect_failed(struct request *r, bool timeout)
 
 /* ---- response ---------------------------------------------------------- */
 
+/*
+ * moat re-chunks every response body it streams, but codings the upstream
+ * applied under "chunked" (e.g. "gzip, chunked") are part of the payload and
+ * must still be announced to the client.
+ */
+static void write_transfer_encoding(struct evbuffer *out, const struct http1_response *resp)
+{
+    const struct http1_header *te =
+        http1_find_header(resp->headers, resp->num_headers, "Transfer-Encoding");
+    size_t n = te ? te->value.len : 0;
+    const char *v = te ? te->value.p : NULL;
+    if (n >= 7 && !strncasecmp(v + n - 7, "chunked", 7))
+        n -= 7;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
+        n--;
+    if (n)
+        evbuffer_add_printf(out, "Transfer-Encoding: %.*s, chunked\r\n", (int)n, v);
+    else
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+}
+
 /* Appends the response head moat sends to the client for an upstream response. */
 static void write_response_head(struct request *r, const struct http1_response *resp)
 {
@@ -347,7 +378,7 @@ static void write_response_head(struct request *r, const struct http1_response *
         evbuffer_add_printf(out, "Content-Length: %llu\r\n",
                             (unsigned long long)resp->framing.content_length);
     else if (r->resp_out == HTTP1_BODY_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        write_transfer_encoding(out, resp);
     if (resp->status == 101) {
         const struct http1_header *up =
             http1_find_header(resp->headers, resp->num_headers, "Upgrade");

@@ -88,7 +88,10 @@ enum session_status session_token_find(const struct config_sessions *cfg,
         *token = t;
         have = true;
     }
-    for (size_t i = 0; !have && cfg->cookie && i < n; i++) {
+    /* Every Cookie header is read (not just up to the first hit): the same cookie
+     * with a different value in another header is as ambiguous as in one. */
+    bool from_bearer = have;
+    for (size_t i = 0; !from_bearer && cfg->cookie && i < n; i++) {
         if (!http1_str_ieq(h[i].name, "Cookie"))
             continue;
         struct http1_str t = *token;

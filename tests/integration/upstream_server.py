@@ -9,7 +9,8 @@ It speaks HTTP/1.1 by hand (keep-alive, pipelining, Content-Length and chunked
 bodies both ways, Expect: 100-continue, HEAD, websocket) so tests can see exactly
 what moat put on the wire. Endpoints:
 
-  /echo                JSON: method, path, query, version, headers ([name, value]
+  /echo                JSON: method, target (raw request-target), path, query, version,
+                       headers ([name, value]
                        pairs in order), body_length, body_sha256, upstream,
                        connection_id, request_count (on this connection)
   /chunked?n=K&size=S  chunked response: chunk i is S bytes of chr(ord('a') + i % 26)
@@ -21,6 +22,7 @@ what moat put on the wire. Endpoints:
   /head                GET: 1234 bytes 'h'; HEAD: the same head, no body
   /ws                  websocket handshake (101), then echoes frames unmasked
   /healthz             200 "ok"
+  /headers?set=N:V     like /echo, with response header N: V (set= may repeat)
   /drop                reads the request, then closes without answering
   /bad?kind=K          an invalid response: garbage, dup_cl (two differing
                        Content-Length), cl_te (CL and TE), bare_lf, no_status
@@ -349,6 +351,7 @@ class Handler(socketserver.BaseRequestHandler):
     def echo_body(self, req):
         return json.dumps({
             "method": req.method,
+            "target": req.target,
             "path": req.path,
             "query": req.query,
             "version": req.version,
@@ -370,6 +373,16 @@ class Handler(socketserver.BaseRequestHandler):
     def ep_status(self, req, close):
         code = int(req.params.get("code", "200"))
         self.respond(req, code, ("status %d\n" % code).encode(), close=close)
+
+    def ep_headers(self, req, close):
+        """/headers?set=Name:Value[&set=...]: an echo response carrying those headers."""
+        extra = []
+        for k, v in urllib.parse.parse_qsl(req.query, keep_blank_values=True):
+            if k == "set":
+                name, _, value = v.partition(":")
+                extra.append((name, value.strip()))
+        self.respond(req, 200, self.echo_body(req), "application/json", extra=extra,
+                     close=close)
 
     def ep_healthz(self, req, close):
         self.respond(req, 200, b"ok\n", close=close)
@@ -455,7 +468,7 @@ class Handler(socketserver.BaseRequestHandler):
     ROUTES = {
         "/echo": "ep_echo", "/slow": "ep_slow", "/status": "ep_status", "/healthz": "ep_healthz",
         "/head": "ep_head", "/big": "ep_big", "/chunked": "ep_chunked", "/close": "ep_close",
-        "/ws": "ep_ws", "/drop": "ep_drop", "/bad": "ep_bad",
+        "/ws": "ep_ws", "/drop": "ep_drop", "/bad": "ep_bad", "/headers": "ep_headers",
     }
     DEFAULT_ROUTE = "ep_echo"
 

@@ -767,6 +767,33 @@ static void test_ping_dead_peer(void **state)
     fake_stop(s);
 }
 
+/* Random RESP-flavoured bytes: whatever they parse to, the command gets exactly
+ * one callback (reply, "protocol error" or "timeout") and nothing crashes. */
+static void test_random_garbage(void **state)
+{
+    struct fixture *f = *state;
+    static const char alphabet[] = "+-:$*\r\n0123456789-1x\x00\xff";
+    unsigned seed = 12345;
+    for (int iter = 0; iter < 40; iter++) {
+        char buf[256];
+        size_t len = 1 + (size_t)(rand_r(&seed) % (int)sizeof(buf));
+        for (size_t i = 0; i < len; i++)
+            buf[i] = alphabet[rand_r(&seed) % (int)(sizeof(alphabet) - 1)];
+        struct fake_server *s = fake_start(f->base, FAKE_RAW, buf, len);
+        struct redis_options o = opts_tcp(s->port);
+        o.timeout_ms = 100;
+        o.backoff_min_ms = 5000;
+        struct redis_client *c = client_up(f, &o);
+        struct rec a = {0};
+        assert_non_null(redis_command(c, rec_cb, &a, "GET a"));
+        assert_true(th_run_until(f->base, rec_called, &a, 3000));
+        th_run_for(f->base, 5);
+        assert_int_equal(a.calls, 1);
+        redis_client_free(c);
+        fake_stop(s);
+    }
+}
+
 /* ---- freeing the client from inside its hooks --------------------------- */
 
 struct free_hook {
@@ -1072,6 +1099,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_options, setup_base, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup_base, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup_base, teardown),
+        cmocka_unit_test_setup_teardown(test_random_garbage, setup_base, teardown),
         cmocka_unit_test_setup_teardown(test_ping_dead_peer, setup_base, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_hooks, setup_base, teardown),
         cmocka_unit_test_setup_teardown(test_resolve, setup_server, teardown),
