@@ -27,12 +27,14 @@
 
 /* Output above this is not topped up from the upstream until it drains. */
 #define CONN_WRITE_LOW (16 * 1024)
+/* How long a closing connection keeps discarding a client's unread body. */
+#define LINGER_MS 2000
 
 static void conn_read_heads(struct conn *c);
 
 const char *conn_state_str(enum conn_state s)
 {
-    static const char *names[] = {"handshake", "read_head", "busy", "tunnel", "closing"};
+    static const char *names[] = {"handshake", "read_head", "busy", "tunnel", "closing", "linger"};
     return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
 }
 
@@ -117,14 +119,35 @@ void conn_set_reading(struct conn *c, bool on)
     }
 }
 
-/* Enters CLOSING: no more reading; freed once the output has been flushed. */
+/*
+ * The response is out: close now, or (when the client may still be sending a
+ * body nobody read) shut our side and discard input for a while. Closing a
+ * socket with unread input sends a TCP reset, which can destroy the response
+ * before the client has read it (RFC 9112 §9.6).
+ */
+static void conn_finish_close(struct conn *c)
+{
+    if (!c->linger && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        c->dead = true;
+        return;
+    }
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl)
+        SSL_shutdown(ssl); /* close_notify: the response is complete */
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    c->state = CONN_LINGER;
+    bufferevent_enable(c->bev, EV_READ);
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    arm_timer(c, LINGER_MS);
+}
+
+/* Enters CLOSING: input is discarded; the end comes once the output is flushed. */
 static void conn_close_after_flush(struct conn *c)
 {
     c->state = CONN_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        c->dead = true;
+        conn_finish_close(c);
         return;
     }
     arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
@@ -135,6 +158,8 @@ void conn_exchange_done(struct conn *c)
     struct request *r = c->req;
     struct worker *w = c->w;
     bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after && !w->draining;
+    if (r && !r->req_body_done)
+        c->linger = true; /* part of the body may still be on its way */
     if (r) {
         accesslog_request(w, r);
         c->req = NULL;
@@ -284,6 +309,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             proxy_client_readable(c->req);
         break;
     case CONN_CLOSING:
+    case CONN_LINGER:
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
         break;
     case CONN_HANDSHAKE:
@@ -298,7 +324,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     conn_enter(c);
     if (c->state == CONN_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            c->dead = true;
+            conn_finish_close(c);
     } else if (c->req) {
         proxy_client_drained(c->req);
     }

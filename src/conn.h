@@ -29,6 +29,8 @@ enum conn_state {
     CONN_BUSY,          /* a request is in the pipeline or being proxied */
     CONN_TUNNEL,        /* upgraded (websocket): bytes relayed both ways */
     CONN_CLOSING,       /* flushing the last response, then close */
+    CONN_LINGER,        /* response sent and write side shut; discarding what the client
+                           still sends so the close does not reset the response away */
 };
 
 struct conn {
@@ -42,6 +44,7 @@ struct conn {
     bool dead;         /* close requested; freed at depth 0 */
     bool keep_alive;   /* the current exchange allows another request */
     bool idle;         /* between requests with no byte of the next one yet */
+    bool linger;       /* the client may still be sending: linger before closing */
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
