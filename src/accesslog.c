@@ -44,6 +44,8 @@ void accesslog_request(struct worker *w, struct request *r)
     jsonw_double(&j, "total_time_ms", request_ms_between(&r->t_start, &now));
     jsonw_str(&j, "tls_version", c->tls_version);
     jsonw_str(&j, "tls_cipher", c->tls_cipher);
+    if (c->client_subject)
+        jsonw_str(&j, "tls_client_subject", c->client_subject);
     add_identity(&j, r);
     if (r->error)
         jsonw_str(&j, "error", r->error);

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "ratelimit.h"
 
 struct admin {
     struct evhttp *http;
@@ -35,6 +36,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         int n = 0;
         struct metrics *const *sets = a->src.metrics(a->src.arg, &n);
         metrics_render(body, sets, n);
+        ratelimit_render_metrics(body);
         reply(req, 200, "OK", "text/plain; version=0.0.4", body);
     } else if (path && !strcmp(path, "/healthz")) {
         evbuffer_add(body, "ok\n", 3);

@@ -20,13 +20,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/*
- * openssl/err.h uses INT_MAX without including <limits.h>, and under -Isrc the
- * name <limits.h> finds moat's src/limits.h (the limits phase), not the C one.
- */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -137,63 +130,69 @@ static const char *check_addr_host(const char *h)
     return NULL;
 }
 
+/* "[v6]:port": host gets the address between the brackets; returns the port text. */
+static const char *split_bracketed(const char *s, char *host, size_t hlen, const char **why)
+{
+    const char *close = strchr(s, ']');
+    unsigned char bin[16];
+    if (!close || close[1] != ':') {
+        *why = "expected [v6]:port";
+        return NULL;
+    }
+    if ((size_t)(close - s - 1) >= hlen) {
+        *why = "the host is too long";
+        return NULL;
+    }
+    memcpy(host, s + 1, (size_t)(close - s - 1));
+    host[close - s - 1] = '\0';
+    if (inet_pton(AF_INET6, host, bin) != 1) {
+        *why = "not a valid IPv6 address";
+        return NULL;
+    }
+    return close + 2;
+}
+
+/* "host:port" with an IPv4 address or a name; returns the port text. */
+static const char *split_hostport(const char *s, char *host, size_t hlen, const char **why)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        *why = "expected host:port, [v6]:port or unix:/path";
+    else if (memchr(s, ':', (size_t)(colon - s)))
+        *why = "IPv6 addresses must be in brackets, e.g. [::1]:8443";
+    else if ((size_t)(colon - s) >= hlen)
+        *why = "the host is too long";
+    else {
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        *why = check_addr_host(host);
+    }
+    return *why ? NULL : colon + 1;
+}
+
 int config_addr_parse(const char *s, struct config_addr *out, const char **why)
 {
-    char host[256];
-    const char *port;
-    uint16_t pn = 0;
     struct config_addr a = {0};
-
     *why = NULL;
     if (!strncmp(s, "unix:", 5)) {
-        const char *path = s + 5;
-        if (!*path)
+        if (!s[5])
             *why = "the unix socket path is empty";
-        else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        else if (strlen(s + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
             *why = "the unix socket path is too long";
         if (*why)
             return -1;
         a.text = strdup(s);
-        a.path = strdup(path);
+        a.path = strdup(s + 5);
     } else {
-        const char *end;
-        if (s[0] == '[') {
-            const char *close = strchr(s, ']');
-            unsigned char bin[16];
-            if (!close || close[1] != ':')
-                *why = "expected [v6]:port";
-            else if ((size_t)(close - s - 1) >= sizeof host)
-                *why = "the host is too long";
-            else {
-                memcpy(host, s + 1, (size_t)(close - s - 1));
-                host[close - s - 1] = '\0';
-                if (inet_pton(AF_INET6, host, bin) != 1)
-                    *why = "not a valid IPv6 address";
-            }
-            end = close;
-            port = close ? close + 2 : NULL;
-        } else {
-            end = strrchr(s, ':');
-            if (!end)
-                *why = "expected host:port, [v6]:port or unix:/path";
-            else if (memchr(s, ':', (size_t)(end - s)))
-                *why = "IPv6 addresses must be in brackets, e.g. [::1]:8443";
-            else if ((size_t)(end - s) >= sizeof host)
-                *why = "the host is too long";
-            else {
-                memcpy(host, s, (size_t)(end - s));
-                host[end - s] = '\0';
-                *why = check_addr_host(host);
-            }
-            port = end ? end + 1 : NULL;
-        }
-        if (!*why)
-            *why = parse_port(port, &pn);
+        char host[256];
+        const char *port = s[0] == '[' ? split_bracketed(s, host, sizeof host, why)
+                                       : split_hostport(s, host, sizeof host, why);
+        if (port)
+            *why = parse_port(port, &a.port);
         if (*why)
             return -1;
         a.text = strdup(s);
         a.host = strdup(host);
-        a.port = pn;
     }
     if (!a.text || (!a.host && !a.path)) {
         config_addr_clear(&a);
@@ -270,8 +269,7 @@ static struct config_pos offset_pos(const char *buf, size_t len, size_t off)
     return p;
 }
 
-static void yaml_error(struct config_loader *L, const yaml_parser_t *p, const char *buf,
-                       size_t len)
+static void yaml_error(struct config_loader *L, const yaml_parser_t *p, const char *buf, size_t len)
 {
     const char *problem = p->problem ? p->problem : "syntax error";
     struct config_pos pos = {(int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1};
@@ -390,6 +388,8 @@ static void validate_ciphers(struct config_loader *L, const struct config_tls *t
 {
     struct config_pos pos = pos_of(L, &t->ciphers, t, ROOT);
     char *copy = strdup(t->ciphers), *save = NULL, q[80];
+    if (!copy)
+        config_loader_oom(L);
     for (char *tok = copy ? strtok_r(copy, ":, ", &save) : NULL; tok;
          tok = strtok_r(NULL, ":, ", &save)) {
         if (strchr("!-+@", tok[0]))
@@ -423,6 +423,8 @@ static void validate_suites(struct config_loader *L, const struct config_tls *t,
 {
     struct config_pos pos = pos_of(L, &t->ciphersuites, t, ROOT);
     char *copy = strdup(t->ciphersuites), *save = NULL, q[80];
+    if (!copy)
+        config_loader_oom(L);
     for (char *tok = copy ? strtok_r(copy, ":", &save) : NULL; tok;
          tok = strtok_r(NULL, ":", &save)) {
         bool found = false;
@@ -437,8 +439,8 @@ static void validate_suites(struct config_loader *L, const struct config_tls *t,
     }
     free(copy);
     if (!SSL_CTX_set1_groups_list(ctx, t->groups))
-        config_loader_error(L, pos_of(L, &t->groups, t, ROOT), "tls.groups",
-                            "unknown group in %s", config_quote(t->groups, q, sizeof q));
+        config_loader_error(L, pos_of(L, &t->groups, t, ROOT), "tls.groups", "unknown group in %s",
+                            config_quote(t->groups, q, sizeof q));
 }
 
 static void validate_tls(struct config_loader *L, struct config *c)
@@ -456,7 +458,8 @@ static void validate_tls(struct config_loader *L, struct config *c)
         validate_ciphers(L, t, ctx);
         validate_suites(L, t, ctx);
         SSL_CTX_free(ctx);
-    }
+    } else
+        config_loader_oom(L); /* unchecked TLS settings must not pass */
     ERR_clear_error();
 }
 
@@ -471,7 +474,45 @@ static void validate_tls_client(struct config_loader *L, const struct config_tls
     }
 }
 
-static void validate_misc(struct config_loader *L, struct config *c)
+/* Upstreams by name: references resolve in n log n even in a generated config. */
+struct upstream_index {
+    const struct config_upstream **v;
+    size_t n;
+    const struct config *c;
+};
+
+static int upstream_ptr_cmp(const void *a, const void *b)
+{
+    const struct config_upstream *x = *(const struct config_upstream *const *)a;
+    const struct config_upstream *y = *(const struct config_upstream *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+static void upstream_index_build(struct upstream_index *ix, const struct config *c)
+{
+    ix->c = c;
+    ix->n = 0;
+    ix->v = c->num_upstreams ? malloc(c->num_upstreams * sizeof *ix->v) : NULL;
+    for (size_t i = 0; ix->v && i < c->num_upstreams; i++)
+        if (c->upstreams[i].name)
+            ix->v[ix->n++] = &c->upstreams[i];
+    if (ix->n > 1)
+        qsort(ix->v, ix->n, sizeof *ix->v, upstream_ptr_cmp);
+}
+
+static const struct config_upstream *upstream_index_find(const struct upstream_index *ix,
+                                                         const char *name)
+{
+    if (!ix->v) /* none, or no memory for the index */
+        return config_find_upstream(ix->c, name);
+    struct config_upstream key = {.name = (char *)name};
+    const struct config_upstream *kp = &key, **hit;
+    hit = bsearch(&kp, ix->v, ix->n, sizeof *ix->v, upstream_ptr_cmp);
+    return hit ? *hit : NULL;
+}
+
+static void validate_misc(struct config_loader *L, struct config *c,
+                          const struct upstream_index *ix)
 {
     const struct config_redis *r = &c->redis;
     const struct config_sessions *s = &c->sessions;
@@ -498,7 +539,7 @@ static void validate_misc(struct config_loader *L, struct config *c)
         char q[80];
         if (!t->name || !t->upstream)
             continue;
-        t->up = config_find_upstream(c, t->upstream);
+        t->up = upstream_index_find(ix, t->upstream);
         if (!t->up) {
             char path[200];
             snprintf(path, sizeof path, "tenants.%s.upstream", t->name);
@@ -528,15 +569,16 @@ static void validate_rule(struct config_loader *L, const struct config *c,
     }
 }
 
-static void validate_route(struct config_loader *L, struct config *c, size_t i)
+static void validate_route(struct config_loader *L, struct config *c,
+                           const struct upstream_index *ix, size_t i)
 {
     struct config_route *r = &c->routes[i];
-    struct config_pos rp = config_loader_pos(L, r, 1);
+    struct config_pos rp = {r->line, r->column};
     char path[128], q[80];
-    if (!rp.line)
-        rp = ROOT;
+    if (!r->line)
+        return; /* not a mapping: already reported, nothing to check */
 
-    if (r->upstream && !(r->up = config_find_upstream(c, r->upstream))) {
+    if (r->upstream && !(r->up = upstream_index_find(ix, r->upstream))) {
         snprintf(path, sizeof path, "routes[%zu].upstream", i);
         config_loader_error(L, pos_of(L, &r->upstream, NULL, rp), path, "unknown upstream %s",
                             config_quote(r->upstream, q, sizeof q));
@@ -596,8 +638,11 @@ static void validate_rule_ids(struct config_loader *L, const struct config *c)
     for (size_t i = 0; i < c->num_routes; i++)
         n += c->routes[i].num_rate_limits;
     struct rule_ref *v = n ? malloc(n * sizeof *v) : NULL;
-    if (!v)
+    if (!v) {
+        if (n)
+            config_loader_oom(L);
         return;
+    }
     for (size_t i = 0; i < c->num_routes; i++) {
         for (size_t j = 0; j < c->routes[i].num_rate_limits; j++) {
             const struct config_rate_rule *rule = &c->routes[i].rate_limits[j];
@@ -619,15 +664,18 @@ static void validate_rule_ids(struct config_loader *L, const struct config *c)
 
 static void validate(struct config_loader *L, struct config *c)
 {
+    struct upstream_index ix;
+    upstream_index_build(&ix, c);
     validate_listen(L, c);
     validate_tls(L, c);
-    validate_misc(L, c);
+    validate_misc(L, c, &ix);
     if (c->num_routes == 0)
         config_loader_error(L, pos_of(L, &c->routes, NULL, ROOT), "routes",
                             "at least one route is required");
     for (size_t i = 0; i < c->num_routes; i++)
-        validate_route(L, c, i);
+        validate_route(L, c, &ix, i);
     validate_rule_ids(L, c);
+    free(ix.v);
 }
 
 /* ---- file checks ----------------------------------------------------------------------- */
@@ -689,8 +737,11 @@ static void *read_pem(struct config_loader *L, const void *field, const void *co
     fclose(f);
     ERR_clear_error();
     if (!obj)
-        config_loader_error(L, pos, path, "no %s in %s", key ? "usable PEM private key "
-                            "(unencrypted)" : "PEM certificate", config_quote(file, q, sizeof q));
+        config_loader_error(L, pos, path, "no %s in %s",
+                            key ? "usable PEM private key "
+                                  "(unencrypted)"
+                                : "PEM certificate",
+                            config_quote(file, q, sizeof q));
     return obj;
 }
 
@@ -787,8 +838,7 @@ static bool parse_yaml(struct config_loader *L, struct config *c, const char *bu
         }
         yaml_node_t *extra = yaml_document_get_root_node(&next);
         if (extra)
-            config_loader_error(L, config_node_pos(extra), "",
-                                "only one YAML document is allowed");
+            config_loader_error(L, config_node_pos(extra), "", "only one YAML document is allowed");
         yaml_document_delete(&next);
     }
     ok = !L->over_budget; /* half-walked: cross-checks would only add noise */
@@ -823,8 +873,8 @@ static void finalize(struct config *c)
         qsort(c->tenants, c->num_tenants, sizeof *c->tenants, tenant_cmp);
 }
 
-static struct config *load_buffer(const char *name, const char *buf, size_t len,
-                                  bool check, struct config_errors *errs)
+static struct config *load_buffer(const char *name, const char *buf, size_t len, bool check,
+                                  struct config_errors *errs)
 {
     struct config_loader L;
     struct config *c = calloc(1, sizeof *c);
@@ -840,7 +890,7 @@ static struct config *load_buffer(const char *name, const char *buf, size_t len,
     c->path = path;
     config_loader_init(&L, c->path, check);
     config_keys_defaults(&L, config_root_keys, c);
-    if (parse_yaml(&L, c, buf, len)) {
+    if (parse_yaml(&L, c, buf, len) && !L.oom) { /* after OOM a field may be NULL */
         validate(&L, c);
         if (check)
             check_files(&L, c);
@@ -937,8 +987,7 @@ const struct config_upstream *config_find_upstream(const struct config *c, const
     return NULL;
 }
 
-const struct config_tenant *config_find_tenant(const struct config *c, const char *name,
-                                               size_t len)
+const struct config_tenant *config_find_tenant(const struct config *c, const char *name, size_t len)
 {
     size_t lo = 0, hi = c && name ? c->num_tenants : 0;
     while (lo < hi) { /* tenants are sorted by strcmp() order in finalize() */

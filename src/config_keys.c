@@ -2,6 +2,7 @@
  * config_keys: key tables and the walkers that apply them (see config_keys.h).
  */
 #include "config_keys.h"
+#include "http1.h"
 #include "netutil.h"
 
 #include <arpa/inet.h>
@@ -15,7 +16,10 @@
 
 #define PATH_MAX_LEN 256
 #define OFF(type, field) offsetof(type, field)
-#define CK_END {.name = NULL}
+#define CK_END                                                                                     \
+    {                                                                                              \
+        .name = NULL                                                                               \
+    }
 
 /* ---- loader: errors and positions ------------------------------------------------ */
 
@@ -49,8 +53,11 @@ void config_loader_error(struct config_loader *L, struct config_pos pos, const c
         snprintf(where, sizeof where, ":%d:%d", pos.line, pos.column);
     size_t n = strlen(L->name) + strlen(where) + strlen(path) + strlen(msg) + 8;
     char *full = malloc(n);
-    if (!full)
+    if (!full) {
+        L->dropped++; /* still counted: a load with a lost error must not succeed */
+        L->oom = true;
         return;
+    }
     snprintf(full, n, "%s%s: %s%s%s", L->name, where, path, *path ? ": " : "", msg);
     for (char *p = full; *p; p++) /* a message may reach a terminal: no escapes */
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
@@ -61,6 +68,8 @@ void config_loader_error(struct config_loader *L, struct config_pos pos, const c
         struct config_loader_error *e = realloc(L->errs, cap * sizeof *e);
         if (!e) {
             free(full);
+            L->dropped++;
+            L->oom = true;
             return;
         }
         L->errs = e;
@@ -68,6 +77,21 @@ void config_loader_error(struct config_loader *L, struct config_pos pos, const c
     }
     L->errs[L->num_errs] = (struct config_loader_error){pos, L->num_errs, full};
     L->num_errs++;
+}
+
+void config_loader_oom(struct config_loader *L)
+{
+    L->oom = true;
+    config_loader_error(L, (struct config_pos){0, 0}, "", "out of memory");
+}
+
+/* strdup() that fails the load instead of storing NULL. */
+static char *loader_strdup(struct config_loader *L, const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        config_loader_oom(L);
+    return d;
 }
 
 /* Positionless errors (line 0) sort last; the rest by line, column, then report order. */
@@ -318,9 +342,11 @@ static const char *check_no_controls(const char *s)
 #define MS_H (60 * MS_M)
 #define MS_D (24 * (int64_t)MS_H)
 
-static const struct config_enum tls_versions[] = {
-    {"TLSv1", TLS1_VERSION},     {"TLSv1.1", TLS1_1_VERSION}, {"TLSv1.2", TLS1_2_VERSION},
-    {"TLSv1.3", TLS1_3_VERSION}, {NULL, 0}};
+static const struct config_enum tls_versions[] = {{"TLSv1", TLS1_VERSION},
+                                                  {"TLSv1.1", TLS1_1_VERSION},
+                                                  {"TLSv1.2", TLS1_2_VERSION},
+                                                  {"TLSv1.3", TLS1_3_VERSION},
+                                                  {NULL, 0}};
 static const struct config_enum balances[] = {
     {"round_robin", BALANCE_ROUND_ROBIN}, {"least_conn", BALANCE_LEAST_CONN}, {NULL, 0}};
 static const struct config_enum auth_modes[] = {
@@ -370,8 +396,7 @@ static const struct config_key cert_keys[] = {
     CK_END};
 static const struct config_key tickets_keys[] = {
     {"enabled", CK_BOOL, OFF(T_, tickets_enabled), .def = "true"},
-    {"rotate", CK_DURATION, OFF(T_, ticket_rotate_ms), .min = MS_M, .max = 7 * MS_D,
-     .def = "12h"},
+    {"rotate", CK_DURATION, OFF(T_, ticket_rotate_ms), .min = MS_M, .max = 7 * MS_D, .def = "12h"},
     {"key_file", CK_STR, OFF(T_, ticket_key_file), .flags = CK_NULL | CK_NONEMPTY,
      .check = check_no_controls},
     CK_END};
@@ -476,8 +501,7 @@ static const struct config_key identity_keys[] = {
 #define U_ struct config_upstream
 static const struct config_key health_keys[] = {
     {"path", CK_STR, OFF(U_, health_path), .flags = CK_NULL, .check = check_path},
-    {"interval", CK_DURATION, OFF(U_, health_interval_ms), .min = 100, .max = MS_H,
-     .def = "5s"},
+    {"interval", CK_DURATION, OFF(U_, health_interval_ms), .min = 100, .max = MS_H, .def = "5s"},
     CK_END};
 static const struct config_key upstream_keys[] = {
     {"servers", CK_ADDRS, OFF(U_, servers), OFF(U_, num_servers),
@@ -491,8 +515,7 @@ static const struct config_key upstream_keys[] = {
 
 #define TN_ struct config_tenant
 static const struct config_key tenant_keys[] = {
-    {"upstream", CK_STR, OFF(TN_, upstream), .flags = CK_REQUIRED, .check = check_name},
-    CK_END};
+    {"upstream", CK_STR, OFF(TN_, upstream), .flags = CK_REQUIRED, .check = check_name}, CK_END};
 #undef TN_
 
 #define RR_ struct config_rate_rule
@@ -511,8 +534,7 @@ static const struct config_key rate_rule_keys[] = {
      .flags = CK_REQUIRED | CK_TEXT},
     {"burst", CK_U64, OFF(RR_, burst), .min = 1, .max = 1000000000},
     {"scope", CK_ENUM, OFF(RR_, scope), .choices = rl_scopes, .def = "local"},
-    {"on_store_error", CK_ENUM, OFF(RR_, on_store_error), .choices = rl_on_error,
-     .def = "local"},
+    {"on_store_error", CK_ENUM, OFF(RR_, on_store_error), .choices = rl_on_error, .def = "local"},
     {"id", CK_STR, OFF(RR_, id), .flags = CK_NULL, .check = check_rule_id},
     CK_END};
 #undef RR_
@@ -526,7 +548,7 @@ static void route_finish(struct config_loader *L, void *elem, size_t index, cons
         if (r->rate_limits[j].id)
             continue;
         snprintf(id, sizeof id, "r%zu_%zu", index, j);
-        r->rate_limits[j].id = strdup(id);
+        r->rate_limits[j].id = loader_strdup(L, id);
     }
 }
 static const struct config_key match_keys[] = {
@@ -553,27 +575,24 @@ static const struct config_key route_keys[] = {
 static const struct config_key limits_keys[] = {
     {"max_header_bytes", CK_SIZE, OFF(LM_, max_header_bytes), .min = 1024, .max = 1048576,
      .def = "16384"},
-    {"max_headers", CK_SIZE, OFF(LM_, max_headers), .min = 1, .max = 256, .def = "100"},
-    {"max_body_bytes", CK_U64, OFF(LM_, max_body_bytes), .min = 0,
-     .max = (int64_t)1 << 40, .def = "10485760"},
+    {"max_headers", CK_SIZE, OFF(LM_, max_headers), .min = 1, .max = HTTP1_MAX_HEADERS_CAP,
+     .def = "100"},
+    {"max_body_bytes", CK_U64, OFF(LM_, max_body_bytes), .min = 0, .max = (int64_t)1 << 40,
+     .def = "10485760"},
     {"header_timeout", CK_DURATION, OFF(LM_, header_timeout_ms), .min = 1, .max = MS_H,
      .def = "10s"},
-    {"body_timeout", CK_DURATION, OFF(LM_, body_timeout_ms), .min = 1, .max = MS_H,
-     .def = "60s"},
-    {"idle_timeout", CK_DURATION, OFF(LM_, idle_timeout_ms), .min = 1, .max = MS_H,
-     .def = "60s"},
-    {"upstream_connect_timeout", CK_DURATION, OFF(LM_, upstream_connect_timeout_ms),
-     .min = 1, .max = 5 * MS_M, .def = "2s"},
+    {"body_timeout", CK_DURATION, OFF(LM_, body_timeout_ms), .min = 1, .max = MS_H, .def = "60s"},
+    {"idle_timeout", CK_DURATION, OFF(LM_, idle_timeout_ms), .min = 1, .max = MS_H, .def = "60s"},
+    {"upstream_connect_timeout", CK_DURATION, OFF(LM_, upstream_connect_timeout_ms), .min = 1,
+     .max = 5 * MS_M, .def = "2s"},
     {"upstream_timeout", CK_DURATION, OFF(LM_, upstream_timeout_ms), .min = 1, .max = MS_H,
      .def = "30s"},
-    {"drain_timeout", CK_DURATION, OFF(LM_, drain_timeout_ms), .min = 0, .max = MS_H,
-     .def = "30s"},
-    {"max_connections", CK_SIZE, OFF(LM_, max_connections), .min = 0, .max = 10000000,
+    {"drain_timeout", CK_DURATION, OFF(LM_, drain_timeout_ms), .min = 0, .max = MS_H, .def = "30s"},
+    {"max_connections", CK_SIZE, OFF(LM_, max_connections), .min = 0, .max = 10000000, .def = "0"},
+    {"max_connections_per_ip", CK_SIZE, OFF(LM_, max_connections_per_ip), .min = 0, .max = 10000000,
      .def = "0"},
-    {"max_connections_per_ip", CK_SIZE, OFF(LM_, max_connections_per_ip), .min = 0,
-     .max = 10000000, .def = "0"},
-    {"handshakes_per_ip", CK_RATE, OFF(LM_, handshakes_per_ip), .max = 1000000,
-     .flags = CK_ZERO, .def = "0"},
+    {"handshakes_per_ip", CK_RATE, OFF(LM_, handshakes_per_ip), .max = 1000000, .flags = CK_ZERO,
+     .def = "0"},
     CK_END};
 #undef LM_
 
@@ -581,7 +600,7 @@ static const struct config_key limits_keys[] = {
 static const struct config_key ratelimit_keys[] = {
     {"max_keys", CK_SIZE, OFF(RL_, max_keys), .min = 1, .max = 100000000, .def = "100000"},
     {"redis_timeout", CK_DURATION, OFF(RL_, redis_timeout_ms), .min = 1, .max = 10 * MS_S,
-     .def = "5ms"},
+     .def = "50ms"},
     {"heartbeat", CK_DURATION, OFF(RL_, heartbeat_ms), .min = 100, .max = MS_M, .def = "1s"},
     {"key_prefix", CK_STR, OFF(RL_, key_prefix), .check = check_key_prefix, .def = "moat:rl:"},
     CK_END};
@@ -593,10 +612,10 @@ static const struct config_key syslog_keys[] = {
     {"tls", CK_BOOL, OFF(LG_, syslog_tls), .def = "true"},
     CK_END};
 static const struct config_key log_keys[] = {
-    {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY,
-     .check = check_no_controls, .def = "stdout"},
-    {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY,
-     .check = check_no_controls, .def = "stderr"},
+    {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY, .check = check_no_controls,
+     .def = "stdout"},
+    {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY, .check = check_no_controls,
+     .def = "stderr"},
     {"syslog", CK_SECTION, 0, .keys = syslog_keys, .flags = CK_NULL},
     {"level", CK_STR, OFF(LG_, level), .choices = log_levels, .def = "info"},
     CK_END};
@@ -604,8 +623,7 @@ static const struct config_key log_keys[] = {
 
 #define CF_ struct config
 const struct config_key config_root_keys[] = {
-    {"workers", CK_INT, OFF(CF_, workers), .min = 1, .max = 1024, .flags = CK_AUTO,
-     .def = "auto"},
+    {"workers", CK_INT, OFF(CF_, workers), .min = 1, .max = 1024, .flags = CK_AUTO, .def = "auto"},
     {"listen", CK_SECTION, OFF(CF_, listen), .keys = listen_keys},
     {"tls", CK_SECTION, OFF(CF_, tls), .keys = tls_keys},
     {"hsts", CK_SECTION, OFF(CF_, hsts), .keys = hsts_keys},
@@ -635,8 +653,8 @@ _Static_assert(offsetof(struct config_tls_cert, column) ==
 _Static_assert(offsetof(struct config_upstream, column) ==
                    offsetof(struct config_upstream, line) + sizeof(int),
                "CK_POS needs int line; int column;");
-_Static_assert(offsetof(struct config_route, column) == offsetof(struct config_route, line) +
-                                                             sizeof(int),
+_Static_assert(offsetof(struct config_route, column) ==
+                   offsetof(struct config_route, line) + sizeof(int),
                "CK_POS needs int line; int column;");
 
 /* ---- scalar values ---------------------------------------------------------------- */
@@ -663,8 +681,10 @@ static bool node_is_null(const yaml_node_t *n)
 {
     if (n->type != YAML_SCALAR_NODE)
         return false;
-    struct scalar sc = {(const char *)n->data.scalar.value, n->data.scalar.length,
-                        n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE, {0, 0}};
+    struct scalar sc = {(const char *)n->data.scalar.value,
+                        n->data.scalar.length,
+                        n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE,
+                        {0, 0}};
     return text_is_null(&sc);
 }
 
@@ -713,7 +733,8 @@ static bool get_scalar(struct config_loader *L, const yaml_node_t *n, const char
 
 static bool parse_bool(const char *s, bool *out)
 {
-    static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
+    static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False",
+                                                                           "FALSE"};
     for (int i = 0; i < 3; i++) {
         if (!strcmp(s, t[i]) || !strcmp(s, f[i])) {
             *out = !strcmp(s, t[i]);
@@ -789,7 +810,7 @@ static void set_enum(struct config_loader *L, const struct config_key *k, void *
             }
         }
         if (k->flags & CK_ARG)
-            replace_str((char *)base + k->off2, arg ? strdup(sc->s + n) : NULL);
+            replace_str((char *)base + k->off2, arg ? loader_strdup(L, sc->s + n) : NULL);
         if (k->flags & CK_ENUM_BOOL)
             *(bool *)((char *)base + k->off) = c->value != 0;
         else
@@ -797,7 +818,8 @@ static void set_enum(struct config_loader *L, const struct config_key *k, void *
         return;
     }
     config_loader_error(L, sc->pos, path, "invalid value %s: must be one of %s",
-                        config_quote(sc->s, q, sizeof q), choice_list(k->choices, list, sizeof list));
+                        config_quote(sc->s, q, sizeof q),
+                        choice_list(k->choices, list, sizeof list));
 }
 
 static void set_string(struct config_loader *L, const struct config_key *k, void *base,
@@ -831,7 +853,7 @@ static void set_string(struct config_loader *L, const struct config_key *k, void
                             config_quote(sc->s, q, sizeof q), why);
         return;
     }
-    replace_str((char *)base + k->off, strdup(sc->s));
+    replace_str((char *)base + k->off, loader_strdup(L, sc->s));
 }
 
 static void set_number(struct config_loader *L, const struct config_key *k, void *base,
@@ -851,8 +873,8 @@ static void set_number(struct config_loader *L, const struct config_key *k, void
         return;
     }
     if (v < k->min || v > k->max) {
-        config_loader_error(L, sc->pos, path, "must be between %lld and %lld",
-                            (long long)k->min, (long long)k->max);
+        config_loader_error(L, sc->pos, path, "must be between %lld and %lld", (long long)k->min,
+                            (long long)k->max);
         return;
     }
     if (k->type == CK_INT)
@@ -901,7 +923,7 @@ static void set_rate(struct config_loader *L, const struct config_key *k, void *
     }
     *(double *)((char *)base + k->off) = r;
     if (k->flags & CK_TEXT)
-        replace_str((char *)base + k->off2, strdup(sc->s));
+        replace_str((char *)base + k->off2, loader_strdup(L, sc->s));
 }
 
 static void set_addr(struct config_loader *L, const struct config_key *k, void *base,
@@ -1035,10 +1057,11 @@ static void set_list(struct config_loader *L, const struct config_key *k, void *
         return;
     }
     free_list(k, base);
-    if (k->type == CK_STRS && n && !(strs = calloc(n, sizeof *strs)))
+    if ((k->type == CK_STRS && n && !(strs = calloc(n, sizeof *strs))) ||
+        (k->type == CK_ADDRS && n && !(addrs = calloc(n, sizeof *addrs)))) {
+        config_loader_oom(L);
         return;
-    if (k->type == CK_ADDRS && n && !(addrs = calloc(n, sizeof *addrs)))
-        return;
+    }
     if (k->type == CK_ADDR_ARRAY)
         addrs = p;
     for (size_t i = 0; i < n; i++) {
@@ -1072,8 +1095,10 @@ static void set_list_node(struct config_loader *L, const struct config_key *k, v
     if (!visit(L, node, n))
         return;
     struct scalar *items = calloc(n ? n : 1, sizeof *items);
-    if (!items)
+    if (!items) {
+        config_loader_oom(L);
         return;
+    }
     size_t m = 0;
     bool bad = false;
     for (size_t i = 0; i < n; i++) {
@@ -1153,7 +1178,7 @@ static char *alloc_elems(struct config_loader *L, const struct config_key *k, vo
 {
     char *arr = n ? calloc(n, k->elem_size) : NULL;
     if (n && !arr) {
-        config_loader_error(L, config_node_pos(node), "", "out of memory");
+        config_loader_oom(L);
         return NULL;
     }
     *(char **)((char *)base + k->off) = arr;
@@ -1168,15 +1193,16 @@ static void parse_elem(struct config_loader *L, const struct config_key *k, char
                        size_t index, yaml_node_t *node, const char *path)
 {
     struct config_pos pos = config_node_pos(node);
+    if (node->type != YAML_MAPPING_NODE) {
+        /* line stays 0: later cross-checks skip an element that was never read */
+        config_loader_error(L, pos, path, "expected a mapping");
+        return;
+    }
     if (k->flags & CK_POS) {
         *(int *)(elem + k->pos_off) = pos.line;
         *(int *)(elem + k->pos_off + sizeof(int)) = pos.column;
     }
     config_loader_remember(L, elem, 1, pos);
-    if (node->type != YAML_MAPPING_NODE) {
-        config_loader_error(L, pos, path, "expected a mapping");
-        return;
-    }
     config_keys_parse(L, k->keys, elem, node, path);
     if (k->finish && !L->over_budget)
         k->finish(L, elem, index, path);
@@ -1224,8 +1250,10 @@ static void map_duplicates(struct config_loader *L, const char **names,
     char sub[PATH_MAX_LEN];
     struct named *v = malloc((n ? n : 1) * sizeof *v);
     size_t m = 0;
-    if (!v)
+    if (!v) {
+        config_loader_oom(L);
         return;
+    }
     for (size_t i = 0; i < n; i++)
         if (names[i])
             v[m++] = (struct named){names[i], i};
@@ -1257,6 +1285,8 @@ static void set_elem_map(struct config_loader *L, const struct config_key *k, vo
     char *arr = alloc_elems(L, k, base, node, n);
     const char **names = n ? calloc(n, sizeof *names) : NULL;
     struct config_pos *kpos = n ? calloc(n, sizeof *kpos) : NULL;
+    if (n && (!names || !kpos))
+        config_loader_oom(L);
     for (size_t i = 0; arr && names && kpos && i < n && !L->over_budget; i++) {
         yaml_node_t *kn = yaml_document_get_node(L->doc, pairs[i].key);
         yaml_node_t *vn = yaml_document_get_node(L->doc, pairs[i].value);
@@ -1273,7 +1303,7 @@ static void set_elem_map(struct config_loader *L, const struct config_key *k, vo
         }
         names[i] = sc.s;
         kpos[i] = sc.pos;
-        *(char **)(elem + k->name_off) = strdup(sc.s);
+        *(char **)(elem + k->name_off) = loader_strdup(L, sc.s);
         parse_elem(L, k, elem, i, vn, sub);
     }
     if (names && kpos)
@@ -1323,9 +1353,17 @@ void config_keys_parse(struct config_loader *L, const struct config_key *keys, v
                        yaml_node_t *node, const char *path)
 {
     char sub[PATH_MAX_LEN];
-    uint64_t seen = 0;
+    uint64_t seen = 0; /* one bit per row: a table has fewer than 64 keys */
     if (!visit(L, node, 1))
         return;
+    for (size_t i = 0; keys[i].name; i++) {
+        if (i >= 64) {
+            config_loader_error(L, config_node_pos(node), path,
+                                "internal error: key table "
+                                "too long");
+            return;
+        }
+    }
     if (node->type != YAML_MAPPING_NODE) {
         config_loader_error(L, config_node_pos(node), path, "expected a mapping");
         return;

@@ -77,6 +77,7 @@ static void conn_free(struct conn *c)
         bufferevent_free(c->bev);
     if (c->timer)
         event_free(c->timer);
+    free(c->client_subject);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -336,6 +337,9 @@ static void on_handshake_done(struct conn *c)
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     c->tls_version = tls_conn_version(ssl);
     c->tls_cipher = tls_conn_cipher(ssl);
+    char subject[512];
+    if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
+        c->client_subject = strdup(subject); /* once per connection, for every access line */
     c->state = CONN_READ_HEAD;
     c->idle = false; /* the header clock keeps running from accept */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)

@@ -52,6 +52,7 @@ struct conn {
     char peer_ip[48];
     const char *tls_version;
     const char *tls_cipher;
+    char *client_subject; /* verified mTLS client certificate subject, or NULL */
 };
 
 /* Takes ownership of an accepted socket; never fails loudly (closes on error). */

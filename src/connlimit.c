@@ -127,7 +127,9 @@ bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
         return false;
     }
-    if (lim->max_connections_per_ip && !admit_ip(sa, lim->max_connections_per_ip)) {
+    /* Counted even without a per-IP cap: connlimit_release() always uncounts, and a
+     * reload may set the cap while connections admitted without it are still open. */
+    if (!admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX)) {
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
         return false;
     }

@@ -6,6 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
+#include <openssl/sha.h>
+
 #include "audit.h"
 #include "config.h"
 #include "conn.h"
@@ -19,8 +22,15 @@
 
 #define AUDIT_SLOTS 4096
 
+/* Each worker has its own Redis connection and reconnect backoff (at most 2 s), so
+ * around an outage the workers disagree for a while. The outage (one audit event)
+ * starts with the first failure any worker sees and ends with the first success
+ * after STORE_QUIET_US without failures anywhere. */
+#define STORE_QUIET_US 3000000u
+
 static struct rl_table *table;
-static atomic_bool store_down_reported;
+static atomic_bool store_outage;
+static _Atomic uint64_t store_last_failure_us;
 /* (key hash << 24 | minute) of the last rejection audited per slot: lossy on purpose */
 static _Atomic uint64_t audit_slots[AUDIT_SLOTS];
 
@@ -45,6 +55,22 @@ void ratelimit_sweep(void)
 size_t ratelimit_local_keys(void)
 {
     return table ? rl_table_size(table) : 0;
+}
+
+void ratelimit_render_metrics(struct evbuffer *out)
+{
+    struct rl_table_stats st = {0};
+    if (table)
+        rl_table_stats(table, &st);
+    evbuffer_add_printf(out,
+                        "# HELP moat_ratelimit_keys Keys held by the local rate-limit table\n"
+                        "# TYPE moat_ratelimit_keys gauge\nmoat_ratelimit_keys %zu\n"
+                        "# HELP moat_ratelimit_keys_max Capacity of the local rate-limit table\n"
+                        "# TYPE moat_ratelimit_keys_max gauge\nmoat_ratelimit_keys_max %zu\n"
+                        "# HELP moat_ratelimit_evictions_total Live keys evicted to make room\n"
+                        "# TYPE moat_ratelimit_evictions_total counter\n"
+                        "moat_ratelimit_evictions_total %llu\n",
+                        st.size, st.capacity, (unsigned long long)st.evictions);
 }
 
 struct gcra_result ratelimit_local(const char *rule, const void *key, size_t keylen, double rate,
@@ -134,10 +160,18 @@ static void audit_rejection(struct request *r, const struct config_rate_rule *ru
     audit_begin(&j, buf, sizeof buf, "rate_limited", r);
     jsonw_str(&j, "rule", rule->id);
     jsonw_str(&j, "scope", rule->scope == RL_SCOPE_GLOBAL ? "global" : "local");
-    if (rule->key == RL_KEY_SESSION)
+    if (rule->key == RL_KEY_SESSION) {
         jsonw_strn(&j, "key", key.p, 16); /* a prefix of the token hash, never the token */
-    else
+    } else if (rule->key == RL_KEY_HEADER) { /* may be an API key: log its digest */
+        unsigned char d[SHA256_DIGEST_LENGTH];
+        char hex[17];
+        SHA256((const unsigned char *)key.p, key.len, d);
+        for (int i = 0; i < 8; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        jsonw_str(&j, "key_sha256", hex);
+    } else {
         jsonw_strn(&j, "key", key.p, key.len > 128 ? 128 : key.len);
+    }
     audit_emit(&j);
 }
 
@@ -160,8 +194,18 @@ static enum phase_result evaluate(struct request *r);
 
 static void report_store(bool down)
 {
-    if (atomic_exchange(&store_down_reported, down) == down)
-        return; /* once per outage, not per request */
+    /* once per outage, not per request nor per worker */
+    uint64_t now = rl_table_now_us();
+    if (down) {
+        atomic_store_explicit(&store_last_failure_us, now, memory_order_relaxed);
+        if (atomic_exchange(&store_outage, true))
+            return;
+    } else {
+        uint64_t last = atomic_load_explicit(&store_last_failure_us, memory_order_relaxed);
+        if (!atomic_load_explicit(&store_outage, memory_order_relaxed) ||
+            now < last + STORE_QUIET_US || !atomic_exchange(&store_outage, false))
+            return;
+    }
     audit_simple(down ? "ratelimit_store_unavailable" : "ratelimit_store_recovered", NULL,
                  down ? "global rate limits use on_store_error" : NULL);
     log_msg(down ? LOG_WARN : LOG_INFO, "ratelimit: Redis %s",

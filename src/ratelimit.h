@@ -32,6 +32,9 @@ void ratelimit_shutdown(void);
 /* Drops idle keys; called about once a second by the main thread. */
 void ratelimit_sweep(void);
 size_t ratelimit_local_keys(void);
+/* Appends the local table's gauges and counters to a /metrics page. */
+struct evbuffer;
+void ratelimit_render_metrics(struct evbuffer *out);
 
 /* A local decision for callers outside the phases (e.g. handshakes per IP). */
 struct gcra_result ratelimit_local(const char *rule, const void *key, size_t keylen, double rate,

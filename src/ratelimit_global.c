@@ -107,12 +107,13 @@ static void on_reply(redisReply *reply, const char *err, void *arg)
     free(c);
 }
 
-/* Keys longer than KEY_MAX allows (header values) are replaced by their digest. */
-static void build_key(char *out, const char *prefix, const char *rule, const char *key,
-                      size_t keylen)
+/* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
+ * longer than KEY_MAX allows are replaced by their digest. */
+static void build_key(char *out, const char *prefix, const char *rule, bool digest,
+                      const char *key, size_t keylen)
 {
     size_t room = KEY_MAX - strlen(prefix) - strlen(rule) - 2;
-    if (keylen < room && keylen <= 128) {
+    if (!digest && keylen < room && keylen <= 128) {
         snprintf(out, KEY_MAX, "%s%s:%.*s", prefix, rule, (int)keylen, key);
         return;
     }
@@ -135,7 +136,7 @@ void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
     c->g = g;
     c->fn = fn;
     c->arg = arg;
-    build_key(c->keys[0], g->prefix, rule->id, key, keylen);
+    build_key(c->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
     snprintf(c->keys[1], KEY_MAX, "%soverride:%s", g->prefix, rule->id);
     snprintf(c->rate, sizeof c->rate, "%.17g", rule->rate);
     snprintf(c->burst, sizeof c->burst, "%llu", (unsigned long long)rule->burst);
@@ -192,6 +193,18 @@ static void beat(evutil_socket_t fd, short what, void *arg)
     redis_command_argv(g->rc, on_beat_reply, g, 6, argv, lens);
     if (!have_sha)
         sha1_hex(RL_HEARTBEAT_SCRIPT, g->beat_sha);
+}
+
+void rl_global_leave(struct rl_global *g)
+{
+    if (!g || !g->beat || redis_client_state(g->rc) != REDIS_STATE_CONNECTED)
+        return;
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "%sinstances", g->prefix);
+    const char *argv[] = {"ZREM", key, g->instance_id};
+    size_t lens[] = {4, strlen(key), strlen(g->instance_id)};
+    redis_command_argv(g->rc, NULL, NULL, 3, argv, lens);
+    event_del(g->beat); /* no beat may re-add us while draining */
 }
 
 static int start_heartbeat(struct rl_global *g)

@@ -47,6 +47,9 @@ void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
                        void *arg);
 void rl_global_cancel(void *handle);
 
+/* Drain: removes this instance from the heartbeat set so the others' N drops at once. */
+void rl_global_leave(struct rl_global *g);
+
 /* Live instances seen in the last heartbeat (>= 1; the last value is kept during outages). */
 unsigned rl_global_instances(void);
 

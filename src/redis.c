@@ -36,11 +36,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-/* openssl/err.h uses INT_MAX without including <limits.h>, and under -Isrc
- * <limits.h> names moat's src/limits.h (the limits phase). */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "ocsp_updater.h"
 #include "ratelimit.h"
 #include "snapshot.h"
 #include "tls.h"
@@ -31,6 +32,7 @@ struct server {
     struct admin *admin;
     struct event *ev_hup, *ev_term, *ev_int, *ev_rotate, *ev_sweep;
     struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
+    struct ocsp_updater *ocsp;        /* when tls.ocsp_fetch */
     uint64_t rotate_ms;
     unsigned long generation;
 };
@@ -132,6 +134,19 @@ static bool same_listeners(const struct config *a, const struct config *b)
 
 static void schedule_rotation(struct server *s);
 
+/* Starts, retargets or stops the OCSP fetch thread to match the snapshot. */
+static void update_ocsp(struct server *s, struct snapshot *snap)
+{
+    bool want = snap->tls && snap->cfg->tls.ocsp_fetch;
+    if (want && !s->ocsp) {
+        s->ocsp = ocsp_updater_start(snap->tls);
+        if (!s->ocsp)
+            log_msg(LOG_ERROR, "ocsp: cannot start the updater thread; stapling only from files");
+    } else if (s->ocsp) {
+        ocsp_updater_set(s->ocsp, want ? snap->tls : NULL);
+    }
+}
+
 static void reload(struct server *s)
 {
     log_msg(LOG_INFO, "reload: reading %s", s->path);
@@ -147,6 +162,9 @@ static void reload(struct server *s)
     if (!same_listeners(s->snap->cfg, snap->cfg))
         log_msg(LOG_WARN, "reload: changes to listen addresses or workers need a restart");
     s->generation++;
+    if (snap->tls && s->snap->tls)
+        tls_policy_ocsp_inherit(snap->tls, s->snap->tls); /* keep staples fetched so far */
+    update_ocsp(s, snap);
     for (int i = 0; i < s->num_workers; i++)
         worker_post_snapshot(s->workers[i], snap);
     snapshot_unref(s->snap);
@@ -280,6 +298,7 @@ static void shutdown_all(struct server *s)
     }
     s->num_workers = 0;
     admin_stop(s->admin);
+    ocsp_updater_stop(s->ocsp);
     struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate, s->ev_sweep};
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
@@ -316,6 +335,7 @@ int server_run(const char *path)
     }
     if (!s.base || setup_events(&s) < 0 || start_workers(&s) < 0 || start_admin(&s) < 0)
         goto out;
+    update_ocsp(&s, s.snap);
     log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",
             MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
             s.snap->cfg->listen.num_http, s.generation);

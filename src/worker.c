@@ -20,6 +20,8 @@
 #include "worker_ext.h"
 
 #define TICK_MS 100
+/* After the last connection: time for goodbye messages (heartbeat) to be flushed. */
+#define EXIT_GRACE_MS 100
 #define ACCESS_BUFFER_BYTES (64 * 1024)
 
 struct wgen *wgen_ref(struct wgen *g)
@@ -160,12 +162,19 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(w->base);
 }
 
+static void exit_soon(struct worker *w)
+{
+    struct timeval tv = {0, EXIT_GRACE_MS * 1000};
+    event_base_loopexit(w->base, &tv);
+}
+
 static void start_drain(struct worker *w)
 {
     if (w->draining)
         return;
     w->draining = true;
     close_listeners(w);
+    worker_ext_drain(w);
     struct timeval tv;
     uint64_t ms = w->gen->snap->cfg->limits.drain_timeout_ms;
     tv.tv_sec = (time_t)(ms / 1000);
@@ -180,7 +189,7 @@ static void start_drain(struct worker *w)
         c = next;
     }
     if (w->num_conns == 0)
-        event_base_loopbreak(w->base);
+        exit_soon(w);
 }
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -210,7 +219,7 @@ void worker_conn_closed(struct worker *w)
 {
     w->num_conns--;
     if (w->draining && w->num_conns == 0)
-        event_base_loopbreak(w->base);
+        exit_soon(w);
 }
 
 static int worker_events(struct worker *w, int efd)

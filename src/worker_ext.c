@@ -125,6 +125,11 @@ void worker_ext_reload(struct worker *w)
     }
 }
 
+void worker_ext_drain(struct worker *w)
+{
+    rl_global_leave(w->rl_global);
+}
+
 void worker_ext_free(struct worker *w)
 {
     stop_clients(w);

@@ -12,6 +12,8 @@ struct worker;
 
 int worker_ext_init(struct worker *w, char *err, size_t errlen);
 void worker_ext_reload(struct worker *w);
+/* Drain started: say goodbye where others keep count of us (heartbeat). */
+void worker_ext_drain(struct worker *w);
 void worker_ext_free(struct worker *w);
 
 #endif

@@ -1,0 +1,366 @@
+"""Helpers for the rate-limit integration tests (tests/integration/test_ratelimit_*.py).
+
+Standard library only; builds on moatctl (processes, configs, clients) and identutil
+(sessions in Redis). Every client connection opened here is closed in a finally block;
+every process is started through the conftest fixtures (stopped by PID).
+"""
+
+import hashlib
+import math
+import re
+import secrets
+import socket
+import ssl
+import threading
+import time
+
+import moatctl
+from moatctl import Conn
+
+# ---- Redis: a tiny RESP client (moatctl.Redis.command returns raw bytes) ------------
+
+
+def resp_parse(buf, i=0):
+    """Parses one RESP value from buf at i; returns (value, next index).
+    Errors come back as RespError instances, not raised."""
+    t = buf[i:i + 1]
+    j = buf.index(b"\r\n", i)
+    line = buf[i + 1:j]
+    i = j + 2
+    if t == b"+":
+        return line.decode(), i
+    if t == b"-":
+        return RespError(line.decode()), i
+    if t == b":":
+        return int(line), i
+    if t == b"$":
+        n = int(line)
+        if n < 0:
+            return None, i
+        return buf[i:i + n], i + n + 2
+    if t == b"*":
+        n = int(line)
+        if n < 0:
+            return None, i
+        out = []
+        for _ in range(n):
+            v, i = resp_parse(buf, i)
+            out.append(v)
+        return out, i
+    raise ValueError("bad RESP at %d: %r" % (i, buf[i:i + 50]))
+
+
+class RespError(str):
+    pass
+
+
+def rcmd(redis, *args, timeout=5.0):
+    """One command on a fresh connection to redis (a moatctl.Redis); the parsed reply."""
+    msg = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        msg += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=timeout) as s:
+        s.sendall(msg)
+        buf = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection; had %r" % buf)
+            buf += data
+            try:
+                v, _ = resp_parse(buf)
+                return v
+            except (ValueError, IndexError):
+                continue  # incomplete
+
+
+# ---- sessions ---------------------------------------------------------------------
+
+def add_session(redis, tenant, user="u1", mfa=True, prefix="moat:sess:"):
+    """HSET moat:sess:<sha256 hex(token)> like the login service; returns the token."""
+    token = secrets.token_urlsafe(32)
+    key = prefix + hashlib.sha256(token.encode()).hexdigest()
+    reply = rcmd(redis, "HSET", key, "tenant", tenant, "user", user, "mfa", "1" if mfa else "0",
+                 "exp", str(int(time.time()) + 3600))
+    assert isinstance(reply, int), reply
+    return token
+
+
+def bearer(token):
+    return ("Authorization", "Bearer " + token)
+
+
+# ---- config -----------------------------------------------------------------------
+
+def rl_route(prefix, rules, auth="none", headers=True, upstream="app"):
+    r = {"match": {"path_prefix": prefix}, "auth": auth, "upstream": upstream,
+         "rate_limit": rules}
+    if headers is not None:
+        r["ratelimit_headers"] = headers
+    return r
+
+
+def overrides(routes, redis=None, ratelimit=None, limits=None, workers=2, **extra):
+    """Config overrides: routes (a list), optional redis, ratelimit and limits sections.
+    A catch-all route without limits is appended so unknown paths still route."""
+    ov = {"workers": workers,
+          "routes": list(routes) + [{"match": {"path_prefix": "/"}, "auth": "none",
+                                      "upstream": "app"}]}
+    if redis is not None:
+        ov["redis"] = {"address": redis.addr, "timeout": "2s"}
+    if ratelimit:
+        ov["ratelimit"] = ratelimit
+    lim = {"drain_timeout": "2s"}
+    lim.update(limits or {})
+    ov["limits"] = lim
+    ov.update(extra)
+    return ov
+
+
+# ---- clients ----------------------------------------------------------------------
+
+def get(conn, path, headers=(), close=False):
+    """One GET on an open Conn; returns the Response."""
+    hs = list(headers) + ([("Connection", "close")] if close else [])
+    conn.request("GET", path, hs)
+    return conn.read_response()
+
+
+def one_shot(port, path, headers=(), timeout=10.0, source=None):
+    """One GET on a fresh TLS connection (Connection: close); the Response."""
+    c = Conn(tls_connect_from(port, source=source, timeout=timeout))
+    try:
+        return get(c, path, headers, close=True)
+    finally:
+        c.close()
+
+
+def tls_connect_from(port, source=None, timeout=10.0):
+    """A verified TLS connection to 127.0.0.1:port, optionally from a source address
+    (e.g. "127.0.0.2": loopback accepts any 127/8 source, a distinct client IP)."""
+    ctx = moatctl.tls_context()
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    try:
+        if source:
+            raw.bind((source, 0))
+        raw.connect(("127.0.0.1", port))
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+    except Exception:
+        raw.close()
+        raise
+    s.settimeout(timeout)
+    return s
+
+
+class Client:
+    """A keep-alive connection that reconnects when moat closed it (e.g. after a 429
+    that closes, or an idle timeout)."""
+
+    def __init__(self, port, source=None, timeout=10.0):
+        self.port = port
+        self.source = source
+        self.timeout = timeout
+        self.conn = None
+
+    def get(self, path, headers=()):
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = Conn(tls_connect_from(self.port, self.source, self.timeout))
+            try:
+                r = get(self.conn, path, headers)
+            except (ConnectionError, OSError, ssl.SSLError):
+                self.close()
+                if attempt:
+                    raise
+                continue
+            if (r.header("connection") or "").lower() == "close":
+                self.close()
+            return r
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.0):
+    """Opens n TLS connections (handshakes done first, 16 at a time), then sends one
+    request on every connection at once (a barrier releases n threads together).
+    port may be a list: connection i goes to port[i % len(port)].
+    Returns the list of Responses (an exception object where a request failed)."""
+    ports = port if isinstance(port, (list, tuple)) else [port]
+    conns = [None] * n
+    errors = []
+
+    def opener(idx):
+        for i in idx:
+            try:
+                conns[i] = Conn(tls_connect_from(ports[i % len(ports)], timeout=timeout))
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(repr(e))
+
+    chunks = [range(k, n, connect_workers) for k in range(connect_workers)]
+    ts = [threading.Thread(target=opener, args=(c,)) for c in chunks]
+    try:
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout + 30)
+        assert not errors, "connections failed: %s" % errors[:5]
+        results = [None] * n
+        barrier = threading.Barrier(n, timeout=timeout)
+
+        def send(i):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+            try:
+                results[i] = get(conns[i], path, headers, close=True)
+            except Exception as e:  # noqa: BLE001
+                results[i] = e
+
+        ts = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout + 30)
+        return results
+    finally:
+        for c in conns:
+            if c is not None:
+                c.close()
+
+
+# ---- RateLimit headers (draft-ietf-httpapi-ratelimit-headers-08) ----------------
+
+POLICY_RE = re.compile(r'^"([^"]+)";q=(\d+);w=(\d+)$')
+STATE_RE = re.compile(r'^"([^"]+)";r=(\d+);t=(\d+)$')
+
+
+def policy(resp):
+    """(id, q, w) of the RateLimit-Policy header, or None."""
+    v = resp.header("RateLimit-Policy")
+    if v is None:
+        return None
+    m = POLICY_RE.match(v)
+    assert m, "malformed RateLimit-Policy: %r" % v
+    return m.group(1), int(m.group(2)), int(m.group(3))
+
+
+def state(resp):
+    """(id, r, t) of the RateLimit header, or None."""
+    v = resp.header("RateLimit")
+    if v is None:
+        return None
+    m = STATE_RE.match(v)
+    assert m, "malformed RateLimit: %r" % v
+    return m.group(1), int(m.group(2)), int(m.group(3))
+
+
+def retry_after(resp):
+    v = resp.header("Retry-After")
+    assert v is not None and v.isdigit(), "429 without a delta-seconds Retry-After: %r" % resp
+    return int(v)
+
+
+# ---- audit, metrics, misc ---------------------------------------------------------
+
+def audit_events(moat, event):
+    return [e for e in moat.audit_log() if e.get("event") == event]
+
+
+def metrics(moat):
+    """The admin /metrics as {name: value}."""
+    with socket.create_connection(("127.0.0.1", moat.admin_port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+    out = {}
+    body = buf.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            parts = line.split()
+            if len(parts) == 2:
+                try:
+                    out[parts[0]] = float(parts[1])
+                except ValueError:
+                    pass
+    return out
+
+
+def not_near_minute_boundary(margin=12):
+    """Waits until the wall clock is at least margin s away from the next minute, so
+    'once per minute' audit deduplication is not split by a minute change mid-test."""
+    s = time.time() % 60
+    if s > 60 - margin:
+        time.sleep(60 - s + 0.5)
+
+
+def percentile(values, p):
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(math.ceil(p / 100.0 * len(v))) - 1))
+    return v[k]
+
+
+# ---- several moat instances (each in its own directory) ----------------------------
+
+class Fleet:
+    """Starts moat instances that each get their own directory (config, logs, stderr);
+    stop_all() stops every one by PID. Used through the `fleet` fixture."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.moats = []
+
+    def start(self, overrides_, upstream=None, name=None, start=True):
+        import os
+        d = os.path.join(str(self.tmp_path), name or "moat%d" % len(self.moats))
+        os.makedirs(d, exist_ok=True)
+        path, cfg = moatctl.write_config(d, overrides_,
+                                         upstream_port=upstream.port if upstream else None)
+        m = moatctl.Moat(path, cfg, tmpdir=d)
+        self.moats.append(m)
+        if start:
+            m.start()
+        return m
+
+    def stop_all(self):
+        crashed = []
+        for m in self.moats:
+            if m.proc is None:
+                continue
+            died_alone = m.proc.poll() is not None and not m.stopped_by_test
+            rc = m.stop()
+            if died_alone and rc != 0:
+                crashed.append("moat pid %d died during the test with %s\nstderr:\n%s"
+                               % (m.pid, rc, m.stderr()))
+        return crashed
+
+
+def reload(moat, new_overrides, generation):
+    """Rewrites moat's config file with new_overrides (same ports and logs), sends
+    SIGHUP and waits until 'generation N is live' is logged."""
+    import json
+    cfg = moatctl.deep_merge(moat.cfg, new_overrides)
+    with open(moat.config_path, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    moat.cfg = cfg
+    moat.reload()
+    ok = moatctl.wait_until(
+        lambda: "generation %d is live" % generation in moat.stderr(), 10)
+    assert ok, "reload to generation %d not seen:\n%s" % (generation, moat.stderr())
