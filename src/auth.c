@@ -1,5 +1,6 @@
 #include "auth.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -90,6 +91,32 @@ static void reject(struct request *r, enum session_status why)
     conn_respond(c, 401, extra, NULL, false);
 }
 
+static enum phase_result decide(struct request *r, enum session_status st);
+
+/* Says why sessions fail closed (e.g. "AUTH failed: WRONGPASS ..."; the client
+ * never puts the password in it), at most every 10 s per worker unless the
+ * reason changes. Nothing else logs the session store's connection errors. */
+static void log_store_unavailable(struct worker *w, const char *why)
+{
+    static _Thread_local uint64_t last_ms;
+    static _Thread_local char last[300];
+    /* the client's last error only explains a connection that is not up (it is
+     * kept after a reconnect, so it says nothing about an error reply) */
+    const char *detail = !w->redis ? "no client"
+                         : redis_client_state(w->redis) != REDIS_STATE_CONNECTED
+                             ? redis_client_last_error(w->redis)
+                             : "";
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s%s%s", why, detail[0] ? ": " : "", detail);
+    uint64_t now = now_ms();
+    if (last_ms && now - last_ms < 10000 && strcmp(msg, last) == 0)
+        return;
+    last_ms = now;
+    snprintf(last, sizeof last, "%s", msg);
+    log_msg(LOG_ERROR, "worker %d: auth: session store unavailable, failing closed: %s", w->id,
+            msg);
+}
+
 /* Redis cannot answer: known sessions within stale_grace continue, others get 503. */
 static enum phase_result store_unavailable(struct request *r, const char *why)
 {
@@ -98,11 +125,12 @@ static enum phase_result store_unavailable(struct request *r, const char *why)
     uint64_t grace = sess_cfg(r)->stale_grace_ms;
     if (grace && c->w->auth_cache &&
         auth_cache_get(c->w->auth_cache, r->ident.token_sha, now_ms(), grace, &st, &r->ident) &&
-        st == SESSION_OK) {
+        st == SESSION_OK && (r->ident.exp == 0 || r->ident.exp > (int64_t)time(NULL))) {
         r->ident.authenticated = true;
-        return PHASE_CONTINUE;
+        return decide(r, st); /* the route's MFA requirement still holds */
     }
     metrics_inc(&c->w->metrics, M_AUTH_REDIS_ERROR);
+    log_store_unavailable(c->w, why);
     if (r->route->auth == AUTH_OPTIONAL) {
         memset(r->ident.tenant, 0, sizeof r->ident.tenant);
         r->ident.authenticated = false; /* anonymous: no identity headers at all */
@@ -129,10 +157,20 @@ static enum phase_result decide(struct request *r, enum session_status st)
     return PHASE_RESPOND;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static uint64_t positive_ttl(const struct config_sessions *cfg, int64_t exp)
 {
     uint64_t ttl = cfg->cache_ttl_ms;
-    int64_t left = exp ? (exp - (int64_t)time(NULL)) * 1000 : -1;
+    /* in ms: whole seconds would keep a session up to 1 s past its exp */
+    int64_t left = exp > 0 && exp < INT64_MAX / 1000 ? exp * 1000 - wall_ms() : -1;
+    if (exp > 0 && left < 0)
+        left = 0;
     if (left >= 0 && (uint64_t)left < ttl)
         ttl = (uint64_t)left; /* never cache past the session's own end */
     return ttl;

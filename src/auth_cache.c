@@ -86,9 +86,16 @@ enum auth_cache_hit auth_cache_get(struct auth_cache *c, const uint8_t sha[32], 
 void auth_cache_put(struct auth_cache *c, const uint8_t sha[32], enum session_status status,
                     const struct session_identity *id, uint64_t now_ms, uint64_t ttl_ms)
 {
-    if (ttl_ms == 0)
-        return;
     struct entry *e = find(c, sha);
+    if (ttl_ms == 0) {
+        /* not cached, but the newer decision still replaces an older one: a
+         * revoked session must not stay available to the stale grace */
+        if (e) {
+            e->used = false;
+            c->count--;
+        }
+        return;
+    }
     if (!e) {
         struct entry *set = set_of(c, sha);
         e = &set[0];

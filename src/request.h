@@ -30,6 +30,7 @@ struct session_identity {
     char tenant[SESSION_FIELD_MAX];
     char user[SESSION_FIELD_MAX];
     char roles[SESSION_FIELD_MAX];
+    int64_t exp;                      /* session end (unix seconds), 0 if none */
     char token_hash[65];              /* hex sha256 of the token, for session rate limits */
     uint8_t token_sha[32];
 };

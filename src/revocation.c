@@ -15,6 +15,7 @@ struct revocation {
     struct worker *w;
     struct redis_client *rc;
     char *prefix;
+    bool tracking; /* CLIENT TRACKING accepted on the current connection */
     bool live;
 };
 
@@ -65,11 +66,14 @@ static void on_push(redisReply *msg, void *arg)
 
 static void on_tracking_reply(redisReply *reply, const char *err, void *arg)
 {
+    struct revocation *rv = arg;
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
-        log_msg(LOG_ERROR, "revocation: CLIENT TRACKING refused: %s",
-                err ? err : reply ? reply->str : "?");
+        log_msg(LOG_ERROR,
+                "worker %d: revocation: CLIENT TRACKING refused: %s; session cache bypassed",
+                rv->w->id, err ? err : reply ? reply->str : "?");
         return;
     }
+    rv->tracking = true;
 }
 
 static void on_subscribed(redisReply *reply, const char *err, void *arg)
@@ -77,12 +81,27 @@ static void on_subscribed(redisReply *reply, const char *err, void *arg)
     struct revocation *rv = arg;
     if (err || !reply || reply->type == REDIS_REPLY_ERROR)
         return;
+    /* Subscribed without tracking, nothing would ever be invalidated: the
+     * cache must stay bypassed (the replies arrive in order: tracking first). */
+    if (!rv->tracking)
+        return;
+    /* Decisions cached while the channel was not live may have been revoked
+     * unseen in the meantime. */
+    if (rv->w->auth_cache)
+        auth_cache_clear(rv->w->auth_cache);
     rv->live = true; /* from now on every write to a session key reaches us */
 }
 
 static void on_connect(struct redis_client *c, void *arg)
 {
     struct revocation *rv = arg;
+    rv->tracking = false;
+    if (redis_client_id(c) <= 0) { /* REDIRECT needs our id (CLIENT ID refused by an ACL?) */
+        log_msg(LOG_ERROR,
+                "worker %d: revocation: CLIENT ID unknown, cannot track; session cache bypassed",
+                rv->w->id);
+        return;
+    }
     char id[32];
     snprintf(id, sizeof id, "%lld", redis_client_id(c));
     const char *argv[] = {"CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", rv->prefix};
@@ -102,6 +121,7 @@ static void on_state(enum redis_state st, void *arg)
         log_msg(LOG_WARN, "worker %d: revocation channel lost; session cache bypassed until back",
                 rv->w->id);
     rv->live = false;
+    rv->tracking = false;
     if (rv->w->auth_cache) /* invalidations may have been missed */
         auth_cache_clear(rv->w->auth_cache);
 }

@@ -202,6 +202,7 @@ enum session_status session_parse_reply(const redisReply *reply, int64_t now,
             return SESSION_INVALID;
     if (!id->tenant[0] || !id->user[0]) /* mfa absent means no MFA */
         return SESSION_INVALID;
+    id->exp = *exp; /* kept with cached decisions: stale grace must not outlive it */
     if (*exp && *exp <= now)
         return SESSION_EXPIRED;
     id->authenticated = true;

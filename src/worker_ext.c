@@ -66,6 +66,20 @@ static void stop_clients(struct worker *w)
     w->redis_key = NULL;
 }
 
+/* Ops learn of a broken Redis (wrong password, bad certificate) even when idle. */
+static void on_redis_state(enum redis_state st, void *arg)
+{
+    struct worker *w = arg;
+    static _Thread_local int logged = -1; /* each worker is its own thread */
+    if (st == REDIS_STATE_CONNECTING || (int)(st == REDIS_STATE_CONNECTED) == logged)
+        return; /* reconnect attempts while down are not news */
+    logged = st == REDIS_STATE_CONNECTED;
+    if (logged)
+        log_msg(LOG_INFO, "worker %d: redis: connected", w->id);
+    else
+        log_msg(LOG_WARN, "worker %d: redis: down: %s", w->id, redis_client_last_error(w->redis));
+}
+
 static int start_clients(struct worker *w, const struct config *cfg, char *err, size_t errlen)
 {
     struct redis_options o;
@@ -73,6 +87,7 @@ static int start_clients(struct worker *w, const struct config *cfg, char *err, 
     w->redis = redis_client_new(w->base, &o, err, errlen);
     if (!w->redis)
         return -1;
+    redis_client_on_state(w->redis, on_redis_state, w);
     if (cfg->sessions.push_revocation) {
         w->revocation = revocation_start(w, &o, cfg->sessions.key_prefix, err, errlen);
         if (!w->revocation)

@@ -120,6 +120,29 @@ static void test_ttl_zero_is_not_cached(void **state)
     auth_cache_free(c);
 }
 
+/* A decision that may not be cached (TTL 0: negative_cache_ttl 0s, or a session at
+ * its exp) must still replace what the cache held for that token: else a revoked
+ * session's old positive entry would be served stale during the next outage. */
+static void test_ttl_zero_put_forgets_the_old_decision(void **state)
+{
+    (void)state;
+    struct auth_cache *c = auth_cache_new(64);
+    uint8_t a[32];
+    sha_of(1, a);
+    enum session_status st;
+    struct session_identity id, in = ident("t", "u", false);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 100);
+    assert_int_equal(auth_cache_count(c), 1);
+    auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0 + 200, 0);
+    assert_int_equal(get(c, a, T0 + 300, 30000, &st, &id), AUTH_CACHE_MISS);
+    assert_int_equal(auth_cache_count(c), 0);
+    auth_cache_put(c, a, SESSION_OK, &in, T0 + 400, 100000);
+    auth_cache_put(c, a, SESSION_OK, &in, T0 + 500, 0);
+    assert_int_equal(get(c, a, T0 + 501, 0, &st, &id), AUTH_CACHE_MISS);
+    assert_int_equal(auth_cache_count(c), 0);
+    auth_cache_free(c);
+}
+
 static void test_stale_grace(void **state)
 {
     (void)state;
@@ -288,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_miss_and_hit),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_ttl_zero_is_not_cached),
+        cmocka_unit_test(test_ttl_zero_put_forgets_the_old_decision),
         cmocka_unit_test(test_stale_grace),
         cmocka_unit_test(test_update_in_place),
         cmocka_unit_test(test_drop_and_clear),
