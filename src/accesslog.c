@@ -5,6 +5,7 @@
 #include "config.h"
 #include "conn.h"
 #include "jsonw.h"
+#include "log.h"
 #include "request.h"
 #include "worker.h"
 
@@ -23,6 +24,8 @@ void accesslog_request(struct worker *w, struct request *r)
     r->logged = true;
     metrics_count_status(&w->metrics, r->status);
     metrics_add(&w->metrics, M_BYTES_OUT, (int64_t)r->bytes_out);
+    if (!log_access_enabled())
+        return;
     struct conn *c = r->conn;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);

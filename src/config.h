@@ -212,7 +212,7 @@ struct config {
     struct config_identity identity;
     struct config_upstream *upstreams;
     size_t num_upstreams;
-    struct config_tenant *tenants;
+    struct config_tenant *tenants;  /* sorted by name (config_find_tenant bisects) */
     size_t num_tenants;
     struct config_route *routes;
     size_t num_routes;

@@ -26,7 +26,7 @@
 /* More than this many errors are counted, not kept: a wrong indent can make hundreds. */
 #define CONFIG_MAX_ERRORS 100
 /* YAML nodes visited per load; bounds work and memory under alias expansion. */
-#define CONFIG_MAX_NODES 200000
+#define CONFIG_MAX_NODES 1000000
 
 enum config_key_type {
     CK_STR,        /* char *; .choices restricts the values, .check validates */
@@ -73,14 +73,14 @@ struct config_key {
     size_t off;
     size_t off2;
     int64_t min, max;
-    const char *def;                          /* default as written in YAML; lists: a,b */
+    const char *def; /* default as written in YAML; lists: a,b */
     unsigned flags;
-    const struct config_enum *choices;        /* NULL-name terminated */
-    const char *(*check)(const char *value);  /* NULL if fine, else the message */
-    const struct config_key *keys;            /* section or element members */
-    size_t elem_size;                         /* CK_LIST / CK_MAP */
-    size_t name_off;                          /* CK_MAP: char * for the element's name */
-    size_t pos_off;                           /* CK_POS: int line; int column; */
+    const struct config_enum *choices;       /* NULL-name terminated */
+    const char *(*check)(const char *value); /* NULL if fine, else the message */
+    const struct config_key *keys;           /* section or element members */
+    size_t elem_size;                        /* CK_LIST / CK_MAP */
+    size_t name_off;                         /* CK_MAP: char * for the element's name */
+    size_t pos_off;                          /* CK_POS: int line; int column; */
     /* CK_LIST / CK_MAP: called once per element parsed from a mapping. */
     void (*finish)(struct config_loader *L, void *elem, size_t index, const char *path);
 };
@@ -101,9 +101,10 @@ struct config_loader {
     yaml_document_t *doc;
     struct config_loader_error *errs;
     size_t num_errs, cap_errs;
-    size_t dropped;         /* errors beyond CONFIG_MAX_ERRORS */
-    size_t nodes;           /* budget used */
+    size_t dropped; /* errors beyond CONFIG_MAX_ERRORS */
+    size_t nodes;   /* budget used */
     bool over_budget;
+    bool oom;                    /* an allocation failed: fields may be missing */
     struct config_pos_slot *pos; /* open-addressing table */
     size_t pos_cap, pos_used;
 };
@@ -118,6 +119,9 @@ void config_loader_finish(struct config_loader *L, struct config_errors *errs);
 /* Records an error at pos (line 0: no position). path may be "" for none. */
 void config_loader_error(struct config_loader *L, struct config_pos pos, const char *path,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Fails the load with "out of memory" (an allocation failed). */
+void config_loader_oom(struct config_loader *L);
 
 /*
  * Where the value stored at field came from (tag 0), or where the mapping whose

@@ -27,6 +27,13 @@
 
 /* Output above this is not topped up from the upstream until it drains. */
 #define CONN_WRITE_LOW (16 * 1024)
+/*
+ * While idle, libevent's OpenSSL layer may reserve at most this much input
+ * space for the next read (it otherwise reserves 16 KiB per connection and
+ * keeps it while nothing arrives); raised to the full size once a request
+ * starts.
+ */
+#define IDLE_READ_HIGH 1024
 /* How long a closing connection keeps discarding a client's unread body. */
 #define LINGER_MS 2000
 
@@ -41,6 +48,39 @@ const char *conn_state_str(enum conn_state s)
 static const struct config *conn_cfg(const struct conn *c)
 {
     return c->gen->snap->cfg;
+}
+
+/*
+ * libevent 2.1's OpenSSL layer stops reading when the input reaches its high
+ * watermark or reading is disabled, and on resuming it waits for the socket to
+ * become readable: plaintext OpenSSL already decrypted would sit there until
+ * the client sends more. Pull it into the input ourselves (no network I/O).
+ * Returns true if anything was added.
+ */
+static bool pull_pending(struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool added = false;
+    int pend;
+    while (ssl && (pend = SSL_pending(ssl)) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(in, pend, &v, 1) < 1)
+            break;
+        int n = SSL_read(ssl, v.iov_base, pend);
+        if (n <= 0)
+            break;
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(in, &v, 1);
+        added = true;
+    }
+    return added;
+}
+
+static void set_read_high(struct conn *c, bool idle)
+{
+    size_t full = conn_cfg(c)->limits.max_header_bytes + 16 * 1024;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, idle ? IDLE_READ_HIGH : full);
 }
 
 static void arm_timer(struct conn *c, uint64_t ms)
@@ -113,6 +153,7 @@ void conn_set_reading(struct conn *c, bool on)
 {
     if (on) {
         bufferevent_enable(c->bev, EV_READ);
+        pull_pending(c);
         /* bytes may already sit in the input buffer: look at them again */
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
     } else {
@@ -173,6 +214,7 @@ void conn_exchange_done(struct conn *c)
     c->state = CONN_READ_HEAD;
     c->idle = true;
     memset(&c->scan, 0, sizeof c->scan);
+    set_read_high(c, true);
     arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -279,6 +321,7 @@ static void conn_read_heads(struct conn *c)
         c->idle = false;
         arm_timer(c, cfg->limits.header_timeout_ms);
     }
+    set_read_high(c, false);
     size_t want = len < max + 1 ? len : max + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
     int status = 400;
@@ -316,6 +359,9 @@ static void on_read(struct bufferevent *bev, void *arg)
     case CONN_HANDSHAKE:
         break;
     }
+    if (!c->dead && c->state != CONN_HANDSHAKE && (bufferevent_get_enabled(c->bev) & EV_READ) &&
+        pull_pending(c))
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
     conn_leave(c);
 }
 
@@ -433,8 +479,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
     const struct config *cfg = conn_cfg(c);
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    size_t high = cfg->limits.max_header_bytes + 16 * 1024;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+    set_read_high(c, true);
     bufferevent_setwatermark(c->bev, EV_WRITE, CONN_WRITE_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     arm_timer(c, cfg->limits.header_timeout_ms);

@@ -143,61 +143,84 @@ static void keep_trusted(struct request *r, size_t i, enum forwarded_kind k, str
         s->request_id_value = h->value;
 }
 
+/*
+ * Headers named in any Connection field are hop-by-hop (RFC 9110 7.6.1): dropped.
+ * Every Connection field counts, not only one of them. Done before the forwarded
+ * headers are classified, so a header dropped here is never counted as kept from a
+ * trusted proxy (moat then sets its own, and signs the request id actually sent).
+ */
+static void drop_connection_listed(struct request *r)
+{
+    for (size_t c = 0; c < r->h.num_headers; c++) {
+        if (!http1_str_ieq(r->h.headers[c].name, "Connection"))
+            continue;
+        for (size_t i = 0; i < r->h.num_headers; i++) {
+            struct http1_str n = r->h.headers[i].name;
+            if (!http1_str_ieq(n, "Host") && identity_name_in_list(r->h.headers[c].value, n))
+                r->hflags[i] |= HFLAG_DROP;
+        }
+    }
+}
+
 static void classify_headers(struct request *r, bool trusted, struct seen *s)
 {
-    const struct http1_header *conn_hdr = NULL;
+    drop_connection_listed(r);
     for (size_t i = 0; i < r->h.num_headers; i++) {
         struct http1_str n = r->h.headers[i].name;
-        if (http1_str_ieq(n, "Connection"))
-            conn_hdr = &r->h.headers[i];
         if (always_owned(n)) {
             r->hflags[i] |= HFLAG_DROP;
             continue;
         }
         enum forwarded_kind k = forwarded_kind(n);
-        if (k != FWD_NONE) {
-            if (trusted)
-                keep_trusted(r, i, k, s);
-            else
-                r->hflags[i] |= HFLAG_DROP;
-        }
-    }
-    for (size_t i = 0; conn_hdr && i < r->h.num_headers; i++) {
-        struct http1_str n = r->h.headers[i].name;
-        if (!http1_str_ieq(n, "Host") && identity_name_in_list(conn_hdr->value, n))
+        if (k == FWD_NONE)
+            continue;
+        if (trusted && !(r->hflags[i] & HFLAG_DROP))
+            keep_trusted(r, i, k, s);
+        else
             r->hflags[i] |= HFLAG_DROP;
     }
 }
 
-static void add_forwarded(struct request *r, struct seen *s)
+/*
+ * The add_* helpers return -1 when a header does not fit in the request's
+ * add_headers buffer. The request must then not be forwarded: a client
+ * controls the size of some of them (X-Forwarded-Host is its Host, a trusted
+ * proxy's X-Forwarded-For), and could otherwise push X-User-ID, X-Session-MFA
+ * or X-Request-ID out of the request moat forwards.
+ */
+static int add_forwarded(struct request *r, struct seen *s)
 {
     const char *ip = r->conn->peer_ip;
+    int rc = 0;
     if (s->xff_len && s->xff_len + strlen(ip) + 3 < sizeof s->xff) {
         s->xff_len += (size_t)snprintf(s->xff + s->xff_len, sizeof s->xff - s->xff_len, ", %s", ip);
-        request_add_header(r, "X-Forwarded-For", s->xff, s->xff_len);
+        rc |= request_add_header(r, "X-Forwarded-For", s->xff, s->xff_len);
     } else {
-        request_add_header(r, "X-Forwarded-For", ip, strlen(ip));
+        rc |= request_add_header(r, "X-Forwarded-For", ip, strlen(ip));
     }
     if (!s->proto)
-        request_add_header(r, "X-Forwarded-Proto", "https", 5);
+        rc |= request_add_header(r, "X-Forwarded-Proto", "https", 5);
     if (!s->host && r->h.host.len)
-        request_add_header(r, "X-Forwarded-Host", r->h.host.p, r->h.host.len);
+        rc |= request_add_header(r, "X-Forwarded-Host", r->h.host.p, r->h.host.len);
     if (!s->request_id) {
-        request_add_header(r, "X-Request-ID", r->id, REQUEST_ID_LEN);
+        rc |= request_add_header(r, "X-Request-ID", r->id, REQUEST_ID_LEN);
         s->request_id_value = (struct http1_str){r->id, REQUEST_ID_LEN};
     }
+    return rc ? -1 : 0;
 }
 
-static void add_session(struct request *r)
+static int add_session(struct request *r)
 {
     const struct session_identity *id = &r->ident;
     if (!id->authenticated)
-        return; /* anonymous requests carry no identity at all */
-    request_add_header(r, "X-Tenant-ID", id->tenant, strlen(id->tenant));
-    request_add_header(r, "X-User-ID", id->user, strlen(id->user));
-    request_add_header(r, "X-Session-MFA", id->mfa ? "1" : "0", 1);
+        return 0; /* anonymous requests carry no identity at all */
+    int rc = request_add_header(r, "X-Tenant-ID", id->tenant, strlen(id->tenant));
+    rc |= request_add_header(r, "X-User-ID", id->user, strlen(id->user));
+    rc |= request_add_header(r, "X-Session-MFA", id->mfa ? "1" : "0", 1);
+    return rc ? -1 : 0;
 }
 
+/* 0 added (or no key), -1 signing failed, -2 no room for the header. */
 static int add_signature(struct request *r, struct http1_str request_id)
 {
     const struct signature_key *key = r->conn->gen->snap->sign_key;
@@ -218,7 +241,7 @@ static int add_signature(struct request *r, struct http1_str request_id)
     size_t n = signature_header_value(key, &f, value, sizeof value);
     if (n == 0)
         return -1;
-    return request_add_header(r, "X-Moat-Signature", value, n);
+    return request_add_header(r, "X-Moat-Signature", value, n) < 0 ? -2 : 0;
 }
 
 enum phase_result identity_phase(struct request *r)
@@ -229,9 +252,15 @@ enum phase_result identity_phase(struct request *r)
                                       (const struct sockaddr *)&r->conn->peer);
     struct seen s = {0};
     classify_headers(r, trusted, &s);
-    add_forwarded(r, &s);
-    add_session(r);
-    if (add_signature(r, s.request_id_value) < 0) {
+    int rc = add_forwarded(r, &s) < 0 || add_session(r) < 0 ? -2 : 0;
+    if (rc == 0)
+        rc = add_signature(r, s.request_id_value);
+    if (rc == -2) { /* fail closed: never forward a partial set of moat's headers */
+        r->error = "identity headers too large";
+        conn_respond(r->conn, 431, NULL, NULL, false);
+        return PHASE_RESPOND;
+    }
+    if (rc < 0) {
         r->error = "cannot sign identity headers";
         conn_respond(r->conn, 500, NULL, NULL, false);
         return PHASE_RESPOND;

@@ -145,6 +145,11 @@ void log_access_flush(struct log_buffer *b)
     b->len = 0;
 }
 
+int log_access_enabled(void)
+{
+    return atomic_load_explicit(&access_fd, memory_order_relaxed) >= 0;
+}
+
 void log_access_append(struct log_buffer *b, const char *line, size_t len)
 {
     if (atomic_load_explicit(&access_fd, memory_order_relaxed) < 0)

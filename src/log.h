@@ -32,6 +32,8 @@ struct log_buffer {
 void log_buffer_init(struct log_buffer *b, size_t cap);
 void log_buffer_free(struct log_buffer *b);
 /* Appends one access-log line; flushes when the buffer is nearly full. */
+/* False when log.access is off: callers skip formatting the line. */
+int log_access_enabled(void);
 void log_access_append(struct log_buffer *b, const char *line, size_t len);
 void log_access_flush(struct log_buffer *b);
 /* Writes one audit line now. */

@@ -23,9 +23,28 @@
 /* Upstream response heads may be larger than client request heads (cookies). */
 #define RESP_HEAD_MAX (64 * 1024)
 #define MAX_ATTEMPTS 3
+/*
+ * Small bodies are copied next to the head instead of moving their buffer
+ * chains: libevent's OpenSSL layer makes one SSL_write (one TLS record, one
+ * write()) per chain, so a small response costs one of each, not two.
+ */
+#define COALESCE_MAX (16 * 1024)
 
 static void proxy_connect(struct request *r, const struct upstream_server *skip);
 static void process_upstream(struct request *r);
+
+/* Moves n bytes; small amounts are copied so they join the output's last chain. */
+static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    if (n == 0)
+        return;
+    if (n > COALESCE_MAX) {
+        evbuffer_remove_buffer(in, out, n);
+        return;
+    }
+    evbuffer_add(out, evbuffer_pullup(in, (ssize_t)n), n);
+    evbuffer_drain(in, n);
+}
 
 static const struct config *req_cfg(const struct request *r)
 {
@@ -193,7 +212,7 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
         if (max && *total + n > max)
             return RELAY_TOO_BIG;
         evbuffer_add_printf(out, "%zx\r\n", n);
-        evbuffer_remove_buffer(in, out, n);
+        move_bytes(in, out, n);
         evbuffer_add(out, "\r\n", 2);
         http1_chunked_data_done(ck, n);
         *total += n;
@@ -451,6 +470,8 @@ static int read_response_head(struct request *r)
         }
         choose_framing(r, &resp);
         r->status = r->resp_status = resp.status;
+        if (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining <= COALESCE_MAX)
+            evbuffer_expand(client_out(r), (size_t)n + 1024 + r->resp_remaining); /* one chain */
         write_response_head(r, &resp);
         evbuffer_drain(in, (size_t)n); /* the head's views pointed into it until now */
         r->resp_head_done = true;
@@ -473,7 +494,7 @@ static enum relay_result relay_response_body(struct request *r)
     if (r->resp_in == HTTP1_BODY_LENGTH) {
         size_t len = evbuffer_get_length(in);
         size_t n = len < r->resp_remaining ? len : (size_t)r->resp_remaining;
-        evbuffer_remove_buffer(in, out, n);
+        move_bytes(in, out, n);
         r->resp_remaining -= n;
         r->resp_done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {

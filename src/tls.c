@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /*
  * openssl/err.h uses INT_MAX without including <limits.h>, and under -Isrc the
@@ -37,38 +38,41 @@
 #define TLS_MAX_SLOTS 8          /* certificate key types in one SSL_CTX */
 #define TLS_SESSION_TIMEOUT 7200 /* seconds */
 #define TLS_VERIFY_DEPTH 5
+#define TLS_OCSP_RECHECK 3600 /* seconds, when cfg->ocsp_refresh_ms is 0 */
 
 struct tls_cert {
     char *path;
     X509 *leaf;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain;        /* intermediates sent after the leaf */
-    int key_type;                 /* EVP_PKEY_get_base_id(): the SSL_CTX slot */
-    char **names;                 /* lower case dNSNames (CN if no SAN) */
+    STACK_OF(X509) *chain; /* intermediates sent after the leaf */
+    int key_type;           /* EVP_PKEY_get_base_id(): the SSL_CTX slot */
+    char **names;           /* lower case dNSNames (CN if no SAN) */
     size_t num_names;
-    struct tls_ocsp *ocsp;        /* NULL: no stapling */
+    struct tls_ocsp *ocsp; /* NULL: no stapling */
 };
 
 struct tls_ctxset {
     SSL_CTX *ctx;
-    size_t certs[TLS_MAX_SLOTS];  /* indexes into policy->certs, ascending */
+    size_t certs[TLS_MAX_SLOTS]; /* indexes into policy->certs, ascending */
     size_t num_certs;
 };
 
 struct tls_name {
-    const char *name;             /* owned by a struct tls_cert */
-    size_t ctx;                   /* index into policy->ctxs */
+    const char *name; /* owned by a struct tls_cert */
+    size_t ctx;       /* index into policy->ctxs */
 };
 
 struct tls_policy {
     atomic_int refs;
     struct tls_cert *certs;
     size_t num_certs;
-    struct tls_ctxset *ctxs;      /* ctxs[0]: the default (no or unknown SNI) */
+    struct tls_ctxset *ctxs; /* ctxs[0]: the default (no or unknown SNI) */
     size_t num_ctxs;
-    struct tls_name *names;       /* sorted by name */
+    struct tls_name *names; /* sorted by name */
     size_t num_names;
     struct tls_ticket_store *tickets;
+    time_t ocsp_recheck; /* cfg->ocsp_refresh: longest a fetched staple is kept, s */
+    bool ocsp_fetch;     /* cfg->ocsp_fetch: off, staples only come from files */
 };
 
 /* State of one tls_policy_build() call. */
@@ -78,14 +82,13 @@ struct build {
     void *warnarg;
     char *err;
     size_t errlen;
-    bool weak_seen;               /* allow_weak let something through: security level 0 */
+    bool weak_seen; /* allow_weak let something through: security level 0 */
 };
 
 static int ssl_index = -1, x509_index = -1;
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
-static void ssl_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void ssl_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     if (ptr != NULL)
         tls_policy_unref(ptr);
@@ -107,7 +110,8 @@ static int fail(struct build *b, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     unsigned long e = ERR_peek_last_error();
-    if (e != 0 && ERR_reason_error_string(e) != NULL)
+    /* system errors are already in msg as strerror() */
+    if (e != 0 && ERR_GET_LIB(e) != ERR_LIB_SYS && ERR_reason_error_string(e) != NULL)
         snprintf(b->err, b->errlen, "%s (%s)", msg, ERR_reason_error_string(e));
     else
         snprintf(b->err, b->errlen, "%s", msg);
@@ -125,8 +129,7 @@ static int weak(struct build *b, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (!b->cfg->allow_weak) {
-        snprintf(b->err, b->errlen, "%s (below an SSL Labs A; set allow_weak to accept it)",
-                 msg);
+        snprintf(b->err, b->errlen, "%s (below an SSL Labs A; set allow_weak to accept it)", msg);
         return -1;
     }
     b->weak_seen = true;
@@ -153,16 +156,29 @@ static void warn(struct build *b, const char *fmt, ...)
 static const char *version_str(int v)
 {
     switch (v) {
-    case SSL3_VERSION: return "SSLv3";
-    case TLS1_VERSION: return "TLSv1";
-    case TLS1_1_VERSION: return "TLSv1.1";
-    case TLS1_2_VERSION: return "TLSv1.2";
-    case TLS1_3_VERSION: return "TLSv1.3";
-    default: return "unknown";
+    case SSL3_VERSION:
+        return "SSLv3";
+    case TLS1_VERSION:
+        return "TLSv1";
+    case TLS1_1_VERSION:
+        return "TLSv1.1";
+    case TLS1_2_VERSION:
+        return "TLSv1.2";
+    case TLS1_3_VERSION:
+        return "TLSv1.3";
+    default:
+        return "unknown";
     }
 }
 
 /* ---- certificates ---------------------------------------------------------- */
+
+static int open_failed(struct build *b, const char *path)
+{
+    int e = errno;
+    ERR_clear_error();
+    return fail(b, "%s: cannot open: %s", path, strerror(e));
+}
 
 static int no_password(char *buf, int size, int rwflag, void *u)
 {
@@ -211,9 +227,10 @@ static int cert_names(struct tls_cert *c)
         X509_NAME *subj = X509_get_subject_name(c->leaf);
         int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
         unsigned char *cn = NULL;
-        int len = idx >= 0 ? ASN1_STRING_to_UTF8(
-                                 &cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)))
-                           : -1;
+        int len =
+            idx >= 0
+                ? ASN1_STRING_to_UTF8(&cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)))
+                : -1;
         if (len > 0)
             rc = add_name(c, cn, (size_t)len);
         OPENSSL_free(cn);
@@ -226,7 +243,7 @@ static int read_chain(struct build *b, struct tls_cert *c)
 {
     BIO *in = BIO_new_file(c->path, "r");
     if (in == NULL)
-        return fail(b, "%s: cannot open: %s", c->path, strerror(errno));
+        return open_failed(b, c->path);
     c->leaf = PEM_read_bio_X509(in, NULL, no_password, NULL);
     c->chain = sk_X509_new_null();
     X509 *x;
@@ -252,24 +269,28 @@ static int read_key(struct build *b, struct tls_cert *c, const char *path)
 {
     BIO *in = BIO_new_file(path, "r");
     if (in == NULL)
-        return fail(b, "%s: cannot open: %s", path, strerror(errno));
+        return open_failed(b, path);
     c->key = PEM_read_bio_PrivateKey(in, NULL, no_password, NULL);
     BIO_free(in);
-    if (c->key == NULL)
-        return fail(b, "%s: no usable PEM private key (encrypted keys are not supported)",
-                    path);
+    if (c->key == NULL) {
+        ERR_clear_error(); /* "unsupported" or "bad decrypt" say less than this */
+        return fail(b, "%s: no PEM private key (encrypted keys are not supported)", path);
+    }
     if (X509_check_private_key(c->leaf, c->key) != 1)
         return fail(b, "%s: private key %s does not match the certificate", c->path, path);
     c->key_type = EVP_PKEY_get_base_id(c->key);
     return 0;
 }
 
-static bool weak_signature(X509 *x)
+/* The digest name if x is signed with a broken one (SHA-1, MD5...), else NULL. */
+static const char *weak_signature(X509 *x)
 {
     int md = NID_undef, pk = NID_undef;
     if (OBJ_find_sigid_algs(X509_get_signature_nid(x), &md, &pk) != 1)
-        return false; /* RSA-PSS, Ed25519: no separate digest, not weak */
-    return md == NID_sha1 || md == NID_md5 || md == NID_md4 || md == NID_md2;
+        return NULL; /* RSA-PSS, Ed25519: no separate digest, not weak */
+    if (md == NID_sha1 || md == NID_md5 || md == NID_md4 || md == NID_md2 || md == NID_mdc2)
+        return OBJ_nid2sn(md);
+    return NULL;
 }
 
 /* The SSL Labs "A" checks on one certificate (key, signatures, validity). */
@@ -284,14 +305,15 @@ static int check_cert(struct build *b, struct tls_cert *c)
         return -1;
     if (c->key_type == EVP_PKEY_DSA && weak(b, "%s: DSA key", c->path) < 0)
         return -1;
-    if (weak_signature(c->leaf) &&
-        weak(b, "%s: certificate signed with SHA-1 or MD5", c->path) < 0)
+    const char *md = weak_signature(c->leaf);
+    if (md != NULL && weak(b, "%s: certificate signed with %s", c->path, md) < 0)
         return -1;
     for (int i = 0; i < sk_X509_num(c->chain); i++) {
         X509 *x = sk_X509_value(c->chain, i);
         /* a self-signed root's own signature is never checked by clients */
-        if (!(X509_get_extension_flags(x) & EXFLAG_SS) && weak_signature(x) &&
-            weak(b, "%s: chain certificate %d signed with SHA-1 or MD5", c->path, i + 1) < 0)
+        md = X509_get_extension_flags(x) & EXFLAG_SS ? NULL : weak_signature(x);
+        if (md != NULL &&
+            weak(b, "%s: chain certificate %d signed with %s", c->path, i + 1, md) < 0)
             return -1;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(c->leaf)) <= 0 &&
@@ -377,8 +399,9 @@ static size_t group_name(struct build *b, struct tls_policy *p, const struct nam
             k++;
         if (k < g->num) {
             if (g->set[k] != refs[j].cert)
-                warn(b, "%s: %s is already served by %s with the same key type; "
-                        "this certificate is not used for it",
+                warn(b,
+                     "%s: %s is already served by %s with the same key type; "
+                     "this certificate is not used for it",
                      c->path, g->name, p->certs[g->set[k]].path);
         } else if (g->num < TLS_MAX_SLOTS) {
             g->set[g->num++] = refs[j].cert;
@@ -519,13 +542,13 @@ static int check_ciphers(struct build *b, SSL_CTX *ctx)
         if (kx == NID_kx_any)
             continue; /* TLS 1.3: all AEAD, all (EC)DHE */
         tls12++;
-        const char *why = kx != NID_kx_ecdhe                              ? "not ECDHE"
+        const char *why = kx != NID_kx_ecdhe                               ? "not ECDHE"
                           : auth != NID_auth_rsa && auth != NID_auth_ecdsa ? "no authentication"
-                          : !SSL_CIPHER_is_aead(c)                        ? "CBC/not AEAD"
-                                                                          : NULL;
+                          : !SSL_CIPHER_is_aead(c)                         ? "CBC/not AEAD"
+                                                                           : NULL;
         if (why != NULL && used < sizeof bad)
-            used += (size_t)snprintf(bad + used, sizeof bad - used, "%s%s (%s)",
-                                     used ? ", " : "", SSL_CIPHER_get_name(c), why);
+            used += (size_t)snprintf(bad + used, sizeof bad - used, "%s%s (%s)", used ? ", " : "",
+                                     SSL_CIPHER_get_name(c), why);
     }
     if (tls12 == 0 && b->cfg->min_version < TLS1_3_VERSION)
         return fail(b, "tls.ciphers: no TLS 1.2 cipher left");
@@ -558,6 +581,9 @@ static int set_protocol(struct build *b, SSL_CTX *ctx)
         opts |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, opts);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No read-ahead: it would save a read() per record, but libevent's OpenSSL
+       bufferevent does not look at bytes OpenSSL has buffered, so they would sit
+       there until the client sends more. */
     return 0;
 }
 
@@ -570,8 +596,8 @@ static int set_sessions(struct build *b, struct tls_policy *p, SSL_CTX *ctx)
         cfg->ticket_rotate_ms / 1000 < (uint64_t)timeout)
         timeout = (long)(cfg->ticket_rotate_ms / 1000); /* still decryptable when presented */
     SSL_CTX_set_timeout(ctx, timeout);
-    SSL_CTX_set_session_cache_mode(ctx, cfg->session_cache ? SSL_SESS_CACHE_SERVER
-                                                           : SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_cache_mode(ctx,
+                                   cfg->session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     SSL_CTX_sess_set_cache_size(ctx, TLS_POLICY_SESSION_CACHE);
     /* TLS 1.3: one ticket per handshake; with tickets off but a cache, a stateful one */
     SSL_CTX_set_num_tickets(ctx, cfg->tickets_enabled || cfg->session_cache ? 1 : 0);
@@ -655,6 +681,8 @@ static int load_client_ca(struct build *b, struct client_auth *ca)
     const char *path = b->cfg->client_ca;
     if (path == NULL)
         return 0;
+    if (access(path, R_OK) != 0)
+        return fail(b, "%s: cannot read: %s", path, strerror(errno));
     ca->store = X509_STORE_new();
     ca->names = SSL_load_client_CA_file(path);
     if (ca->store == NULL || X509_STORE_load_file(ca->store, path) != 1 || ca->names == NULL)
@@ -684,23 +712,31 @@ static int setup_ocsp(struct build *b, struct tls_cert *c, const struct config_t
                       bool *any)
 {
     char msg[400];
-    if (cc->ocsp == NULL && !b->cfg->ocsp_fetch)
-        return 0;
+    bool must = tls_ocsp_must_staple(c->leaf), fetch = b->cfg->ocsp_fetch;
+    if (cc->ocsp == NULL && !fetch)
+        return must ? fail(b, "%s: must-staple certificate: set its ocsp file or ocsp_fetch",
+                           c->path)
+                    : 0;
     c->ocsp = tls_ocsp_new(c->leaf, c->chain, msg, sizeof msg);
     if (c->ocsp == NULL) {
+        if (must)
+            return fail(b, "%s: must-staple certificate: %s", c->path, msg);
         warn(b, "%s: %s; no OCSP stapling", c->path, msg);
         return 0;
     }
     X509_set_ex_data(c->leaf, x509_index, c->ocsp);
     *any = true;
     if (cc->ocsp != NULL && tls_ocsp_load_file(c->ocsp, cc->ocsp, msg, sizeof msg) < 0) {
-        if (tls_ocsp_must_staple(c->ocsp) && !b->cfg->ocsp_fetch)
-            return fail(b, "%s: must-staple certificate without a valid OCSP response: %s",
-                        c->path, msg);
+        if (must && !fetch)
+            return fail(b, "%s: must-staple certificate without a valid OCSP response: %s", c->path,
+                        msg);
         warn(b, "%s: OCSP response not stapled: %s", c->path, msg);
     }
-    if (b->cfg->ocsp_fetch && tls_ocsp_responder(c->ocsp) == NULL)
+    if (fetch && tls_ocsp_responder(c->ocsp) == NULL) {
+        if (must && !tls_ocsp_has_staple(c->ocsp, time(NULL)))
+            return fail(b, "%s: must-staple certificate names no OCSP responder", c->path);
         warn(b, "%s: ocsp_fetch is on but the certificate names no OCSP responder", c->path);
+    }
     return 0;
 }
 
@@ -742,7 +778,8 @@ static int check_protocol(struct build *b)
     SSL_CTX *probe = SSL_CTX_new(TLS_server_method());
     if (probe == NULL)
         return fail(b, "tls: cannot create SSL_CTX");
-    int rc = set_protocol(b, probe) < 0 ? -1 : check_ciphers(b, probe);
+    /* with TLS 1.3 only, the TLS 1.2 list is never used */
+    int rc = set_protocol(b, probe) < 0 ? -1 : minv >= TLS1_3_VERSION ? 0 : check_ciphers(b, probe);
     SSL_CTX_free(probe);
     return rc;
 }
@@ -776,6 +813,9 @@ struct tls_policy *tls_policy_build(const struct config_tls *cfg, struct tls_tic
     atomic_init(&p->refs, 1);
     p->num_certs = cfg->num_certs;
     p->tickets = cfg->tickets_enabled ? tls_tickets_ref(tickets) : NULL;
+    p->ocsp_fetch = cfg->ocsp_fetch;
+    p->ocsp_recheck =
+        cfg->ocsp_refresh_ms >= 1000 ? (time_t)(cfg->ocsp_refresh_ms / 1000) : TLS_OCSP_RECHECK;
     for (size_t i = 0; i < cfg->num_certs; i++)
         if (load_cert(&b, &cfg->certs[i], &p->certs[i]) < 0)
             goto fail;
@@ -833,13 +873,18 @@ int tls_policy_ocsp_refresh(struct tls_policy *p, int timeout_s, time_t *next, t
                             void *warnarg)
 {
     int failed = 0;
-    time_t now = time(NULL), soonest = now + 3600;
+    time_t now = time(NULL), soonest = now + p->ocsp_recheck;
+    if (!p->ocsp_fetch) {
+        if (next != NULL)
+            *next = soonest;
+        return 0;
+    }
     for (size_t i = 0; i < p->num_certs; i++) {
         struct tls_ocsp *o = p->certs[i].ocsp;
         if (o == NULL || tls_ocsp_responder(o) == NULL)
             continue;
         char msg[400];
-        if (tls_ocsp_refresh_at(o) <= now &&
+        if (tls_ocsp_refresh_at(o, p->ocsp_recheck) <= now &&
             tls_ocsp_fetch(o, NULL, timeout_s, msg, sizeof msg) < 0) {
             failed++;
             if (warnfn != NULL) {
@@ -848,7 +893,7 @@ int tls_policy_ocsp_refresh(struct tls_policy *p, int timeout_s, time_t *next, t
                 warnfn(w, warnarg);
             }
         }
-        time_t at = tls_ocsp_refresh_at(o);
+        time_t at = tls_ocsp_refresh_at(o, p->ocsp_recheck);
         if (at < soonest)
             soonest = at;
     }
@@ -896,7 +941,8 @@ int tls_conn_peer_subject(const SSL *s, char *buf, size_t len)
         return -1;
     BIO *mem = BIO_new(BIO_s_mem());
     int rc = -1;
-    if (mem != NULL && X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+    if (mem != NULL &&
+        X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
         char *data;
         long n = BIO_get_mem_data(mem, &data);
         if (n >= 0 && (size_t)n < len) {

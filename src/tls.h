@@ -28,11 +28,11 @@ struct tls_policy;
 struct tls_ticket_store;
 
 /* Used when the config leaves them NULL (config.c keeps its own copy of the defaults). */
-#define TLS_POLICY_CIPHERS                                                                        \
+#define TLS_POLICY_CIPHERS                                                                         \
     "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"                                   \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"
-#define TLS_POLICY_CIPHERSUITES                                                                   \
+#define TLS_POLICY_CIPHERSUITES                                                                    \
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_POLICY_GROUPS "X25519:P-256"
 #define TLS_POLICY_SESSION_CACHE 20000
@@ -63,17 +63,22 @@ void tls_policy_unref(struct tls_policy *p);
 SSL *tls_policy_new_ssl(struct tls_policy *p);
 
 /*
- * OCSP refresh (cfg->ocsp_fetch): blocking HTTP to each certificate's responder
- * whose staple is due (half its validity gone, or none). Run it on a thread of its
- * own, never on a worker. Returns the number of failed fetches (each reported via
- * warn, the previous staple stays) and sets *next to when to call again.
+ * OCSP refresh (a no-op unless cfg->ocsp_fetch): blocking HTTP POST to the responder of each
+ * certificate whose staple is due: none yet, half its validity gone, or installed
+ * longer than cfg->ocsp_refresh ago. Run it on a thread of its own, never on a
+ * worker (it blocks up to timeout_s per responder). Returns the number of failed
+ * fetches (each reported via warn; the previous staple stays, retried in 5 minutes)
+ * and sets *next to when to call again (at most cfg->ocsp_refresh from now).
  */
 int tls_policy_ocsp_refresh(struct tls_policy *p, int timeout_s, time_t *next, tls_warn_fn warn,
                             void *warnarg);
 /* On reload: reuse the staples `old` fetched for certificates `p` also serves. */
 void tls_policy_ocsp_inherit(struct tls_policy *p, struct tls_policy *old);
 
-/* After the handshake, for logs. Never NULL ("-" when unknown). */
+/*
+ * After the handshake, for logs. Never NULL ("-" when unknown). Version and cipher
+ * are static strings; the server name lives as long as the SSL.
+ */
 const char *tls_conn_version(const SSL *s);
 const char *tls_conn_cipher(const SSL *s);
 const char *tls_conn_servername(const SSL *s);

@@ -35,14 +35,14 @@
 struct tls_ocsp {
     X509 *leaf;
     X509 *issuer;
-    char *url;                /* AIA responder, or NULL */
-    bool must_staple;
-    pthread_rwlock_t lock;    /* guards the fields below */
-    unsigned char *der;       /* verified response, or NULL */
+    char *url;             /* AIA responder, or NULL */
+    pthread_rwlock_t lock; /* guards the fields below */
+    unsigned char *der;    /* verified response, or NULL */
     size_t len;
     time_t this_update;
     time_t next_update;
-    time_t retry_at;          /* after a failed fetch */
+    time_t installed_at;
+    time_t retry_at; /* after a failed fetch */
 };
 
 /* Appends the last OpenSSL error reason (if any) to a message and clears the queue. */
@@ -57,7 +57,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, const char *arg)
     snprintf(err, errlen, "%s%s", msg, ossl);
 }
 
-static bool leaf_must_staple(X509 *leaf)
+bool tls_ocsp_must_staple(X509 *leaf)
 {
     STACK_OF(ASN1_INTEGER) *feat = X509_get_ext_d2i(leaf, NID_tlsfeature, NULL, NULL);
     bool found = false;
@@ -93,7 +93,6 @@ struct tls_ocsp *tls_ocsp_new(X509 *leaf, STACK_OF(X509) *chain, char *err, size
     X509_up_ref(issuer);
     o->leaf = leaf;
     o->issuer = issuer;
-    o->must_staple = leaf_must_staple(leaf);
     pthread_rwlock_init(&o->lock, NULL);
     STACK_OF(OPENSSL_STRING) *urls = X509_get1_ocsp(leaf);
     if (urls != NULL && sk_OPENSSL_STRING_num(urls) > 0)
@@ -224,6 +223,7 @@ int tls_ocsp_set_response(struct tls_ocsp *o, const unsigned char *der, size_t l
     o->len = len;
     o->this_update = thisu;
     o->next_update = nextu;
+    o->installed_at = time(NULL);
     o->retry_at = 0;
     pthread_rwlock_unlock(&o->lock);
     OPENSSL_free(old);
@@ -267,11 +267,6 @@ bool tls_ocsp_has_staple(struct tls_ocsp *o, time_t now)
     return ok;
 }
 
-bool tls_ocsp_must_staple(const struct tls_ocsp *o)
-{
-    return o->must_staple;
-}
-
 int tls_ocsp_staple(struct tls_ocsp *o, SSL *s)
 {
     time_t now = time(NULL);
@@ -297,12 +292,15 @@ const char *tls_ocsp_responder(const struct tls_ocsp *o)
     return o->url;
 }
 
-time_t tls_ocsp_refresh_at(struct tls_ocsp *o)
+time_t tls_ocsp_refresh_at(struct tls_ocsp *o, time_t max_age)
 {
     pthread_rwlock_rdlock(&o->lock);
     time_t t = 0;
-    if (o->der != NULL)
+    if (o->der != NULL) {
         t = o->this_update + (o->next_update - o->this_update) / 2;
+        if (o->installed_at + max_age < t)
+            t = o->installed_at + max_age;
+    }
     if (o->retry_at > t)
         t = o->retry_at;
     pthread_rwlock_unlock(&o->lock);
@@ -334,10 +332,9 @@ static unsigned char *http_exchange(struct tls_ocsp *o, const char *url, int tim
     int reqlen = i2d_OCSP_REQUEST(req, &reqder);
     reqbio = reqlen > 0 ? BIO_new_mem_buf(reqder, reqlen) : NULL;
     if (reqbio != NULL)
-        rsp = OSSL_HTTP_transfer(NULL, host, port, path, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-                                 0, NULL, "application/ocsp-request", reqbio,
-                                 "application/ocsp-response", 1, OCSP_MAX_RESPONSE, timeout_s,
-                                 0);
+        rsp = OSSL_HTTP_transfer(NULL, host, port, path, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0,
+                                 NULL, "application/ocsp-request", reqbio,
+                                 "application/ocsp-response", 1, OCSP_MAX_RESPONSE, timeout_s, 0);
     resp = rsp != NULL ? d2i_OCSP_RESPONSE_bio(rsp, NULL) : NULL;
     *len = resp != NULL ? i2d_OCSP_RESPONSE(resp, &der) : -1;
     if (*len <= 0) {
@@ -400,6 +397,7 @@ void tls_ocsp_inherit(struct tls_ocsp *to, struct tls_ocsp *from)
         to->len = len;
         to->this_update = tu;
         to->next_update = nu;
+        to->installed_at = time(NULL);
         copy = old;
     }
     pthread_rwlock_unlock(&to->lock);

@@ -38,8 +38,8 @@ int tls_ocsp_load_file(struct tls_ocsp *o, const char *path, char *err, size_t e
 
 /* True if a response is installed and its nextUpdate is still ahead of now. */
 bool tls_ocsp_has_staple(struct tls_ocsp *o, time_t now);
-/* True if the leaf carries the TLS Feature "status_request" (OCSP must-staple). */
-bool tls_ocsp_must_staple(const struct tls_ocsp *o);
+/* True if the certificate carries the TLS Feature "status_request" (OCSP must-staple). */
+bool tls_ocsp_must_staple(X509 *cert);
 
 /*
  * For the status callback (the client asked for a staple): attaches a copy of the
@@ -58,8 +58,12 @@ const char *tls_ocsp_responder(const struct tls_ocsp *o);
  */
 int tls_ocsp_fetch(struct tls_ocsp *o, const char *url, int timeout_s, char *err, size_t errlen);
 
-/* When the next fetch is due: halfway between thisUpdate and nextUpdate, now if none. */
-time_t tls_ocsp_refresh_at(struct tls_ocsp *o);
+/*
+ * When the next fetch is due: now if there is no response; else halfway between
+ * thisUpdate and nextUpdate, or max_age seconds after it was installed if sooner;
+ * after a failed fetch, not before the retry time.
+ */
+time_t tls_ocsp_refresh_at(struct tls_ocsp *o, time_t max_age);
 
 /* Installs the response of `from` into `to` when both staple the same leaf and it is
  * newer; used on reload to keep fetched responses. */

@@ -25,20 +25,19 @@ struct ticket_key {
 
 struct tls_ticket_store {
     atomic_int refs;
-    pthread_rwlock_t lock;          /* readers: handshakes; writer: rotate() */
+    pthread_rwlock_t lock; /* readers: handshakes; writer: rotate() */
     struct ticket_key keys[TLS_TICKETS_MAX_KEYS];
     size_t nkeys;
-    size_t enc;                     /* index of the key that seals new tickets */
-    unsigned keep_previous;         /* memory mode */
-    char *key_file;                 /* NULL: memory mode */
-    EVP_CIPHER *aes;                /* fetched once, not per handshake */
+    size_t enc;             /* index of the key that seals new tickets */
+    unsigned keep_previous; /* memory mode */
+    char *key_file;         /* NULL: memory mode */
+    EVP_CIPHER *aes;        /* fetched once, not per handshake */
 };
 
 static int ex_index = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
-static void ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     if (ptr != NULL)
         tls_tickets_unref(ptr);
@@ -163,8 +162,8 @@ struct tls_ticket_store *tls_tickets_new(const char *key_file, unsigned keep_pre
     }
     atomic_init(&st->refs, 1);
     pthread_rwlock_init(&st->lock, NULL);
-    st->keep_previous = keep_previous < TLS_TICKETS_MAX_KEYS ? keep_previous
-                                                              : TLS_TICKETS_MAX_KEYS - 1;
+    st->keep_previous =
+        keep_previous < TLS_TICKETS_MAX_KEYS ? keep_previous : TLS_TICKETS_MAX_KEYS - 1;
     st->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (st->aes == NULL) {
         snprintf(err, errlen, "ticket keys: AES-256-CBC unavailable");
@@ -218,8 +217,7 @@ int tls_tickets_rotate(struct tls_ticket_store *st, char *err, size_t errlen)
     size_t keep = st->nkeys < (size_t)st->keep_previous + 1 ? st->nkeys : st->keep_previous;
     memmove(&st->keys[1], &st->keys[0], keep * sizeof st->keys[0]);
     st->keys[0] = k;
-    OPENSSL_cleanse(&st->keys[keep + 1],
-                    (TLS_TICKETS_MAX_KEYS - keep - 1) * sizeof st->keys[0]);
+    OPENSSL_cleanse(&st->keys[keep + 1], (TLS_TICKETS_MAX_KEYS - keep - 1) * sizeof st->keys[0]);
     st->nkeys = keep + 1;
     st->enc = 0;
     pthread_rwlock_unlock(&st->lock);
@@ -283,8 +281,7 @@ static int ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv, EVP_CIP
     int ivlen = EVP_CIPHER_get_iv_length(st->aes);
     if (enc) {
         memcpy(key_name, k.name, 16);
-        if (RAND_bytes(iv, ivlen) != 1 ||
-            EVP_EncryptInit_ex(cctx, st->aes, NULL, k.aes, iv) != 1)
+        if (RAND_bytes(iv, ivlen) != 1 || EVP_EncryptInit_ex(cctx, st->aes, NULL, k.aes, iv) != 1)
             rc = -1;
     } else if (EVP_DecryptInit_ex(cctx, st->aes, NULL, k.aes, iv) != 1) {
         rc = -1;
@@ -292,7 +289,9 @@ static int ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv, EVP_CIP
     if (rc > 0 && EVP_MAC_CTX_set_params(hctx, params) != 1)
         rc = -1;
     OPENSSL_cleanse(&k, sizeof k);
-    return rc;
+    /* Always renew: TLS 1.3 clients use a ticket once, so without a fresh one
+       every other reconnect would be a full handshake. */
+    return !enc && rc > 0 ? 2 : rc;
 }
 
 int tls_tickets_attach(struct tls_ticket_store *st, SSL_CTX *ctx)

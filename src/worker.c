@@ -254,6 +254,8 @@ struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, s
 
     struct event_config *ec = event_config_new();
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* only this thread touches it */
+    /* batch epoll_ctl: a write interest added and dropped in one loop turn costs nothing */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -2,20 +2,23 @@
  * tlsload: TLS handshake load generator for scripts/bench.sh.
  *
  *   tlsload -p PORT [-a 127.0.0.1] [-s SNI] [-c CONCURRENCY] [-d SECONDS] [-P PATH]
+ *           [-t 1.2|1.3]   (highest TLS version offered; default 1.3)
  *
  * Keeps CONCURRENCY connections going from one thread (epoll, non-blocking). Each
  * connection: TCP connect, TLS handshake, one "GET PATH HTTP/1.1" with
  * "Connection: close", read the response until the server closes, close. Every
- * connection after a slot's first offers the session (TLS 1.3 ticket or TLS 1.2
- * session id/ticket) that slot's previous connection received, as a browser would:
- * so the count of resumed handshakes shows whether the server resumed anything.
+ * connection after a slot's first offers the newest resumable session (TLS 1.3
+ * ticket, TLS 1.2 session id or ticket) that slot's earlier connections received,
+ * as a browser would: the count of resumed handshakes shows whether the server
+ * resumed anything.
  * New connections are started for SECONDS; the ones in flight then finish (3 s
  * at most) and are counted.
  *
  * Prints one line of key=value pairs:
- *   handshakes resumed full ok errors elapsed rate proto cipher group key
- * ok = responses with status 200; errors = failed connects, handshakes, reads or
- * other statuses. Exit status 0 unless nothing completed.
+ *   handshakes resumed full offered renewed ok errors elapsed rate proto cipher group key
+ * offered = handshakes that offered a session; renewed = resumed handshakes that
+ * brought a new ticket; ok = responses with status 200; errors = failed connects,
+ * handshakes, reads or other statuses. rate = ok per second. Exit status 0 unless nothing completed.
  *
  * Build: cc -O2 -o tlsload tlsload.c -lssl -lcrypto
  */
@@ -56,7 +59,7 @@ static struct sockaddr_in addr;
 static const char *sni = "localhost";
 static char req[512];
 static size_t req_len;
-static long n_handshakes, n_resumed, n_ok, n_errors;
+static long n_handshakes, n_resumed, n_ok, n_errors, n_offered, n_renewed;
 static char proto[32], cipher[64], group[32], keytype[32];
 static int inflight;
 
@@ -80,11 +83,20 @@ static void finish(struct slot *s, int ok)
 {
     if (s->ssl) {
         if (ok) {
+            /* The server closed after its response: a clean end. Without this
+             * SSL_free would mark the session not resumable (as after an error). */
+            SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+            /* Keep the newest resumable session; a server that sent no new
+             * ticket on a resumed connection gets its previous ticket again. */
             SSL_SESSION *sess = SSL_get1_session(s->ssl);
-            if (sess) {
+            if (sess && SSL_SESSION_is_resumable(sess)) {
+                if (SSL_session_reused(s->ssl) && sess != s->sess)
+                    n_renewed++;
                 if (s->sess)
                     SSL_SESSION_free(s->sess);
                 s->sess = sess;
+            } else if (sess) {
+                SSL_SESSION_free(sess);
             }
         }
         SSL_free(s->ssl);
@@ -167,8 +179,10 @@ static void step(struct slot *s, int idx)
             s->ssl = SSL_new(ctx);
             SSL_set_fd(s->ssl, s->fd);
             SSL_set_tlsext_host_name(s->ssl, sni);
-            if (s->sess)
+            if (s->sess) {
                 SSL_set_session(s->ssl, s->sess);
+                n_offered++;
+            }
             SSL_set_connect_state(s->ssl);
             s->st = S_HANDSHAKE;
             continue;
@@ -239,10 +253,10 @@ static void step(struct slot *s, int idx)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *path = "/";
-    int port = 0, conc = 16;
+    int port = 0, conc = 16, maxver = TLS1_3_VERSION;
     double duration = 5;
     int opt;
-    while ((opt = getopt(argc, argv, "a:p:s:c:d:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:p:s:c:d:P:t:")) != -1) {
         switch (opt) {
         case 'a': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -250,8 +264,9 @@ int main(int argc, char **argv)
         case 'c': conc = atoi(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'P': path = optarg; break;
+        case 't': maxver = strcmp(optarg, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION; break;
         default:
-            fprintf(stderr, "usage: tlsload -p PORT [-a ADDR] [-s SNI] [-c N] [-d SECONDS] [-P PATH]\n");
+            fprintf(stderr, "usage: tlsload -p PORT [-a ADDR] [-s SNI] [-c N] [-d SECONDS] [-P PATH] [-t 1.2|1.3]\n");
             return 2;
         }
     }
@@ -271,6 +286,7 @@ int main(int argc, char **argv)
 
     ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, maxver);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* as h2load and wrk: no chain check */
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -311,9 +327,9 @@ int main(int argc, char **argv)
         t_end = now();
     }
     double elapsed = t_end - t0;
-    printf("handshakes=%ld resumed=%ld full=%ld ok=%ld errors=%ld elapsed=%.3f rate=%.1f "
-           "proto=%s cipher=%s group=%s key=%s\n",
-           n_handshakes, n_resumed, n_handshakes - n_resumed, n_ok, n_errors, elapsed,
+    printf("handshakes=%ld resumed=%ld full=%ld offered=%ld renewed=%ld ok=%ld errors=%ld "
+           "elapsed=%.3f rate=%.1f proto=%s cipher=%s group=%s key=%s\n",
+           n_handshakes, n_resumed, n_handshakes - n_resumed, n_offered, n_renewed, n_ok, n_errors, elapsed,
            elapsed > 0 ? n_ok / elapsed : 0.0, proto[0] ? proto : "-", cipher[0] ? cipher : "-",
            group[0] ? group : "-", keytype[0] ? keytype : "-");
     return n_ok > 0 ? 0 : 1;

@@ -273,3 +273,67 @@ def test_keepalive_connection_does_not_carry_identity_over(gw):
     assert_only_moat_identity(iu.echo_headers(a.json()))
     assert_no_identity(iu.echo_headers(b.json()))
     assert_no_identity(iu.echo_headers(d.json()))
+
+
+def _long_host(n):
+    """A syntactically valid host name of exactly n characters (labels of <= 60)."""
+    host = (("h" * 60 + ".") * (n // 61 + 1))[:n]
+    return host[:-1] + "x" if host.endswith(".") else host
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_long_host_never_yields_partial_identity(tmp_path, redis_server, sessions,  # noqa: F811
+                                                 upstream, moat_factory, signed):
+    """moat's added headers share a bounded buffer, and the client sizes X-Forwarded-Host
+    (its Host). Whatever the size, moat forwards all of its headers or refuses (431):
+    never X-Tenant-ID without X-User-ID / X-Session-MFA / X-Request-ID."""
+    up = upstream("app")
+    key = iu.make_signing_key(tmp_path) if signed else None
+    m = moat_factory(iu.identity_overrides(
+        redis=redis_server, upstreams={"app": up}, signing_key=key,
+        routes=[{"match": {"path_prefix": "/"}, "auth": "required", "upstream": "app"}]))
+    token = sessions.add("acme", "alice", mfa=True)
+    statuses = set()
+    for n in range(1700, 2100, 6):
+        host = _long_host(n)
+        assert len(host) == n
+        before = len(up.requests())
+        r = iu.request(m.https_port, "GET", "/x?n=%d" % n, [iu.bearer(token)], host=host)
+        assert r is not None, n
+        statuses.add(r.status)
+        if r.status != 200:
+            assert r.status == 431, (n, r)
+            assert len(up.requests()) == before, "refused request %d was forwarded" % n
+            continue
+        j = r.json()
+        h = iu.echo_headers(j)
+        assert iu.exact(h, "X-Forwarded-Host") == [host], n
+        assert len(iu.exact(h, "X-Request-ID")) == 1, (n, h)
+        assert iu.exact(h, "X-Forwarded-For") == ["127.0.0.1"], n
+        assert_only_moat_identity(h, mfa="1", signed=signed)
+        if signed:
+            rc, out = iu.run_verifier(iu.dump_from_echo(j), key, tmp_path)
+            assert rc == 0, (n, out)
+    assert 200 in statuses
+
+
+def test_drop_decisions_do_not_leak_into_the_next_request(gw):
+    """Request structures are reused: the headers dropped from one request must not make
+    moat drop the headers at the same positions in the next one (any client's)."""
+    spoof = ["X-Tenant-ID: %s-%d" % (EVIL, i) for i in range(12)]
+    legit = ["X-App-%d: v%d" % (i, i) for i in range(12)]
+    for _ in range(3):
+        with iu.Conn.tls(gw.port) as c:
+            c.send("\r\n".join(["GET /echo?a HTTP/1.1", "Host: localhost"] + spoof
+                               + [gw.auth]) + "\r\n\r\n")
+            a = c.read_response()
+            c.send("\r\n".join(["GET /echo?b HTTP/1.1", "Host: localhost"] + legit
+                               + [gw.auth]) + "\r\n\r\n")
+            b = c.read_response()
+        assert a.status == 200 and b.status == 200, (a, b)
+        assert_only_moat_identity(iu.echo_headers(a.json()))
+        got = iu.echo_headers(b.json())
+        for line in legit:
+            k, _, v = line.partition(": ")
+            assert (k, v) in got, "%s was dropped from the next request: %r" % (k, got)
+        assert ("Authorization", gw.auth.split(": ", 1)[1]) in got

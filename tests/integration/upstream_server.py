@@ -50,7 +50,7 @@ import threading
 import time
 import urllib.parse
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_LINE = 65536
 MAX_HEADERS = 1000
 IDLE_TIMEOUT = 120.0  # seconds a keep-alive connection may sit idle (--idle-timeout)

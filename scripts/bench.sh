@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# moat vs HAProxy vs nginx: same TLS policy, same upstream, interleaved rounds.
+#
+#   scripts/bench.sh [--rounds N] [--duration S] [--quick] [--targets "moat haproxy nginx"]
+#                    [--idle-conns N] [--nice N] [--profile] [--no-build] [--out DIR]
+#
+#   --rounds N      rounds; every round runs every test on every target (default 3)
+#   --duration S    seconds per measured load run (default 10)
+#   --quick         smoke run: 1 round, 3 s runs, 250 idle connections
+#   --targets LIST  which proxies (default "moat haproxy nginx")
+#   --idle-conns N  idle TLS connections held for the memory test (default 1000)
+#   --nice N        run proxies, load generators and upstream at this nice level, and
+#                   give this script's scheduler autogroup the same nice value for the
+#                   run (restored at exit); e.g. -10 on a machine busy with other work,
+#                   where with autogroups (kernel.sched_autogroup_enabled=1) a plain
+#                   nice does nothing against other sessions. Default 0.
+#   --profile       after the rounds (--rounds 0: instead of them), profile each proxy
+#                   under the keep-alive load: perf record (cpu-clock) hotspots, a
+#                   call-graph view for moat, and syscalls per request (perf stat)
+#   --no-build      use build-bench/moat as it is
+#   --out DIR       raw output directory (default bench-results/YYYYmmdd-HHMMSS)
+#
+# Each proxy runs one worker pinned to CPU 1; the load generator and the shared
+# upstream (nginx answering a 64-byte body) are pinned to CPU 0. Tests, per round
+# and per target (the target order rotates every round):
+#   keepalive   wrk -t1 -c64 over HTTPS keep-alive: req/s, p99, proxy CPU per request,
+#               errors (socket errors, non-2xx) and, for moat, its own 2xx/5xx counters
+#   full-rsa    full TLS handshakes/s, RSA-2048 certificate, tickets and session caches
+#   full-ec     off on every proxy; ECDSA P-256 certificate. The client (tlsload) offers
+#               the previous session on every connection: "resumed" must stay 0.
+#   resumed     handshakes/s with tickets (and caches) on; share of them resumed
+#   idle        VmRSS of the proxy before/after holding N idle TLS connections
+# plus, once, `openssl speed rsa2048 ecdsap256 ecdhx25519` on CPU 1 (the signing ceiling).
+# Prints the table of medians and ratios moat/HAProxy; raw output, rendered configs
+# and summary.md go to the output directory (bench-results/ is gitignored).
+#
+# Needs: haproxy, nginx, wrk, taskset, openssl, cc + libssl-dev, /usr/bin/python3
+# (scripts/install-deps.sh --bench), and 2 CPUs. Listens on 127.0.0.1:18080 (upstream),
+# 18443 (moat), 18444 (haproxy), 18445 (nginx), 18901 (moat admin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+rounds=3
+duration=10
+idle_conns=1000
+targets="moat haproxy nginx"
+build=1
+out=""
+quick=0
+nice_level=0
+profile=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds="$2"; shift ;;
+        --duration) duration="$2"; shift ;;
+        --quick) quick=1 ;;
+        --targets) targets="$2"; shift ;;
+        --idle-conns) idle_conns="$2"; shift ;;
+        --nice) nice_level="$2"; shift ;;
+        --profile) profile=1 ;;
+        --no-build) build=0 ;;
+        --out) out="$2"; shift ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$quick" -eq 1 ]; then
+    rounds=1; duration=3; idle_conns=250
+fi
+case "$rounds$duration$idle_conns" in *[!0-9]*) echo "bench: --rounds, --duration, --idle-conns take integers" >&2; exit 2 ;; esac
+[ "$rounds" -ge $(( 1 - profile )) ] && [ "$duration" -ge 1 ] && [ "$idle_conns" -ge 1 ] || { echo "bench: values must be >= 1" >&2; exit 2; }
+
+case "$nice_level" in -[0-9]*|[0-9]*) ;; *) echo "bench: --nice takes an integer" >&2; exit 2 ;; esac
+NICE=()
+[ "$nice_level" != 0 ] && NICE=(nice -n "$nice_level")
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
+need=(haproxy nginx wrk taskset openssl cc curl)
+[ "$profile" -eq 1 ] && need+=(perf)
+for cmd in "${need[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+        echo "bench: $cmd not found: run scripts/install-deps.sh --bench" >&2
+        exit 1
+    fi
+done
+export PATH="$PATH:/usr/sbin"
+if [ "$(nproc)" -lt 2 ]; then
+    echo "bench: needs 2 CPUs (proxy on CPU 1, load on CPU 0)" >&2
+    exit 1
+fi
+
+UP_PORT=18080
+ADMIN_PORT=18901
+declare -A PORT=([moat]=18443 [haproxy]=18444 [nginx]=18445)
+for t in $targets; do
+    [ -n "${PORT[$t]:-}" ] || { echo "bench: unknown target $t" >&2; exit 2; }
+done
+
+# ---------------------------------------------------------------- setup
+ts="$(date +%Y%m%d-%H%M%S)"
+RUN="${out:-bench-results/$ts}"
+mkdir -p "$RUN"
+RUN="$(cd "$RUN" && pwd)"
+RES="$RUN/results.tsv"
+: >"$RES"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$RUN/bench.log" >&2; }
+
+scripts/gen-dev-certs.sh >/dev/null
+CERTS="$ROOT/certs/dev"
+
+if [ "$build" -eq 1 ]; then
+    # -O3 makes GCC report format-truncation warnings that -Werror turns into
+    # errors; the benchmark build is not where warnings are policed.
+    if [ ! -f build-bench/build.ninja ]; then
+        meson setup build-bench --buildtype=release -Db_ndebug=true -Dwerror=false >"$RUN/build.log" 2>&1
+    fi
+    for try in 1 2 3 4 5; do
+        if ninja -C build-bench moat >>"$RUN/build.log" 2>&1; then break; fi
+        [ "$try" -eq 5 ] && { echo "bench: build failed, see $RUN/build.log" >&2; exit 1; }
+        log "build failed (src/ may be mid-edit); retrying in 60 s"
+        sleep 60
+    done
+fi
+MOAT="$ROOT/build-bench/moat"
+[ -x "$MOAT" ] || { echo "bench: $MOAT missing (drop --no-build)" >&2; exit 1; }
+cc -O2 -o "$RUN/tlsload" scripts/bench/tlsload.c -lssl -lcrypto
+TLSLOAD="$RUN/tlsload"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    PIDS=()
+}
+AUTOGROUP_OLD=""
+if [ "$nice_level" != 0 ] && [ -w /proc/$$/autogroup ]; then
+    AUTOGROUP_OLD="$(sed -n 's/.* nice \(-*[0-9]*\)$/\1/p' /proc/$$/autogroup)"
+    echo "$nice_level" >/proc/$$/autogroup 2>/dev/null || AUTOGROUP_OLD=""
+fi
+restore_autogroup() {
+    if [ -n "$AUTOGROUP_OLD" ]; then echo "$AUTOGROUP_OLD" >/proc/$$/autogroup 2>/dev/null || true; fi
+}
+trap 'cleanup; restore_autogroup' EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # PID: TERM, wait up to 5 s, KILL; forget it
+    local p="$1" i
+    kill -TERM "$p" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    local keep=() q
+    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$UP_PORT" "$ADMIN_PORT" "${PORT[@]}"; do
+    port_free "$p" || { echo "bench: 127.0.0.1:$p is in use" >&2; exit 1; }
+done
+
+render() { # TEMPLATE OUT KEY=VALUE...
+    local tpl="$1" outf="$2" kv args=()
+    shift 2
+    for kv in "$@"; do args+=(-e "s|{{${kv%%=*}}}|${kv#*=}|g"); done
+    sed "${args[@]}" "$tpl" >"$outf"
+}
+
+cpu_ticks() { # PID -> utime+stime in clock ticks (whole process, every thread)
+    local s
+    s="$(cat "/proc/$1/stat")"
+    s="${s##*) }"
+    set -- $s
+    echo $(( ${12} + ${13} ))
+}
+HZ="$(getconf CLK_TCK)"
+cpu1_busy() { # ticks CPU 1 spent not idle (every process, interrupts included)
+    awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+other_pct() { # BUSY0 BUSY1 PROXY0 PROXY1 SECONDS -> % of CPU 1 used outside the proxy
+    awk -v b=$(( $2 - $1 )) -v p=$(( $4 - $3 )) -v hz="$HZ" -v d="$5" 'BEGIN {v = (b - p) / hz / d * 100; if (v < 0) v = 0; printf "%.0f", v}'
+}
+rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+result() { echo -e "$1\t$2\t$3\t$4\t$5" >>"$RES"; } # round target test metric value
+
+# ---------------------------------------------------------------- upstream
+mkdir -p "$RUN/upstream-tmp" "$RUN/logs" "$RUN/nginx-tmp/logs"
+render scripts/bench/upstream-nginx.conf "$RUN/upstream.conf" RUN="$RUN" PORT="$UP_PORT"
+"${NICE[@]}" taskset -c 0 nginx -p "$RUN" -c "$RUN/upstream.conf" -g 'daemon off;' 2>>"$RUN/upstream.stderr" &
+PIDS+=($!)
+for _ in $(seq 50); do
+    curl -s -o /dev/null "http://127.0.0.1:$UP_PORT/" && break
+    sleep 0.1
+done
+body="$(curl -s "http://127.0.0.1:$UP_PORT/")" || { echo "bench: upstream did not start" >&2; exit 1; }
+[ "$(curl -s "http://127.0.0.1:$UP_PORT/" | wc -c)" -eq 64 ] || { echo "bench: upstream body is not 64 bytes" >&2; exit 1; }
+
+cat "$CERTS/server.crt" "$CERTS/server.key" >"$RUN/rsa.pem"
+cat "$CERTS/server-ec.crt" "$CERTS/server-ec.key" >"$RUN/ec.pem"
+chmod 600 "$RUN/rsa.pem" "$RUN/ec.pem"
+
+# ---------------------------------------------------------------- proxies
+PROXY_PID=""  # the process measured (moat, haproxy, the nginx worker)
+MAIN_PID=""   # the process started (stopped afterwards)
+start_proxy() { # TARGET MODE(tickets|notickets) CERT(rsa|ec) TAG
+    local t="$1" mode="$2" cert="$3" tag="$4" crt key pem on
+    if [ "$cert" = rsa ]; then crt="$CERTS/server.crt"; key="$CERTS/server.key"; pem="$RUN/rsa.pem"
+    else crt="$CERTS/server-ec.crt"; key="$CERTS/server-ec.key"; pem="$RUN/ec.pem"; fi
+    local conf="$RUN/conf/$t-$mode-$cert" errf="$RUN/logs/$t-$tag.stderr"
+    mkdir -p "$RUN/conf" "$RUN/logs"
+    case "$t" in
+        moat)
+            [ "$mode" = tickets ] && on=true || on=false
+            render scripts/bench/moat.yaml "$conf.yaml" RUN="$RUN" PORT="${PORT[moat]}" \
+                ADMIN="$ADMIN_PORT" CERT="$crt" KEY="$key" TICKETS="$on" UPSTREAM="127.0.0.1:$UP_PORT"
+            "${NICE[@]}" taskset -c 1 "$MOAT" -c "$conf.yaml" >"$errf" 2>&1 &
+            MAIN_PID=$!; PROXY_PID=$MAIN_PID ;;
+        haproxy)
+            if [ "$mode" = tickets ]; then
+                render scripts/bench/haproxy.cfg "$conf.cfg" RUN="$RUN" PORT="${PORT[haproxy]}" \
+                    CERTPEM="$pem" UPSTREAM="127.0.0.1:$UP_PORT" TLSOPTS="" CACHESIZE=20000
+            else
+                render scripts/bench/haproxy.cfg "$conf.cfg" RUN="$RUN" PORT="${PORT[haproxy]}" \
+                    CERTPEM="$pem" UPSTREAM="127.0.0.1:$UP_PORT" TLSOPTS="no-tls-tickets" CACHESIZE=0
+            fi
+            "${NICE[@]}" taskset -c 1 haproxy -f "$conf.cfg" -db >"$errf" 2>&1 &
+            MAIN_PID=$!; PROXY_PID=$MAIN_PID ;;
+        nginx)
+            if [ "$mode" = tickets ]; then
+                render scripts/bench/nginx.conf "$conf.conf" RUN="$RUN" PORT="${PORT[nginx]}" \
+                    CERT="$crt" KEY="$key" UPSTREAM="127.0.0.1:$UP_PORT" TICKETS=on CACHE="shared:SSL:10m"
+            else
+                render scripts/bench/nginx.conf "$conf.conf" RUN="$RUN" PORT="${PORT[nginx]}" \
+                    CERT="$crt" KEY="$key" UPSTREAM="127.0.0.1:$UP_PORT" TICKETS=off CACHE=off
+            fi
+            "${NICE[@]}" taskset -c 1 nginx -p "$RUN/nginx-tmp" -c "$conf.conf" -g 'daemon off;' >"$errf" 2>&1 &
+            MAIN_PID=$!; PROXY_PID="" ;;
+    esac
+    PIDS+=("$MAIN_PID")
+    local i code=""
+    for i in $(seq 100); do
+        if ! kill -0 "$MAIN_PID" 2>/dev/null; then
+            wait "$MAIN_PID" 2>/dev/null || true
+            if grep -q 'Address already in use' "$errf" && [ "${START_TRY:-0}" -lt 5 ]; then
+                # Seen once with moat right after a previous run; retry a few times.
+                log "$t could not bind :${PORT[$t]} (Address already in use), retrying in 3 s"
+                cat "$errf" >>"$RUN/logs/bind-failures.txt"
+                sleep 3
+                START_TRY=$(( ${START_TRY:-0} + 1 )) start_proxy "$@"
+                return
+            fi
+            echo "bench: $t exited at start:" >&2; cat "$errf" >&2; exit 1
+        fi
+        code="$(curl -sk -o "$RUN/logs/$t-$tag.body" -w '%{http_code}' "https://127.0.0.1:${PORT[$t]}/" 2>/dev/null || true)"
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || { echo "bench: $t not answering 200 on :${PORT[$t]} (got '$code')" >&2; cat "$errf" >&2; exit 1; }
+    cmp -s "$RUN/logs/$t-$tag.body" <(curl -s "http://127.0.0.1:$UP_PORT/") ||
+        { echo "bench: $t returned a different body than the upstream" >&2; exit 1; }
+    [ -s "$RUN/raw/response-headers-$t.txt" ] ||
+        curl -sk -D "$RUN/raw/response-headers-$t.txt" -o /dev/null "https://127.0.0.1:${PORT[$t]}/" || true
+    if [ "$t" = nginx ]; then
+        PROXY_PID="$(pgrep -P "$MAIN_PID" | head -1)"
+        [ -n "$PROXY_PID" ] || { echo "bench: no nginx worker" >&2; exit 1; }
+    fi
+}
+stop_proxy() { stop_pid "$MAIN_PID"; MAIN_PID=""; PROXY_PID=""; }
+
+moat_metric() { # NAME -> value (0 when absent)
+    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d\n", s}'
+}
+
+# ---------------------------------------------------------------- tests
+test_keepalive() { # ROUND TARGET
+    local r="$1" t="$2" f="$RUN/raw/keepalive-$2-r$1.txt"
+    start_proxy "$t" tickets rsa "keepalive-r$r"
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 # warm-up
+    local m2=0 m5=0 me=0
+    if [ "$t" = moat ]; then
+        m2="$(moat_metric moat_responses_2xx_total)"; m5="$(moat_metric moat_responses_5xx_total)"
+        me="$(moat_metric moat_upstream_errors_total)"
+    fi
+    local c0 c1 b0 b1
+    result "$r" "$t" keepalive loadavg "$(cut -d' ' -f1 /proc/loadavg)"
+    b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"${duration}s" --latency "https://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1
+    c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"
+    result "$r" "$t" keepalive cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$duration")"
+    local reqs rps p99 sockerr non2xx
+    reqs="$(awk '/requests in/ {print $1}' "$f")"
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$f")"
+    p99="$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' "$f")"
+    sockerr="$(awk '/Socket errors:/ {gsub(/,/,""); print $4+$6+$8+$10}' "$f")"
+    non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$f")"
+    [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { echo "bench: wrk failed against $t:" >&2; cat "$f" >&2; exit 1; }
+    local cpu_us=$(( (c1 - c0) * 1000000 / HZ ))
+    result "$r" "$t" keepalive rps "$rps"
+    result "$r" "$t" keepalive p99_ms "$p99"
+    result "$r" "$t" keepalive requests "$reqs"
+    result "$r" "$t" keepalive cpu_us_per_req "$(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.2f", c/n}')"
+    result "$r" "$t" keepalive cpu_util "$(awk -v c="$cpu_us" -v d="$duration" 'BEGIN {printf "%.2f", c/1e6/d}')"
+    result "$r" "$t" keepalive errors "$(( ${sockerr:-0} + ${non2xx:-0} ))"
+    if [ "$t" = moat ]; then
+        local d2 d5 de
+        d2=$(( $(moat_metric moat_responses_2xx_total) - m2 ))
+        d5=$(( $(moat_metric moat_responses_5xx_total) - m5 ))
+        de=$(( $(moat_metric moat_upstream_errors_total) - me ))
+        echo "moat counters during the run: 2xx=$d2 5xx=$d5 upstream_errors=$de (wrk: $reqs requests)" >>"$f"
+        result "$r" "$t" keepalive moat_5xx "$d5"
+        result "$r" "$t" keepalive moat_upstream_errors "$de"
+        # wrk counts only completed responses; moat may have answered up to 64 more.
+        [ "$d2" -ge "$reqs" ] && [ "$d2" -le $(( reqs + 64 )) ] || result "$r" "$t" keepalive moat_count_mismatch 1
+    fi
+    log "round $r keepalive $t: $rps req/s, p99 ${p99} ms, $(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.1f", c/n}') us CPU/req, errors $(( ${sockerr:-0} + ${non2xx:-0} ))"
+    stop_proxy
+}
+
+test_handshake() { # ROUND TARGET KIND(full-rsa|full-ec|resumed)
+    local r="$1" t="$2" kind="$3" mode cert f="$RUN/raw/$3-$2-r$1.txt"
+    case "$kind" in
+        full-rsa) mode=notickets; cert=rsa ;;
+        full-ec) mode=notickets; cert=ec ;;
+        resumed) mode=tickets; cert=rsa ;;
+    esac
+    start_proxy "$t" "$mode" "$cert" "$kind-r$r"
+    "${NICE[@]}" taskset -c 0 "$TLSLOAD" -p "${PORT[$t]}" -c 32 -d 1 >/dev/null 2>&1 || true # warm-up
+    local c0 c1 b0 b1 line
+    result "$r" "$t" "$kind" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
+    b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"
+    "${NICE[@]}" taskset -c 0 "$TLSLOAD" -p "${PORT[$t]}" -c 32 -d "$duration" >"$f" 2>&1 || true
+    c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"
+    line="$(grep '^handshakes=' "$f" || true)"
+    [ -n "$line" ] || { echo "bench: tlsload failed against $t:" >&2; cat "$f" >&2; exit 1; }
+    local handshakes resumed offered renewed ok errors elapsed rate
+    eval "$(echo "$line" | tr ' ' '\n' | grep -E '^(handshakes|resumed|offered|renewed|ok|errors|elapsed|rate)=')"
+    [ "$handshakes" -gt 0 ] || { echo "bench: no handshake completed against $t" >&2; cat "$f" >&2; exit 1; }
+    local cpu_us=$(( (c1 - c0) * 1000000 / HZ ))
+    result "$r" "$t" "$kind" hs_per_s "$rate"
+    result "$r" "$t" "$kind" handshakes "$handshakes"
+    result "$r" "$t" "$kind" resumed "$resumed"
+    result "$r" "$t" "$kind" offered "$offered"
+    result "$r" "$t" "$kind" renewed "$renewed"
+    result "$r" "$t" "$kind" errors "$errors"
+    result "$r" "$t" "$kind" cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$elapsed")"
+    result "$r" "$t" "$kind" cpu_us_per_hs "$(awk -v c="$cpu_us" -v n="$handshakes" 'BEGIN {printf "%.1f", c/n}')"
+    result "$r" "$t" "$kind" cpu_util "$(awk -v c="$cpu_us" -v e="$elapsed" 'BEGIN {printf "%.2f", c/1e6/e}')"
+    echo "proxy_cpu_us=$cpu_us" >>"$f"
+    # TLS 1.2 too (session ids and tickets): tlsload capped at TLS 1.2 offers every
+    # session it got; with tickets and caches off nothing may resume. Once per run,
+    # openssl s_client -reconnect reconnects 5 times with the first session (every
+    # line must say "New"; s_client cannot check TLS 1.3 this way: it reconnects
+    # before the ticket arrives).
+    local l12
+    l12="$("${NICE[@]}" taskset -c 0 "$TLSLOAD" -p "${PORT[$t]}" -c 4 -d 1 -t 1.2 2>&1 | tee -a "$f" | grep '^handshakes=' || true)"
+    result "$r" "$t" "$kind" tls12_handshakes "$(echo "$l12" | tr ' ' '\n' | sed -n 's/^handshakes=//p')"
+    result "$r" "$t" "$kind" tls12_resumed "$(echo "$l12" | tr ' ' '\n' | sed -n 's/^resumed=//p')"
+    result "$r" "$t" "$kind" tls12_offered "$(echo "$l12" | tr ' ' '\n' | sed -n 's/^offered=//p')"
+    if [ "$mode" = notickets ]; then
+        if [ "$r" = 1 ]; then
+            timeout 20 openssl s_client -connect "127.0.0.1:${PORT[$t]}" -servername localhost -tls1_2 \
+                -reconnect </dev/null >"$RUN/raw/s_client-reconnect-$kind-$t.txt" 2>&1 || true
+            result "$r" "$t" "$kind" s_client_reused "$(grep -c '^Reused,' "$RUN/raw/s_client-reconnect-$kind-$t.txt" || true)"
+            result "$r" "$t" "$kind" s_client_new "$(grep -c '^New,' "$RUN/raw/s_client-reconnect-$kind-$t.txt" || true)"
+        fi
+    fi
+    log "round $r $kind $t: $rate handshakes/s, $resumed/$handshakes resumed ($offered offered a session), $(awk -v c="$cpu_us" -v n="$handshakes" 'BEGIN {printf "%.0f", c/n}') us CPU/handshake, errors $errors"
+    stop_proxy
+}
+
+test_idle() { # ROUND TARGET
+    local r="$1" t="$2" f="$RUN/raw/idle-$2-r$1.txt"
+    start_proxy "$t" notickets rsa "idle-r$r"
+    # Warm-up: some connections and requests, so lazily allocated state (OpenSSL
+    # tables, upstream pools) is in the baseline and not counted per connection.
+    "${NICE[@]}" taskset -c 0 "$TLSLOAD" -p "${PORT[$t]}" -c 8 -d 1 >/dev/null 2>&1 || true
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c16 -d1s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 || true
+    sleep 1
+    local before after hwm after_close
+    before="$(rss_kib "$PROXY_PID" VmRSS)"
+    : >"$f"
+    "${NICE[@]}" taskset -c 0 "$PY" scripts/bench/idle_conns.py --port "${PORT[$t]}" -n "$idle_conns" --hold 300 >"$f" 2>&1 &
+    local cpid=$!
+    PIDS+=("$cpid")
+    local i
+    for i in $(seq 1200); do
+        grep -q '^ready' "$f" && break
+        kill -0 "$cpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^ready' "$f" || { echo "bench: idle client did not get ready against $t" >&2; cat "$f" >&2; exit 1; }
+    sleep 2
+    after="$(rss_kib "$PROXY_PID" VmRSS)"
+    hwm="$(rss_kib "$PROXY_PID" VmHWM)"
+    stop_pid "$cpid"
+    sleep 1
+    after_close="$(rss_kib "$PROXY_PID" VmRSS)"
+    local opened
+    opened="$(sed -n 's/^ready opened=\([0-9]*\).*/\1/p' "$f")"
+    echo "rss_before_kib=$before rss_after_kib=$after vmhwm_kib=$hwm rss_after_close_kib=$after_close" >>"$f"
+    [ "${opened:-0}" -gt 0 ] || { echo "bench: no idle connection opened against $t" >&2; cat "$f" >&2; exit 1; }
+    result "$r" "$t" idle opened "$opened"
+    result "$r" "$t" idle dropped "$(sed -n 's/^closing dropped_while_idle=\([0-9]*\).*/\1/p' "$f")"
+    result "$r" "$t" idle rss_before_kib "$before"
+    result "$r" "$t" idle rss_after_kib "$after"
+    result "$r" "$t" idle rss_after_close_kib "$after_close"
+    result "$r" "$t" idle kib_per_conn "$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}')"
+    log "round $r idle $t: $opened connections, VmRSS $before -> $after KiB ($(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}') KiB/conn), after close $after_close KiB"
+    stop_proxy
+}
+
+profile_target() { # TARGET: keep-alive load, perf record + perf stat on the proxy
+    local t="$1" d="$RUN/profile" win
+    mkdir -p "$d"
+    win=$(( duration > 4 ? duration - 2 : 2 ))
+    start_proxy "$t" tickets rsa profile
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1
+    # 1: flat profile (self time per symbol), sampled on CPU time.
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >"$d/$t-wrk-record.txt" 2>&1 &
+    local w=$!
+    PIDS+=("$w")
+    sleep 1
+    perf record -q -e cpu-clock -F 1999 -p "$PROXY_PID" -o "$d/$t.perf.data" -- sleep "$win" >/dev/null 2>&1 || true
+    wait "$w" || true
+    perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 \
+        >"$d/$t-hotspots.txt" 2>/dev/null || true
+    perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso --percent-limit 0.5 \
+        >"$d/$t-dso.txt" 2>/dev/null || true
+    # User space only (the proxy's own code, libc, libevent), where it can act.
+    local dsos
+    dsos="$(perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso 2>/dev/null |
+        awk '$1 ~ /%$/ && $2 !~ /^\[/ && $2 !~ /^lib(crypto|ssl)/ {print $2}' | paste -sd, -)"
+    [ -n "$dsos" ] && perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso,symbol \
+        --dsos "$dsos" --percent-limit 0.25 >"$d/$t-userspace.txt" 2>/dev/null || true
+    # 2: syscalls per request: every syscall entry of the proxy over a window of
+    # known length, divided by the requests wrk completed in a run of the same length.
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >"$d/$t-wrk-stat.txt" 2>&1 &
+    w=$!
+    PIDS+=("$w")
+    sleep 1
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$PROXY_PID" -o "$d/$t-syscalls.csv" -- sleep "$win" >/dev/null 2>&1 || true
+    wait "$w" || true
+    local rps
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$d/$t-wrk-stat.txt")"
+    awk -F, -v rps="${rps:-0}" -v win="$win" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+            n = $3; sub(/^syscalls:sys_enter_/, "", n); printf "%-16s %10d  %.2f per request\n", n, $1, (rps > 0 ? $1 / (rps * win) : 0) }' \
+        "$d/$t-syscalls.csv" | sort -k2 -n -r >"$d/$t-syscalls.txt"
+    echo "requests/s during the window: ${rps:-?}" >>"$d/$t-syscalls.txt"
+    # 3: moat only: call graph (inclusive time per function), DWARF unwinding.
+    if [ "$t" = moat ]; then
+        "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 &
+        w=$!
+        PIDS+=("$w")
+        sleep 1
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$d/$t-callgraph.perf.data" \
+            -- sleep "$(( win < 4 ? win : 4 ))" >/dev/null 2>&1 || true
+        wait "$w" || true
+        perf report -i "$d/$t-callgraph.perf.data" --stdio --children --sort symbol --percent-limit 3 \
+            -g none >"$d/$t-inclusive.txt" 2>/dev/null || true
+    fi
+    log "profiled $t: $d/$t-hotspots.txt, $d/$t-syscalls.txt"
+    stop_proxy
+}
+
+# ---------------------------------------------------------------- run
+mkdir -p "$RUN/raw"
+{
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "moat: $("$MOAT" -V 2>&1 | head -1 || true) ($MOAT, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l) changed files in src/)"
+    echo "haproxy: $(haproxy -v | head -1)"
+    echo "nginx: $(nginx -v 2>&1)"
+    echo "openssl: $(openssl version)"
+    echo "wrk: $(wrk -v 2>&1 | head -1)"
+    echo "rounds=$rounds duration=${duration}s idle_conns=$idle_conns targets=$targets nice=$nice_level"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); scheduler autogroup: $(cat /proc/$$/autogroup 2>/dev/null || echo none)"
+} >"$RUN/env.txt"
+cat "$RUN/env.txt" >&2
+
+log "openssl speed on CPU 1 (signing ceiling)"
+speed_s=3; [ "$quick" -eq 1 ] && speed_s=1
+"${NICE[@]}" taskset -c 1 openssl speed -seconds "$speed_s" rsa2048 ecdsap256 ecdhx25519 >"$RUN/raw/openssl-speed.txt" 2>/dev/null
+awk '/^rsa 2048 bits/ {print "rsa2048_sign_per_s\t" $6} /256 bits ecdsa \(nistp256\)/ {print "ecdsap256_sign_per_s\t" $7} /253 bits ecdh \(X25519\)/ {print "x25519_op_per_s\t" $6}' \
+    "$RUN/raw/openssl-speed.txt" | while IFS=$'\t' read -r k v; do result 0 openssl speed "$k" "$v"; done
+
+read -r -a tlist <<<"$targets"
+n=${#tlist[@]}
+for r in $(seq "$rounds"); do
+    order=()
+    for i in $(seq 0 $((n - 1))); do order+=("${tlist[$(( (i + r - 1) % n ))]}"); done
+    log "round $r/$rounds, order: ${order[*]}"
+    for t in "${order[@]}"; do test_keepalive "$r" "$t"; done
+    for kind in full-rsa full-ec resumed; do
+        for t in "${order[@]}"; do test_handshake "$r" "$t" "$kind"; done
+    done
+    for t in "${order[@]}"; do test_idle "$r" "$t"; done
+done
+
+if [ "$profile" -eq 1 ]; then
+    for t in "${tlist[@]}"; do profile_target "$t"; done
+fi
+
+cleanup
+"$PY" scripts/bench/report.py "$RUN" | tee "$RUN/summary.md"
+echo "raw output: $RUN" >&2
