@@ -61,6 +61,8 @@ bool identity_response_drop(const struct config *cfg, struct http1_str name)
     const struct config_identity *id = &cfg->identity;
     if (http1_str_ieq(name, "Strict-Transport-Security")) /* moat owns HSTS */
         return true;
+    if (headername_has_prefix_loose(name, "X-Moat-")) /* whatever the configured list says */
+        return true;
     if (id->nosniff && http1_str_ieq(name, "X-Content-Type-Options"))
         return true;
     if (id->referrer_policy && http1_str_ieq(name, "Referrer-Policy"))
@@ -227,11 +229,15 @@ static int add_signature(struct request *r, struct http1_str request_id)
     if (!key)
         return 0;
     const struct session_identity *id = &r->ident;
+    /* the Host the upstream receives: HTTP/1.0 requests without one get the upstream's name */
+    struct http1_str host = r->h.host.len ? r->h.host
+                                          : (struct http1_str){r->upstream->name,
+                                                               strlen(r->upstream->name)};
     struct signature_fields f = {
         .t = (int64_t)time(NULL),
         .method = r->h.method.p, .method_len = r->h.method.len,
         .target = r->h.target.p, .target_len = r->h.target.len,
-        .host = r->h.host.p, .host_len = r->h.host.len,
+        .host = host.p, .host_len = host.len,
         .tenant = id->authenticated ? id->tenant : "", .tenant_len = id->authenticated ? strlen(id->tenant) : 0,
         .user = id->authenticated ? id->user : "", .user_len = id->authenticated ? strlen(id->user) : 0,
         .mfa = id->authenticated ? (id->mfa ? "1" : "0") : "", .mfa_len = id->authenticated ? 1 : 0,

@@ -144,7 +144,8 @@ static int write_request_head(struct request *r, struct evbuffer *out)
         r->h.framing.upgrade_websocket
             ? http1_find_header(r->h.headers, r->h.num_headers, "Upgrade")
             : NULL;
-    size_t cap = r->head_len + r->add_len + 256 + (up ? up->value.len : 0);
+    size_t cap = r->head_len + r->add_len + 256 + strlen(r->upstream->name) +
+                 (up ? up->value.len : 0);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ssize_t)cap, &v, 1) < 1)
         return -1;
@@ -153,10 +154,9 @@ static int write_request_head(struct request *r, struct evbuffer *out)
     p = put(p, " ", 1);
     p = put(p, r->h.target.p, r->h.target.len);
     p = put(p, " HTTP/1.1\r\n", 11);
-    if (r->h.host.len == 0) { /* HTTP/1.0 without Host: name the server we talk to */
-        const char *addr = upstream_server_addr(r->uc->srv);
+    if (r->h.host.len == 0) { /* HTTP/1.0 without Host: the upstream's name, as signed */
         p = put(p, "Host: ", 6);
-        p = put(p, addr, strlen(addr));
+        p = put(p, r->upstream->name, strlen(r->upstream->name));
         p = put(p, "\r\n", 2);
     }
     for (size_t i = 0; i < r->h.num_headers; i++) {

@@ -583,7 +583,7 @@ class Conn:
 
     def __init__(self, sock):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()  # bytearray: appends stay cheap for big bodies
         self.eof = False
 
     @classmethod
@@ -646,8 +646,8 @@ class Conn:
         while True:
             i = self.buf.find(sep)
             if i >= 0:
-                out = self.buf[:i + len(sep)]
-                self.buf = self.buf[i + len(sep):]
+                out = bytes(self.buf[:i + len(sep)])
+                del self.buf[:i + len(sep)]
                 return out
             if len(self.buf) > limit:
                 raise AssertionError("no %r within %d bytes: %r" % (sep, limit, self.buf[:200]))
@@ -659,8 +659,8 @@ class Conn:
             if not self._fill():
                 raise ConnectionError("connection closed after %d of %d bytes"
                                       % (len(self.buf), n))
-        out = self.buf[:n]
-        self.buf = self.buf[n:]
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
         return out
 
     def read_exact(self, n):
@@ -710,7 +710,7 @@ class Conn:
         else:
             while self._fill():
                 pass
-            r.body, self.buf = self.buf, b""
+            r.body, self.buf = bytes(self.buf), bytearray()
         return r
 
     def wait_closed(self, timeout=5.0):

@@ -67,8 +67,9 @@ def test_large_post_streamed_with_bounded_memory(upstream, moat_factory, tmp_pat
     warm = curl(m.https_port, "/echo")
     assert warm.status == 200, warm
     hwm_before = proc_status(m.pid, "VmHWM")
-    r = curl(m.https_port, "/echo", "-H", "Expect:", "-H", "Content-Type: application/octet-stream",
-             "--data-binary", "@" + body, timeout=300)
+    # -T streams the file (as --data-binary @file would, without loading it in curl)
+    r = curl(m.https_port, "/echo", "-X", "POST", "-T", body, "-H", "Expect:",
+             "-H", "Content-Type: application/octet-stream", timeout=600)
     assert r.status == 200, r
     j = r.json()
     assert j["body_length"] == size
@@ -84,6 +85,25 @@ def test_large_response_streamed(proxy):
     assert r.status == 200, r
     assert len(r.body) == n
     assert hashlib.sha256(r.body).hexdigest() == upstream_server.big_body_sha256(n)
+
+
+def test_slow_client_large_response_bounded_memory(proxy):
+    """Backpressure: a client that does not read must not make moat buffer the response."""
+    n = UPLOAD_MIB << 20
+    m = proxy.moat
+    with Conn.tls(proxy.port, timeout=60) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        hwm_before = proc_status(m.pid, "VmHWM")
+        c.request("GET", "/big?bytes=%d" % n)
+        time.sleep(2)  # moat reads from the upstream while we read nothing
+        grown_kib = proc_status(m.pid, "VmHWM") - hwm_before
+        r = c.read_response()
+    assert r.status == 200
+    assert len(r.body) == n
+    assert hashlib.sha256(r.body).hexdigest() == upstream_server.big_body_sha256(n)
+    assert grown_kib < 16 * 1024, "peak RSS grew %d KiB while the client did not read %d MiB" % (
+        grown_kib, UPLOAD_MIB)
 
 
 def test_chunked_request_body_with_curl(proxy, tmp_path):

@@ -1,5 +1,6 @@
 """Upstream failures: 502 when down or broken, 504 on timeout; HSTS on every HTTPS response."""
 
+import socket
 import time
 
 import pytest
@@ -30,6 +31,41 @@ def test_upstream_timeout_is_504(upstream, moat_factory):
     r = curl(m.https_port, "/echo?after=1")
     assert r.status == 200, r
     assert r.json()["query"] == "after=1"
+
+
+@pytest.fixture
+def blackhole():
+    """A port whose accept queue is full: SYNs are dropped, connect() hangs."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    port = s.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(c)
+        time.sleep(0.2)
+        yield port
+    finally:
+        for c in fillers:
+            c.close()
+        s.close()
+
+
+def test_upstream_connect_timeout(blackhole, moat_factory):
+    m = moat_factory({"upstreams": {"app": {"servers": ["127.0.0.1:%d" % blackhole]}},
+                      "limits": {"upstream_connect_timeout": "500ms", "upstream_timeout": "30s"}})
+    t0 = time.monotonic()
+    r = curl(m.https_port, "/echo")
+    elapsed = time.monotonic() - t0
+    assert r.status in (502, 504), r
+    assert 0.4 <= elapsed < 2.5, elapsed
 
 
 def test_fast_requests_unaffected_by_upstream_timeout(upstream, moat_factory):

@@ -234,8 +234,6 @@ def test_key_rotation_signs_with_current_key_only(tmp_path, redis_server, sessio
     assert iu.run_verifier(dump, old, tmp_path, ["--previous-key-file", new])[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: proxy.c writes 'Host: <upstream addr>' for a "
-                   "Host-less HTTP/1.0 request but identity.c signs an empty host")
 def test_http10_without_host_still_verifies(gw, tmp_path):
     """HTTP/1.0 may omit Host; moat then writes one for the upstream. What the upstream
     receives must still verify (or the request must be refused), never a signature over a

@@ -24,9 +24,9 @@
 #include "config.h"
 
 /* A config that is valid on its own; tests add to or change it. */
-#define BASE                                                                                     \
-    "listen: { https: [], http: [], admin: null }\n"                                             \
-    "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"                                   \
+#define BASE                                                                                       \
+    "listen: { https: [], http: [], admin: null }\n"                                               \
+    "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"                                      \
     "routes: [ { upstream: app, auth: none } ]\n"
 
 static char tmpdir[64];
@@ -190,8 +190,9 @@ static void test_parse_duration(void **state)
     assert_int_equal(ms, 3600000);
     assert_int_equal(config_parse_duration("0s", &ms), 0);
     assert_int_equal(ms, 0);
-    static const char *const bad[] = {"10", "", "s", "1.5s", "-1s", "10 s", " 10s", "10sec",
-                                      "1d", "10S", "99999999999999h", "+1s"};
+    static const char *const bad[] = {
+        "10", "", "s", "1.5s", "-1s", "10 s", " 10s", "10sec", "1d", "10S", "99999999999999h",
+        "+1s"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(config_parse_duration(bad[i], &ms), -1);
     assert_int_equal(config_parse_duration(NULL, &ms), -1);
@@ -206,8 +207,8 @@ static void test_parse_rate(void **state)
     assert_true(r == 0.5);
     assert_int_equal(config_parse_rate("7200/h", &r), 0);
     assert_true(r == 2.0);
-    static const char *const bad[] = {"0/s", "10", "10/", "10/x", "/s", "1.5/s", "10/sec",
-                                      "-1/s", "10/ss", ""};
+    static const char *const bad[] = {"0/s",   "10",     "10/",  "10/x",  "/s",
+                                      "1.5/s", "10/sec", "-1/s", "10/ss", ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(config_parse_rate(bad[i], &r), -1);
 }
@@ -232,10 +233,10 @@ static void test_parse_addr(void **state)
     assert_int_equal(config_parse_addr("redis.internal:6379", &a), 0);
     assert_string_equal(a.host, "redis.internal");
     config_addr_clear(&a);
-    static const char *const bad[] = {"::1:80",       "[::1]",     "[::1]:",    "[zz]:80",
-                                      "host",         "host:",     "host:0",    "host:65536",
-                                      ":80",          "a b:80",    "300.1.1.1:80", "unix:",
-                                      "host:80x",     "[::1]x:80", "-host:80",  "1.2.3:80"};
+    static const char *const bad[] = {"::1:80",   "[::1]",     "[::1]:",       "[zz]:80",
+                                      "host",     "host:",     "host:0",       "host:65536",
+                                      ":80",      "a b:80",    "300.1.1.1:80", "unix:",
+                                      "host:80x", "[::1]x:80", "-host:80",     "1.2.3:80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (config_parse_addr(bad[i], &a) != -1)
             fail_msg("accepted %s", bad[i]);
@@ -275,9 +276,8 @@ static void test_defaults(void **state)
                         "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"
                         "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"
                         "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305");
-    assert_string_equal(c->tls.ciphersuites,
-                        "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
-                        "TLS_CHACHA20_POLY1305_SHA256");
+    assert_string_equal(c->tls.ciphersuites, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                             "TLS_CHACHA20_POLY1305_SHA256");
     assert_string_equal(c->tls.groups, "X25519:P-256");
     assert_false(c->tls.allow_weak);
     assert_true(c->tls.tickets_enabled);
@@ -379,15 +379,14 @@ static void test_defaults(void **state)
 
 static void test_values_stored(void **state)
 {
-    struct config *c = load_ok(BASE
-                               "workers: 3\n"
-                               "redis: { address: \"unix:/run/redis.sock\", timeout: 100ms }\n"
-                               "limits: { handshakes_per_ip: 30/m, max_body_bytes: 0 }\n"
-                               "log: { access: null, syslog: { address: \"[::1]:6514\" } }\n"
-                               "identity: { trusted_proxies: [10.0.0.0/8, \"::1\"], "
-                               "referrer_policy: null }\n"
-                               "sessions: { cookie: null }\n"
-                               "hsts: { max_age: 0 }\n");
+    struct config *c = load_ok(BASE "workers: 3\n"
+                                    "redis: { address: \"unix:/run/redis.sock\", timeout: 100ms }\n"
+                                    "limits: { handshakes_per_ip: 30/m, max_body_bytes: 0 }\n"
+                                    "log: { access: null, syslog: { address: \"[::1]:6514\" } }\n"
+                                    "identity: { trusted_proxies: [10.0.0.0/8, \"::1\"], "
+                                    "referrer_policy: null }\n"
+                                    "sessions: { cookie: null }\n"
+                                    "hsts: { max_age: 0 }\n");
     assert_int_equal(c->workers, 3);
     assert_true(c->redis_enabled);
     assert_string_equal(c->redis.address.path, "/run/redis.sock");
@@ -470,8 +469,12 @@ static void test_wrong_type(void **state)
     expect_errors(BASE "limits: { max_headers: ten }\n",
                   "t.yaml:4:24: limits.max_headers: expected an integer, got \"ten\"", NULL);
     expect_errors("- a\n", "t.yaml:1:1: expected a mapping", NULL);
-    expect_errors(BASE "tls: { ciphers: }\n", "t.yaml:4:17: tls.ciphers: must not be null",
-                  NULL);
+    expect_errors(BASE "routes: [ [ upstream ] ]\n", "t.yaml:4:1: routes: duplicate key", NULL);
+    expect_errors("listen: { https: [], http: [] }\n"
+                  "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                  "routes: [ { upstream: app, auth: none }, [ upstream ] ]\n",
+                  "t.yaml:3:42: routes[1]: expected a mapping", NULL);
+    expect_errors(BASE "tls: { ciphers: }\n", "t.yaml:4:17: tls.ciphers: must not be null", NULL);
     expect_errors(BASE "upstreams2: {}\n",
                   "t.yaml:4:1: upstreams2: unknown key (did you mean upstreams?)", NULL);
 }
@@ -539,9 +542,9 @@ static void test_bad_address(void **state)
                   NULL);
     expect_errors(BASE "identity: { trusted_proxies: [10.0.0.0/33, \"[::1]\"] }\n",
                   "t.yaml:4:31: identity.trusted_proxies[0]: invalid value \"10.0.0.0/33\": "
-                  "prefix length out of range",
+                  "not an IP address or CIDR (e.g. 10.0.0.0/8)",
                   "t.yaml:4:44: identity.trusted_proxies[1]: invalid value \"[::1]\": not an IP "
-                  "address or CIDR",
+                  "address or CIDR (e.g. 10.0.0.0/8)",
                   NULL);
 }
 
@@ -568,8 +571,9 @@ static void test_missing_required(void **state)
                   "t.yaml:3:9: routes: at least one route is required", NULL);
     expect_errors("listen: { https: [], http: [] }\n",
                   "t.yaml:1:1: routes: at least one route is required", NULL);
-    expect_errors("", "t.yaml:1:1: tls.certificates: at least one certificate is required when "
-                      "listen.https is non-empty",
+    expect_errors("",
+                  "t.yaml:1:1: tls.certificates: at least one certificate is required when "
+                  "listen.https is non-empty",
                   "t.yaml:1:1: routes: at least one route is required", NULL);
     expect_errors("listen: { http: [] }\n"
                   "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
@@ -615,14 +619,15 @@ static void test_semantic_rules(void **state)
                   "include_subdomains: true",
                   NULL);
     /* rate rule ids name Redis keys: no two rules may share one */
-    expect_errors("listen: { https: [], http: [] }\n"
-                  "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
-                  "routes:\n"
-                  "  - { upstream: app, auth: none, rate_limit: [ { key: ip, rate: 1/s, id: x } ] }\n"
-                  "  - { upstream: app, auth: none, rate_limit: [ { key: ip, rate: 1/s, id: x } ] }\n",
-                  "t.yaml:5:74: routes[1].rate_limit[0].id: duplicate rate_limit id \"x\" (also "
-                  "routes[0])",
-                  NULL);
+    expect_errors(
+        "listen: { https: [], http: [] }\n"
+        "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+        "routes:\n"
+        "  - { upstream: app, auth: none, rate_limit: [ { key: ip, rate: 1/s, id: x } ] }\n"
+        "  - { upstream: app, auth: none, rate_limit: [ { key: ip, rate: 1/s, id: x } ] }\n",
+        "t.yaml:5:74: routes[1].rate_limit[0].id: duplicate rate_limit id \"x\" (also "
+        "routes[0])",
+        NULL);
 }
 
 static void test_tls_policy(void **state)
@@ -645,8 +650,9 @@ static void test_tls_policy(void **state)
                   "t.yaml:4:17: tls.ciphers: AES128-SHA is not an ECDHE AEAD cipher (set "
                   "tls.allow_weak: true to allow it)",
                   NULL);
-    expect_errors(BASE "tls: { ciphers: \"ECDHE-RSA-AES128-GCM-SHA256:NOPE\", "
-                       "ciphersuites: \"TLS_AES_128_GCM_SHA256:TLS_FOO\", groups: \"X25519:P-999\" }\n",
+    expect_errors(BASE
+                  "tls: { ciphers: \"ECDHE-RSA-AES128-GCM-SHA256:NOPE\", "
+                  "ciphersuites: \"TLS_AES_128_GCM_SHA256:TLS_FOO\", groups: \"X25519:P-999\" }\n",
                   "t.yaml:4:17: tls.ciphers: unknown cipher \"NOPE\"",
                   "t.yaml:4:67: tls.ciphersuites: unknown TLS 1.3 ciphersuite \"TLS_FOO\"",
                   "t.yaml:4:109: tls.groups: unknown group in \"X25519:P-999\"", NULL);
@@ -672,8 +678,7 @@ static void test_yaml_syntax_error(void **state)
                   "t.yaml:1:5: yaml: found unknown escape character (while parsing a quoted "
                   "scalar at line 1, column 4)",
                   NULL);
-    expect_errors(BASE "---\nworkers: 1\n", "t.yaml:5:1: only one YAML document is allowed",
-                  NULL);
+    expect_errors(BASE "---\nworkers: 1\n", "t.yaml:5:1: only one YAML document is allowed", NULL);
     expect_errors(BASE "limits: { max_headers: 1, max_headers: 2 }\n",
                   "t.yaml:4:27: limits.max_headers: duplicate key", NULL);
     expect_errors(BASE "tenants: { a: { upstream: app }, a: { upstream: app } }\n",
@@ -744,7 +749,7 @@ static void test_alias_expansion_bounded(void **state)
     for (int i = 0; i < 1000; i++)
         o += (size_t)sprintf(big + o, "  - *r\n");
     assert_null(load(big, &errs));
-    if (errs.count != 1 || !strstr(errs.msgs[0], ": configuration too large: more than 200000 "
+    if (errs.count != 1 || !strstr(errs.msgs[0], ": configuration too large: more than 1000000 "
                                                  "YAML nodes (alias expansion?)"))
         dump(&errs);
     assert_int_equal(errs.count, 1); /* and no cascade of follow-up errors */
@@ -765,6 +770,63 @@ static void test_null_sections(void **state)
     c = load_ok(BASE "log: { access: \"null\" }\n");
     assert_string_equal(c->log.access, "null");
     config_unref(c);
+}
+
+static void test_messages_are_safe(void **state)
+{
+    /* a key or value with escapes must not put control characters on a terminal */
+    expect_errors(BASE "\"\\e[31mred\": 1\n", "t.yaml:4:1: ?[31mred: unknown key", NULL);
+    char yaml[1024];
+    char longv[201];
+    memset(longv, 'a', 200);
+    longv[200] = '\0';
+    snprintf(yaml, sizeof yaml, BASE "limits: { header_timeout: %s }\n", longv);
+    struct config_errors errs;
+    assert_null(load(yaml, &errs));
+    assert_int_equal(errs.count, 1);
+    assert_true(strlen(errs.msgs[0]) < 200); /* value quoted and cut: "aaaa..." */
+    assert_non_null(strstr(errs.msgs[0], "aaa...\": expected a number"));
+    config_errors_free(&errs);
+}
+
+static void test_listeners(void **state)
+{
+    /* 0.0.0.0 and :: on one port coexist: the listener binds IPv6 IPV6_V6ONLY */
+    struct config *c = load_ok("listen: { https: [], http: [\"0.0.0.0:8080\", \"[::]:8080\"] }\n"
+                               "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                               "routes: [ { upstream: app, auth: none } ]\n");
+    assert_int_equal(c->listen.num_http, 2);
+    assert_string_equal(c->listen.http[1].host, "::");
+    config_unref(c);
+    expect_errors("listen: { https: [], http: [\"0.0.0.0:8080\", \"127.0.0.1:8080\"], "
+                  "admin: \"127.0.0.1:8080\" }\n"
+                  "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                  "routes: [ { upstream: app, auth: none } ]\n",
+                  "t.yaml:1:45: listen.http[1]: address conflicts with listen.http[0]",
+                  "t.yaml:1:71: listen.admin: address conflicts with listen.http[0]", NULL);
+    char yaml[2048];
+    size_t o = (size_t)sprintf(yaml, "listen: { https: [], http: [");
+    for (int i = 0; i < 17; i++)
+        o += (size_t)sprintf(yaml + o, "%s\"127.0.0.1:%d\"", i ? "," : "", 8000 + i);
+    sprintf(yaml + o, "] }\nupstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                      "routes: [ { upstream: app, auth: none } ]\n");
+    expect_errors(yaml, "t.yaml:1:28: listen.http: at most 16 addresses", NULL);
+}
+
+static void test_session_rules(void **state)
+{
+    expect_errors("listen: { https: [], http: [] }\n"
+                  "redis: {}\n"
+                  "sessions: { cookie: null, bearer: false }\n"
+                  "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                  "routes:\n"
+                  "  - { upstream: app, auth: optional }\n"
+                  "  - { upstream: app, auth: none, tenants: [acme] }\n",
+                  "t.yaml:6:28: routes[0].auth: needs sessions.cookie or sessions.bearer to find "
+                  "a token",
+                  "t.yaml:7:43: routes[1].tenants: needs auth: optional or required (the tenant "
+                  "comes from the session)",
+                  NULL);
 }
 
 static void test_json(void **state)
@@ -877,9 +939,9 @@ static struct config *load_files(const char *fmt, struct config_errors *errs)
     return config_load(path, errs);
 }
 
-#define FILES_BASE                                                                               \
-    "listen: { https: [\"127.0.0.1:8443\"], http: [] }\n"                                       \
-    "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"                                   \
+#define FILES_BASE                                                                                 \
+    "listen: { https: [\"127.0.0.1:8443\"], http: [] }\n"                                          \
+    "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"                                      \
     "routes: [ { upstream: app, auth: none } ]\n"
 
 /* Expects one error; {DIR} in want stands for the temp dir. */
@@ -1007,6 +1069,9 @@ int main(void)
         cmocka_unit_test(test_error_cap),
         cmocka_unit_test(test_alias_expansion_bounded),
         cmocka_unit_test(test_null_sections),
+        cmocka_unit_test(test_messages_are_safe),
+        cmocka_unit_test(test_listeners),
+        cmocka_unit_test(test_session_rules),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_lookups_and_refs),
         cmocka_unit_test(test_sample_configs_parse),
