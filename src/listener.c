@@ -11,34 +11,15 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "netutil.h"
 
 #define LISTEN_BACKLOG 4096
-
-static int fill_inet(const struct config_addr *a, struct sockaddr_storage *ss, socklen_t *len)
-{
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    memset(ss, 0, sizeof *ss);
-    if (inet_pton(AF_INET, a->host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(a->port);
-        *len = sizeof *in4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, a->host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(a->port);
-        *len = sizeof *in6;
-        return 0;
-    }
-    return -1;
-}
 
 int listener_open(const struct config_addr *a, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (!a->host || fill_inet(a, &ss, &len) < 0) {
+    if (netutil_sockaddr_numeric(a->host, a->port, &ss, &len) < 0) {
         snprintf(err, errlen, "%s: listen addresses must be numeric IPv4/IPv6", a->text);
         return -1;
     }

@@ -50,4 +50,8 @@ bool netutil_cidr_match(const struct netutil_cidr *list, size_t n, const struct 
  */
 int netutil_addr_to_str(const struct sockaddr *sa, char *buf, size_t len);
 
+/* A numeric IPv4/IPv6 host and a port as a socket address; -1 if host is not numeric. */
+int netutil_sockaddr_numeric(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                             socklen_t *len);
+
 #endif

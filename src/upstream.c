@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "netutil.h"
 #include "worker.h"
 
 /* A server that refused a connect is skipped for this long (passive health). */
@@ -58,20 +59,9 @@ static int resolve(const struct config_addr *a, struct sockaddr_storage *sa, soc
         *len = sizeof *un;
         return 0;
     }
+    if (netutil_sockaddr_numeric(a->host, a->port, sa, len) == 0)
+        return 0;
     struct sockaddr_in *in4 = (struct sockaddr_in *)sa;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
-    if (inet_pton(AF_INET, a->host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(a->port);
-        *len = sizeof *in4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, a->host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(a->port);
-        *len = sizeof *in6;
-        return 0;
-    }
     if (!strcmp(a->host, "localhost")) {
         in4->sin_family = AF_INET;
         in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
