@@ -224,7 +224,7 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
 static uint64_t raw_body_cap(const struct config *cfg)
 {
     uint64_t max = cfg->limits.max_body_bytes;
-    return max + max / 2 + 64 * 1024;
+    return max ? max + max / 2 + 64 * 1024 : UINT64_MAX; /* 0: no limit */
 }
 
 static enum relay_result relay_request_body(struct request *r)

@@ -66,7 +66,7 @@ enum phase_result limits_phase(struct request *r)
     if (r->h.method_id == HTTP1_M_CONNECT || r->h.method_id == HTTP1_M_TRACE) {
         status = 405;
         r->error = "method not allowed";
-    } else if (r->h.framing.body == HTTP1_BODY_LENGTH &&
+    } else if (r->h.framing.body == HTTP1_BODY_LENGTH && cfg->limits.max_body_bytes &&
                r->h.framing.content_length > cfg->limits.max_body_bytes) {
         status = 413;
         r->error = "request body too large";
