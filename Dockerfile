@@ -16,7 +16,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN meson setup build \
+RUN meson setup build --buildtype=release \
  && ninja -C build moat \
  && strip build/moat
 
