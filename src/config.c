@@ -522,6 +522,15 @@ static void validate_misc(struct config_loader *L, struct config *c,
                                 "set only one of password_file and password_env");
         validate_tls_client(L, &r->tls, "redis.tls");
     }
+    for (size_t i = 0; i < c->num_upstreams; i++) { /* refused rather than silently ignored */
+        const struct config_upstream *u = &c->upstreams[i];
+        char key[160];
+        snprintf(key, sizeof key, "upstreams.%.100s.health.path", u->name);
+        if (u->health_path)
+            config_loader_error(L, pos_of(L, &u->health_path, u, ROOT), key,
+                                "not supported yet: servers that fail to connect are skipped "
+                                "for 1 s (passive checks); leave health.path null");
+    }
     if (c->log.syslog_address.text) /* refused rather than silently ignored */
         config_loader_error(L, pos_of(L, &c->log.syslog_address, &c->log, ROOT),
                             "log.syslog", "not supported yet: use log.audit (a file or stderr) "

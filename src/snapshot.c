@@ -11,6 +11,7 @@
 #include "netutil.h"
 #include "signature.h"
 #include "tls.h"
+#include "upstream_tls.h"
 
 static void warn_weak(const char *msg, void *arg)
 {
@@ -52,6 +53,24 @@ static int load_keys(struct snapshot *s, char *err, size_t errlen)
     return signature_key_load(path, s->sign_key, err, errlen);
 }
 
+static int build_upstream_tls(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+    s->upstream_tls = calloc(cfg->num_upstreams ? cfg->num_upstreams : 1, sizeof(SSL_CTX *));
+    if (!s->upstream_tls) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        if (!cfg->upstreams[i].tls.enabled)
+            continue;
+        s->upstream_tls[i] = upstream_tls_ctx_new(&cfg->upstreams[i], err, errlen);
+        if (!s->upstream_tls[i])
+            return -1;
+    }
+    return 0;
+}
+
 struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
                                 struct tls_ticket_store *tickets, char *err, size_t errlen)
 {
@@ -69,7 +88,8 @@ struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
         if (!s->tls)
             goto fail;
     }
-    if (parse_trusted(s, err, errlen) < 0 || load_keys(s, err, errlen) < 0)
+    if (parse_trusted(s, err, errlen) < 0 || load_keys(s, err, errlen) < 0 ||
+        build_upstream_tls(s, err, errlen) < 0)
         goto fail;
     return s;
 fail:
@@ -90,6 +110,9 @@ void snapshot_unref(struct snapshot *s)
     if (s->tls)
         tls_policy_unref(s->tls);
     free(s->trusted);
+    for (size_t i = 0; s->upstream_tls && i < s->cfg->num_upstreams; i++)
+        SSL_CTX_free(s->upstream_tls[i]);
+    free(s->upstream_tls);
     if (s->sign_key)
         OPENSSL_cleanse(s->sign_key, sizeof *s->sign_key);
     free(s->sign_key);

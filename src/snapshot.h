@@ -26,6 +26,7 @@ struct snapshot {
     struct netutil_cidr *trusted;      /* identity.trusted_proxies, parsed */
     size_t num_trusted;
     struct signature_key *sign_key;    /* NULL when identity.signing_key_file is unset */
+    struct ssl_ctx_st **upstream_tls;  /* per cfg->upstreams[i]: client SSL_CTX or NULL */
 };
 
 /*

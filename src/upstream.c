@@ -11,11 +11,14 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "config.h"
 #include "log.h"
 #include "netutil.h"
+#include "snapshot.h"
+#include "upstream_tls.h"
 #include "worker.h"
 
 /* A server that refused a connect is skipped for this long (passive health). */
@@ -38,6 +41,7 @@ struct upstream_server {
 struct upstream_pool {
     struct upstream_set *set;
     const struct config_upstream *cfg;
+    SSL_CTX *tls; /* owned by the snapshot; NULL for plain TCP */
     struct upstream_server *servers;
     unsigned rr;
 };
@@ -72,8 +76,9 @@ static int resolve(const struct config_addr *a, struct sockaddr_storage *sa, soc
     return -1;
 }
 
-struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg)
+struct upstream_set *upstream_set_new(struct worker *w, const struct snapshot *snap)
 {
+    const struct config *cfg = snap->cfg;
     struct upstream_set *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -87,6 +92,7 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg
         struct upstream_pool *p = &s->pools[i];
         p->set = s;
         p->cfg = &cfg->upstreams[i];
+        p->tls = snap->upstream_tls ? snap->upstream_tls[i] : NULL;
         p->servers = calloc(p->cfg->num_servers, sizeof *p->servers);
         if (!p->servers)
             goto fail;
@@ -202,7 +208,18 @@ static struct upstream_conn *connect_new(struct upstream_server *srv, struct eve
     if (!uc)
         return NULL;
     uc->srv = srv;
-    uc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (srv->pool->tls) { /* BEV_EVENT_CONNECTED comes after the verified handshake */
+        SSL *ssl = upstream_tls_new_ssl(srv->pool->tls, srv->pool->cfg, srv->addr);
+        uc->bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                       BEV_OPT_CLOSE_ON_FREE)
+                      : NULL;
+        if (ssl && !uc->bev)
+            SSL_free(ssl);
+        if (uc->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
+    } else {
+        uc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!uc->bev) {
         free(uc);
         return NULL;

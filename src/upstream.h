@@ -25,7 +25,9 @@ struct upstream_conn {
     unsigned uses;
 };
 
-struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg);
+struct snapshot;
+
+struct upstream_set *upstream_set_new(struct worker *w, const struct snapshot *snap);
 void upstream_set_free(struct upstream_set *s);
 
 /*

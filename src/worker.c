@@ -47,7 +47,7 @@ static struct wgen *wgen_new(struct worker *w, struct snapshot *snap)
     g->refs = 1;
     g->w = w;
     g->snap = snapshot_ref(snap);
-    g->ups = upstream_set_new(w, snap->cfg);
+    g->ups = upstream_set_new(w, snap);
     if (!g->ups) {
         snapshot_unref(snap);
         free(g);
