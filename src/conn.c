@@ -167,10 +167,23 @@ void conn_set_reading(struct conn *c, bool on)
  * socket with unread input sends a TCP reset, which can destroy the response
  * before the client has read it (RFC 9112 §9.6).
  */
+/*
+ * Ends a connection that finished normally: close_notify tells the client the
+ * data is complete (not truncated), and only a session shut down cleanly stays
+ * in OpenSSL's session cache for resumption.
+ */
+static void conn_close_clean(struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl && c->state != CONN_HANDSHAKE)
+        SSL_shutdown(ssl);
+    conn_abort(c);
+}
+
 static void conn_finish_close(struct conn *c)
 {
     if (!c->linger && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-        c->dead = true;
+        conn_close_clean(c);
         return;
     }
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
@@ -401,7 +414,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (c->state == CONN_HANDSHAKE)
             metrics_inc(&c->w->metrics, M_TLS_HANDSHAKE_FAIL);
-        conn_abort(c);
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        bool goodbye = ssl && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
+        if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (goodbye || c->idle))
+            conn_close_clean(c); /* answer close_notify with ours: the session stays valid */
+        else
+            conn_abort(c);
     }
     conn_leave(c);
 }
@@ -416,8 +434,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         proxy_abort(c->req);
         c->req->error = "request body timeout";
         conn_respond(c, 408, NULL, "request body timeout", true);
+    } else if (c->state == CONN_READ_HEAD && c->idle) {
+        conn_close_clean(c); /* idle keep-alive timeout */
     } else {
-        conn_abort(c); /* handshake, idle keep-alive, stalled output or tunnel */
+        conn_abort(c); /* handshake, stalled output, tunnel or linger */
     }
     conn_leave(c);
 }
@@ -425,8 +445,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 void conn_drain(struct conn *c)
 {
     conn_enter(c);
-    if (c->state == CONN_HANDSHAKE || (c->state == CONN_READ_HEAD && c->idle))
+    if (c->state == CONN_HANDSHAKE)
         conn_abort(c);
+    else if (c->state == CONN_READ_HEAD && c->idle)
+        conn_close_clean(c);
     else
         c->keep_alive = false;
     conn_leave(c);

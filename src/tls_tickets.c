@@ -289,9 +289,9 @@ static int ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv, EVP_CIP
     if (rc > 0 && EVP_MAC_CTX_set_params(hctx, params) != 1)
         rc = -1;
     OPENSSL_cleanse(&k, sizeof k);
-    /* Always renew: TLS 1.3 clients use a ticket once, so without a fresh one
-       every other reconnect would be a full handshake. */
-    return !enc && rc > 0 ? 2 : rc;
+    /* TLS 1.3 clients use a ticket once: renew it, or every other reconnect would
+       be a full handshake. TLS 1.2 tickets are reused and renewed only when old. */
+    return !enc && rc > 0 && SSL_version(s) >= TLS1_3_VERSION ? 2 : rc;
 }
 
 int tls_tickets_attach(struct tls_ticket_store *st, SSL_CTX *ctx)

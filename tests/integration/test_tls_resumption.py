@@ -31,9 +31,9 @@ def assert_both_workers_busy(before, after, elapsed, idle_rate):
     busy = {}
     for tid, ns in after.items():
         extra = ns - before.get(tid, 0)
-        busy[tid] = extra - 3 * idle_rate.get(tid, 0) * elapsed
+        busy[tid] = extra - 1.5 * idle_rate.get(tid, 0) * elapsed
     assert len(busy) >= 2, "expected 2 worker threads, have %r" % after
-    assert sum(1 for v in busy.values() if v > 300_000) >= 2, \
+    assert sum(1 for v in busy.values() if v > 200_000) >= 2, \
         "not both workers handled connections: CPU ns over idle %r" % busy
 
 
@@ -118,21 +118,20 @@ def test_tickets_off_no_ticket(upstream, moat_factory, tmp_path):
         assert again.reused is False, again
 
 
-# ---- moat bugs found here (see the report): xfail until conn.c is fixed ----------------
+# ---- clean TLS closes: close_notify, and sessions kept in the cache -------------------
 
-@pytest.mark.xfail(reason="moat bug: a connection that ends normally is freed without "
-                          "SSL_shutdown(), so OpenSSL drops its session from the server "
-                          "cache (ssl_clear_bad_session): TLS 1.2 session-id resumption "
-                          "never works once the first connection has closed", strict=False)
-def test_session_id_resumption_after_close(upstream, moat_factory, tmp_path):
+@pytest.mark.parametrize("proto", ["-tls1_2", "-tls1_3"])
+def test_session_cache_resumption_after_close(upstream, moat_factory, tmp_path, proto):
+    # tickets off, session cache on (the default): TLS 1.2 resumes by session id, TLS 1.3
+    # gets a stateful ticket (a reference into the cache), docs/tls.md "Session resumption"
     up = upstream("app")
     m = moat_factory({"workers": 1, "tls": {"session_tickets": {"enabled": False}}},
                      upstream=up)
     sess = tmp_path / "id.sess"
-    r = s_client(m.https_port, "-tls1_2", "-no_ticket", sess_out=sess, data=tlsutil.http_get())
-    assert r.handshake_ok, r
+    r = s_client(m.https_port, proto, "-no_ticket", sess_out=sess, data=tlsutil.http_get())
+    assert r.handshake_ok and os.path.exists(sess), r
     time.sleep(0.3)  # moat has seen the close_notify and freed the connection
-    results = [s_client(m.https_port, "-tls1_2", "-no_ticket", sess_in=sess) for _ in range(5)]
+    results = [s_client(m.https_port, proto, "-no_ticket", sess_in=sess) for _ in range(5)]
     assert [x.reused for x in results] == [True] * 5, results[0]
 
 
@@ -158,11 +157,8 @@ def test_session_id_resumption_while_open(upstream, moat_factory, tmp_path):
         first.close()
 
 
-@pytest.mark.xfail(reason="moat bug: after a response with Connection: close moat closes "
-                          "the TCP connection without a TLS close_notify (SSL_shutdown is "
-                          "only called when lingering): a truncation to strict clients",
-                   strict=False)
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
 def test_connection_close_sends_close_notify(two_workers, version):
     ctx = moatctl.tls_context(max_version=version)
     # Debian's Python sets OP_IGNORE_UNEXPECTED_EOF, which hides a missing close_notify
