@@ -343,6 +343,13 @@ class SClient:
         return re.findall(r"^(New|Reused), ", self.out, re.M)
 
     @property
+    def ticket(self):
+        """The ticket of the session as s_client printed it at the end of the handshake
+        (in TLS 1.2 a resumption that got a fresh ticket shows the new one; s_client does
+        not write -sess_out for a resumed TLS 1.2 session)."""
+        return ticket_from_text(self.out)
+
+    @property
     def peer_pem(self):
         certs = pem_certs(self.out)
         return certs[0] if certs else None
@@ -421,17 +428,21 @@ def session_text(path):
     return openssl("sess_id", "-in", str(path), "-noout", "-text").stdout.decode()
 
 
-def session_ticket(path):
-    """The ticket bytes in an s_client -sess_out file (b"" if none)."""
-    text = session_text(path)
-    m = re.search(r"TLS session ticket:\s*\n((?:\s*[0-9a-f]{4} - .*\n?)+)", text)
-    if not m:
+def ticket_from_text(text):
+    """The last "TLS session ticket:" hex dump in `openssl sess_id -text` or s_client output."""
+    blocks = re.findall(r"TLS session ticket:\s*\n((?:[ \t]*[0-9a-f]{4} - .*\n?)+)", text)
+    if not blocks:
         return b""
     out = bytearray()
-    for line in m.group(1).splitlines():
+    for line in blocks[-1].splitlines():
         hexpart = line.split(" - ", 1)[1][:48]
         out += bytes.fromhex(hexpart.replace("-", " ").replace(" ", ""))
     return bytes(out)
+
+
+def session_ticket(path):
+    """The ticket bytes in an s_client -sess_out file (b"" if none)."""
+    return ticket_from_text(session_text(path))
 
 
 def ticket_key_name(path):
