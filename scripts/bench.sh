@@ -3,6 +3,8 @@
 #
 #   scripts/bench.sh [--rounds N] [--duration S] [--quick] [--targets "moat haproxy nginx"]
 #                    [--idle-conns N] [--nice N] [--profile] [--no-build] [--out DIR]
+#   scripts/bench.sh --features [...]   moat alone: cost of auth (session cache / Redis)
+#                    and rate limiting (local / global); see scripts/bench/features.sh --help
 #
 #   --rounds N      rounds; every round runs every test on every target (default 3)
 #   --duration S    seconds per measured load run (default 10)
@@ -38,6 +40,13 @@
 # (scripts/install-deps.sh --bench), and 2 CPUs. Listens on 127.0.0.1:18080 (upstream),
 # 18443 (moat), 18444 (haproxy), 18445 (nginx), 18901 (moat admin).
 set -euo pipefail
+for a in "$@"; do
+    if [ "$a" = --features ]; then
+        args=()
+        for b in "$@"; do [ "$b" = --features ] || args+=("$b"); done
+        exec "$(dirname "$0")/bench/features.sh" "${args[@]}"
+    fi
+done
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 
@@ -61,7 +70,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=1 ;;
         --no-build) build=0 ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
