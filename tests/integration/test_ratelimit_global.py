@@ -189,9 +189,12 @@ def test_tenant_override_takes_effect_without_reload(upstream, fleet, redis_serv
         assert r.status == 429 and retry_after(r) > 3000, r
 
         assert rcmd(redis_server, "HDEL", "moat:rl:override:tenant-api", "acme") == 1
+        # back to 1/h: a 429 comes back at once (at 1000/s these would pass). Its
+        # Retry-After is the outstanding debt rescaled to 1/h (docs/ratelimit.md), so any
+        # part of an hour, depending on how much of the last 1 ms had passed.
         got = [c.get("/t", [rlutil.bearer(acme)]) for _ in range(2)]
         assert 429 in [g.status for g in got], got
-        assert all(retry_after(g) > 3000 for g in got if g.status == 429), got
+        assert all(1 <= retry_after(g) <= 3600 for g in got if g.status == 429), got
     # per second as a plain number works too
     assert rcmd(redis_server, "HSET", "moat:rl:override:tenant-api", "globex", "500") == 1
     with Client(m.https_port) as c:
