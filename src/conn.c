@@ -162,12 +162,6 @@ void conn_set_reading(struct conn *c, bool on)
 }
 
 /*
- * The response is out: close now, or (when the client may still be sending a
- * body nobody read) shut our side and discard input for a while. Closing a
- * socket with unread input sends a TCP reset, which can destroy the response
- * before the client has read it (RFC 9112 §9.6).
- */
-/*
  * Ends a connection that finished normally: close_notify tells the client the
  * data is complete (not truncated), and only a session shut down cleanly stays
  * in OpenSSL's session cache for resumption.
@@ -180,6 +174,12 @@ static void conn_close_clean(struct conn *c)
     conn_abort(c);
 }
 
+/*
+ * The response is out: close now, or (when the client may still be sending a
+ * body nobody read) shut our side and discard input for a while. Closing a
+ * socket with unread input sends a TCP reset, which can destroy the response
+ * before the client has read it (RFC 9112 §9.6).
+ */
 static void conn_finish_close(struct conn *c)
 {
     if (!c->linger && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
