@@ -39,12 +39,6 @@
 
 static void conn_read_heads(struct conn *c);
 
-const char *conn_state_str(enum conn_state s)
-{
-    static const char *names[] = {"handshake", "read_head", "busy", "tunnel", "closing", "linger"};
-    return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
-}
-
 static const struct config *conn_cfg(const struct conn *c)
 {
     return c->gen->snap->cfg;

@@ -83,6 +83,4 @@ void conn_disarm_timer(struct conn *c);
 /* Drain: close if idle, else close after the current response. */
 void conn_drain(struct conn *c);
 
-const char *conn_state_str(enum conn_state s);
-
 #endif

@@ -25,12 +25,6 @@ static const struct phase {
 
 #define NUM_PHASES (sizeof phases / sizeof *phases)
 
-const char *phase_result_str(enum phase_result res)
-{
-    static const char *names[] = {"continue", "respond", "suspend"};
-    return (unsigned)res < 3 ? names[res] : "?";
-}
-
 /*
  * A phase that suspends is done from the pipeline's point of view: its
  * completion either answers the request itself or calls pipeline_resume(),

@@ -20,6 +20,4 @@ void pipeline_run(struct request *r);
 /* Continues a suspended request (called from the async completion). */
 void pipeline_resume(struct request *r);
 
-const char *phase_result_str(enum phase_result res);
-
 #endif

@@ -52,11 +52,6 @@ void ratelimit_sweep(void)
         rl_table_sweep(table, rl_table_now_us());
 }
 
-size_t ratelimit_local_keys(void)
-{
-    return table ? rl_table_size(table) : 0;
-}
-
 void ratelimit_render_metrics(struct evbuffer *out)
 {
     struct rl_table_stats st = {0};
@@ -302,10 +297,7 @@ static enum phase_result evaluate(struct request *r)
     if (r->rl_post_auth && r->rl_have && rt->ratelimit_headers) {
         char hdrs[400];
         format_headers(hdrs, sizeof hdrs, r->rl_rule, r->rl_remaining, r->rl_reset_ms);
-        if (r->resp_headers_len + strlen(hdrs) < sizeof r->resp_headers) {
-            memcpy(r->resp_headers + r->resp_headers_len, hdrs, strlen(hdrs));
-            r->resp_headers_len += strlen(hdrs);
-        }
+        request_add_response_lines(r, hdrs); /* informational: dropped if it does not fit */
     }
     return PHASE_CONTINUE;
 }

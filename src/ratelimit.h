@@ -31,7 +31,6 @@ int ratelimit_init(size_t max_keys);
 void ratelimit_shutdown(void);
 /* Drops idle keys; called about once a second by the main thread. */
 void ratelimit_sweep(void);
-size_t ratelimit_local_keys(void);
 /* Appends the local table's gauges and counters to a /metrics page. */
 struct evbuffer;
 void ratelimit_render_metrics(struct evbuffer *out);

@@ -90,10 +90,14 @@ int request_add_header(struct request *r, const char *name, const char *value, s
     return append_line(r->add_headers, sizeof r->add_headers, &r->add_len, name, value, vlen);
 }
 
-int request_add_response_header(struct request *r, const char *name, const char *value)
+int request_add_response_lines(struct request *r, const char *lines)
 {
-    return append_line(r->resp_headers, sizeof r->resp_headers, &r->resp_headers_len, name,
-                       value, strlen(value));
+    size_t n = strlen(lines);
+    if (r->resp_headers_len + n > sizeof r->resp_headers)
+        return -1;
+    memcpy(r->resp_headers + r->resp_headers_len, lines, n);
+    r->resp_headers_len += n;
+    return 0;
 }
 
 double request_ms_between(const struct timespec *a, const struct timespec *b)

@@ -115,8 +115,8 @@ void request_free_list_clear(struct worker *w);
 
 /* Appends "name: value\r\n" to the forwarded extra headers; -1 if it does not fit. */
 int request_add_header(struct request *r, const char *name, const char *value, size_t vlen);
-/* Appends "name: value\r\n" to the response headers moat adds; -1 if it does not fit. */
-int request_add_response_header(struct request *r, const char *name, const char *value);
+/* Appends complete "Name: value\r\n" lines to the response headers moat adds; -1 if they do not fit. */
+int request_add_response_lines(struct request *r, const char *lines);
 
 /* Milliseconds between two monotonic timestamps. */
 double request_ms_between(const struct timespec *a, const struct timespec *b);

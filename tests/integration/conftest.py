@@ -110,3 +110,16 @@ def redis_server(tmp_path):
         yield r
     finally:
         r.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Several moat instances sharing a Redis (rate-limit tests); stopped by PID."""
+    import rlutil
+    f = rlutil.Fleet(tmp_path)
+    try:
+        yield f
+    finally:
+        crashed = f.stop_all()
+    if crashed:
+        pytest.fail("\n".join(crashed), pytrace=False)

@@ -7,22 +7,11 @@ import re
 import threading
 import time
 
-import pytest
 
 import moatctl
 import rlutil
 from rlutil import Client, policy, rcmd, retry_after, rl_route, state
 
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = rlutil.Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        crashed = f.stop_all()
-    if crashed:
-        pytest.fail("\n".join(crashed), pytrace=False)
 
 
 # Generous Redis timeouts: these tests are about exact shared counts, and a decision

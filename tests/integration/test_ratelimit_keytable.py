@@ -8,7 +8,6 @@ fresh X-Flood value, so their status is decided by the X-Key rule."""
 
 import itertools
 
-import pytest
 
 import moatctl
 import rlutil

@@ -14,16 +14,6 @@ import rlutil
 from rlutil import Client, rcmd, retry_after, rl_route, state
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    f = rlutil.Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        crashed = f.stop_all()
-    if crashed:
-        pytest.fail("\n".join(crashed), pytrace=False)
-
 
 @pytest.fixture
 def redis_proc(tmp_path):
