@@ -408,45 +408,11 @@ def get(port, path="/echo", token=None, cookie=None, headers=(), timeout=10.0):
         return c.read_response()
 
 
-class Client:
-    """A kept-alive TLS connection (so requests stay on one worker and its cache);
-    reconnects transparently if moat closed it."""
-
-    def __init__(self, port, timeout=10.0):
-        self.port = port
-        self.timeout = timeout
-        self.conn = None
-        self.reconnects = -1
+class Client(moatctl.KeepAliveClient):
+    """A kept-alive TLS connection (so requests stay on one worker and its cache)."""
 
     def get(self, path="/echo", token=None, cookie=None, headers=()):
-        for attempt in (0, 1):
-            if self.conn is None or self.conn.eof:
-                self.close()
-                self.conn = moatctl.Conn.tls(self.port, timeout=self.timeout)
-                self.reconnects += 1
-            try:
-                self.conn.request("GET", path, headers=auth_headers(token, cookie, headers))
-                r = self.conn.read_response()
-            except (ConnectionError, OSError):
-                self.close()
-                if attempt:
-                    raise
-                continue
-            if (r.header("connection") or "").lower() == "close":
-                self.close()
-            return r
-        raise AssertionError("unreachable")
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return self.request(path, auth_headers(token, cookie, headers))
 
 
 def identity(resp):

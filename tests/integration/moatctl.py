@@ -816,3 +816,51 @@ def listening_sockets(port):
 
 def hsts_directives(value):
     return {d.strip().lower() for d in (value or "").split(";") if d.strip()}
+
+
+class KeepAliveClient:
+    """One kept-alive TLS connection to moat (requests stay on one worker); when moat
+    has closed it (Connection: close, idle timeout, a dropped connection) the next
+    request reconnects, once. Subclasses choose how to connect and how to send."""
+
+    def __init__(self, port, timeout=10.0):
+        self.port = port
+        self.timeout = timeout
+        self.conn = None
+        self.reconnects = -1
+
+    def _connect(self):
+        return Conn.tls(self.port, timeout=self.timeout)
+
+    def _send(self, path, headers):
+        self.conn.request("GET", path, headers=headers)
+        return self.conn.read_response()
+
+    def request(self, path, headers=()):
+        for attempt in (0, 1):
+            if self.conn is None or getattr(self.conn, "eof", False):
+                self.close()
+                self.conn = self._connect()
+                self.reconnects += 1
+            try:
+                r = self._send(path, headers)
+            except (ConnectionError, OSError):  # ssl.SSLError is an OSError
+                self.close()
+                if attempt:
+                    raise
+                continue
+            if (r.header("connection") or "").lower() == "close":
+                self.close()
+            return r
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -10,7 +10,6 @@ import math
 import re
 import secrets
 import socket
-import ssl
 import threading
 import time
 
@@ -154,42 +153,22 @@ def tls_connect_from(port, source=None, timeout=10.0):
     return s
 
 
-class Client:
-    """A keep-alive connection that reconnects when moat closed it (e.g. after a 429
-    that closes, or an idle timeout)."""
+class Client(moatctl.KeepAliveClient):
+    """A keep-alive connection from an optional source address that reconnects when
+    moat closed it (e.g. after a 429 that closes, or an idle timeout)."""
 
     def __init__(self, port, source=None, timeout=10.0):
-        self.port = port
+        super().__init__(port, timeout)
         self.source = source
-        self.timeout = timeout
-        self.conn = None
+
+    def _connect(self):
+        return Conn(tls_connect_from(self.port, self.source, self.timeout))
+
+    def _send(self, path, headers):
+        return get(self.conn, path, headers)
 
     def get(self, path, headers=()):
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = Conn(tls_connect_from(self.port, self.source, self.timeout))
-            try:
-                r = get(self.conn, path, headers)
-            except (ConnectionError, OSError, ssl.SSLError):
-                self.close()
-                if attempt:
-                    raise
-                continue
-            if (r.header("connection") or "").lower() == "close":
-                self.close()
-            return r
-        raise AssertionError("unreachable")
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return self.request(path, headers)
 
 
 def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.0):
