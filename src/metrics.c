@@ -29,6 +29,9 @@ static const struct {
     [M_AUTH_CACHE_HIT] = {"moat_auth_cache_hits_total", "counter", "Session decisions served from the worker cache"},
     [M_AUTH_REDIS_ERROR] = {"moat_auth_redis_errors_total", "counter", "Session lookups failed closed because of Redis"},
     [M_RATELIMITED] = {"moat_ratelimited_total", "counter", "Requests refused by rate limits"},
+    [M_RL_GLOBAL_DECISIONS] = {"moat_ratelimit_global_decisions_total", "counter", "Global rate-limit decisions made by Redis"},
+    [M_RL_GLOBAL_CALLS] = {"moat_ratelimit_global_calls_total", "counter", "Redis script calls for global rate limits (requests for one key share a call)"},
+    [M_RL_STORE_FALLBACK] = {"moat_ratelimit_store_fallbacks_total", "counter", "Global rate-limit decisions made by on_store_error (Redis unavailable)"},
 };
 
 void metrics_count_status(struct metrics *m, int status)

@@ -212,6 +212,7 @@ static bool store_fallback(struct request *r, const struct config_rate_rule *rul
                            struct http1_str key)
 {
     report_store(true);
+    metrics_inc(&r->conn->w->metrics, M_RL_STORE_FALLBACK);
     if (rule->on_store_error == RL_ON_ERROR_ALLOW)
         return true;
     if (rule->on_store_error == RL_ON_ERROR_DENY) {
@@ -248,6 +249,7 @@ static void on_global(const struct rl_global_result *res, void *arg)
         go_on = store_fallback(r, rule, key);
     } else {
         report_store(false);
+        metrics_inc(&c->w->metrics, M_RL_GLOBAL_DECISIONS);
         go_on = res->allowed;
         if (res->allowed)
             remember(r, rule, res->remaining, res->reset_after_ms);

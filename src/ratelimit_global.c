@@ -1,6 +1,7 @@
 #include "ratelimit_global.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #define KEY_MAX 512
 /* An instance is live while its last beat is younger than this many beats. */
 #define LIVENESS_BEATS 3
+#define BATCH_BUCKETS 256 /* open batches are few: at most one per key in flight */
 
 static atomic_uint instances_live = 1;
 
@@ -31,16 +33,33 @@ struct rl_global {
     char instance_id[64];
     uint64_t heartbeat_ms;
     struct event *beat;
+    struct batch *batches[BATCH_BUCKETS];
 };
 
-/* One decision in flight: kept so NOSCRIPT can be answered with EVAL. */
-struct call {
-    struct rl_global *g;
-    rl_global_fn fn;
+/* One request's decision; the handle callers hold. */
+struct waiter {
+    struct waiter *next;
+    rl_global_fn fn; /* NULL once cancelled; a sent one still counts in its batch */
     void *arg;
+};
+
+/*
+ * The decisions for one Redis key (and tenant, rate, burst): while one EVALSHA
+ * for it is in flight, further requests for the key queue here and go as the
+ * next call, with n = their number. Under load a hot key costs one round trip
+ * per batch instead of one per request, and each request is still decided
+ * atomically in Redis, in arrival order. A batch is in the table exactly while
+ * its command is in flight.
+ */
+struct batch {
+    struct batch *hnext;
+    uint64_t hash;
+    struct rl_global *g;
     struct redis_pending *pending;
     bool retried;
-    int argc;
+    struct waiter *sent, *queued, **queued_tail;
+    unsigned nsent;
+    char n[16];
     const char *argv[9];
     size_t lens[9];
     char keys[2][KEY_MAX];
@@ -66,45 +85,131 @@ static bool is_noscript(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !strncmp(r->str, "NOSCRIPT", 8);
 }
 
-static bool parse_result(const redisReply *r, struct rl_global_result *out)
+static bool parse_result(const redisReply *r, unsigned n, struct rl_global_result *out,
+                         unsigned *allowed)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < RL_REPLY_LEN - 1)
         return false;
     for (size_t i = 0; i < 4; i++)
         if (r->element[i]->type != REDIS_REPLY_INTEGER || r->element[i]->integer < 0)
             return false;
-    out->allowed = r->element[RL_REPLY_ALLOWED]->integer == 1;
+    if (r->element[RL_REPLY_ALLOWED]->integer > n)
+        return false;
+    *allowed = (unsigned)r->element[RL_REPLY_ALLOWED]->integer;
     out->remaining = (uint64_t)r->element[RL_REPLY_REMAINING]->integer;
     out->retry_after_ms = (uint64_t)r->element[RL_REPLY_RETRY_MS]->integer;
     out->reset_after_ms = (uint64_t)r->element[RL_REPLY_RESET_MS]->integer;
     return true;
 }
 
+static void log_unexpected(const redisReply *r)
+{
+    bool e = r && r->type == REDIS_REPLY_ERROR;
+    log_msg(LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s", e ? ": " : "",
+            e ? (int)r->len : 0, e ? r->str : "");
+}
+
+static void table_remove(struct batch *b)
+{
+    struct batch **pp = &b->g->batches[b->hash % BATCH_BUCKETS];
+    while (*pp && *pp != b)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = b->hnext;
+}
+
+static void on_reply(redisReply *reply, const char *err, void *arg);
+
+/* Moves the live queued waiters into one call. False: nothing was sent (the
+ * waiters, if any, are left in b->sent for the caller to fail). */
+static bool send_queued(struct batch *b)
+{
+    struct waiter *w = b->queued, **tail = &b->sent;
+    b->queued = NULL;
+    b->queued_tail = &b->queued;
+    b->sent = NULL;
+    b->nsent = 0;
+    while (w) { /* cancelled before being sent: they cost nothing */
+        struct waiter *next = w->next;
+        if (w->fn) {
+            *tail = w;
+            tail = &w->next;
+            b->nsent++;
+        } else {
+            free(w);
+        }
+        w = next;
+    }
+    *tail = NULL;
+    if (!b->nsent)
+        return false;
+    snprintf(b->n, sizeof b->n, "%u", b->nsent);
+    b->lens[7] = strlen(b->n);
+    b->argv[0] = "EVALSHA";
+    b->lens[0] = 7;
+    b->argv[1] = b->g->gcra_sha;
+    b->lens[1] = 40;
+    b->retried = false;
+    b->pending = redis_command_argv(b->g->rc, on_reply, b, 9, b->argv, b->lens);
+    if (b->pending)
+        metrics_inc(&b->g->w->metrics, M_RL_GLOBAL_CALLS);
+    return b->pending != NULL;
+}
+
+/* Hands each waiter its verdict (res NULL: store error) and frees the list. The
+ * first `allowed` of the list passed; a waiter's "remaining" counts the ones after it. */
+static void deliver(struct waiter *w, const struct rl_global_result *res, unsigned allowed)
+{
+    for (unsigned i = 0; w; i++) {
+        struct waiter *next = w->next;
+        if (w->fn && !res) {
+            w->fn(NULL, w->arg);
+        } else if (w->fn) {
+            struct rl_global_result mine = *res;
+            mine.allowed = i < allowed;
+            if (mine.allowed) {
+                mine.remaining += allowed - 1 - i;
+                mine.retry_after_ms = 0;
+            }
+            w->fn(&mine, w->arg);
+        }
+        free(w);
+        w = next;
+    }
+}
+
 static void on_reply(redisReply *reply, const char *err, void *arg)
 {
-    struct call *c = arg;
-    c->pending = NULL;
-    if (!err && is_noscript(reply) && !c->retried) {
+    struct batch *b = arg;
+    b->pending = NULL;
+    if (!err && is_noscript(reply) && !b->retried) {
         /* the script cache was flushed: send the body once, which reloads it */
-        c->retried = true;
-        c->argv[0] = "EVAL";
-        c->lens[0] = 4;
-        c->argv[1] = RL_GCRA_SCRIPT;
-        c->lens[1] = strlen(RL_GCRA_SCRIPT);
-        c->pending = redis_command_argv(c->g->rc, on_reply, c, c->argc, c->argv, c->lens);
-        if (c->pending)
+        b->retried = true;
+        b->argv[0] = "EVAL";
+        b->lens[0] = 4;
+        b->argv[1] = RL_GCRA_SCRIPT;
+        b->lens[1] = strlen(RL_GCRA_SCRIPT);
+        b->pending = redis_command_argv(b->g->rc, on_reply, b, 9, b->argv, b->lens);
+        if (b->pending)
             return;
         err = "store unavailable";
     }
     struct rl_global_result res;
-    bool ok = !err && parse_result(reply, &res);
+    unsigned allowed = 0;
+    bool ok = !err && parse_result(reply, b->nsent, &res, &allowed);
     if (!err && !ok)
-        log_msg(LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s",
-                reply && reply->type == REDIS_REPLY_ERROR ? ": " : "",
-                reply && reply->type == REDIS_REPLY_ERROR ? (int)reply->len : 0,
-                reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "");
-    c->fn(ok ? &res : NULL, c->arg);
-    free(c);
+        log_unexpected(reply);
+    struct waiter *done = b->sent, *failed = NULL;
+    /* the next batch goes before any verdict runs, so callbacks see a consistent table */
+    if (!send_queued(b))
+        failed = b->sent;
+    bool keep = b->pending != NULL;
+    if (!keep)
+        table_remove(b);
+    deliver(done, ok ? &res : NULL, allowed);
+    deliver(failed, NULL, 0);
+    if (!keep)
+        free(b);
 }
 
 /* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
@@ -124,45 +229,84 @@ static void build_key(char *out, const char *prefix, const char *rule, bool dige
         n += snprintf(out + n, (size_t)(KEY_MAX - n), "%02x", d[i]);
 }
 
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return (h ^ 0xff) * 1099511628211ULL; /* field separator */
+}
+
+static bool same_call(const struct batch *a, const struct batch *b)
+{
+    return a->hash == b->hash && !strcmp(a->keys[0], b->keys[0]) &&
+           !strcmp(a->keys[1], b->keys[1]) && !strcmp(a->rate, b->rate) &&
+           !strcmp(a->burst, b->burst) && !strcmp(a->tenant, b->tenant);
+}
+
+/* Fills in what identifies the call; argv[0..1] and n are set when it is sent. */
+static void batch_init(struct batch *b, struct rl_global *g, const struct config_rate_rule *rule,
+                       const char *key, size_t keylen, const char *tenant)
+{
+    b->g = g;
+    b->queued_tail = &b->queued;
+    build_key(b->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
+    snprintf(b->keys[1], KEY_MAX, "%soverride:%s", g->prefix, rule->id);
+    snprintf(b->rate, sizeof b->rate, "%.17g", rule->rate);
+    snprintf(b->burst, sizeof b->burst, "%llu", (unsigned long long)rule->burst);
+    snprintf(b->tenant, sizeof b->tenant, "%s", tenant ? tenant : "");
+    const char *argv[] = {"2", b->keys[0], b->keys[1], b->rate, b->burst, b->n, b->tenant};
+    for (int i = 0; i < 7; i++) {
+        b->argv[2 + i] = argv[i];
+        b->lens[2 + i] = strlen(argv[i]);
+    }
+    uint64_t h = 1469598103934665603ULL;
+    h = fnv1a(fnv1a(fnv1a(fnv1a(fnv1a(h, b->keys[0]), b->keys[1]), b->rate), b->burst), b->tenant);
+    b->hash = h;
+}
+
 void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
                        const char *key, size_t keylen, const char *tenant, rl_global_fn fn,
                        void *arg)
 {
     if (!g || redis_client_state(g->rc) != REDIS_STATE_CONNECTED)
         return NULL;
-    struct call *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
-    c->g = g;
-    c->fn = fn;
-    c->arg = arg;
-    build_key(c->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
-    snprintf(c->keys[1], KEY_MAX, "%soverride:%s", g->prefix, rule->id);
-    snprintf(c->rate, sizeof c->rate, "%.17g", rule->rate);
-    snprintf(c->burst, sizeof c->burst, "%llu", (unsigned long long)rule->burst);
-    snprintf(c->tenant, sizeof c->tenant, "%s", tenant ? tenant : "");
-    const char *argv[] = {"EVALSHA", g->gcra_sha, "2", c->keys[0], c->keys[1], c->rate, c->burst,
-                          "1", c->tenant};
-    c->argc = 9;
-    for (int i = 0; i < 9; i++) {
-        c->argv[i] = argv[i];
-        c->lens[i] = strlen(argv[i]);
-    }
-    c->pending = redis_command_argv(g->rc, on_reply, c, c->argc, c->argv, c->lens);
-    if (!c->pending) {
-        free(c);
+    struct waiter *w = calloc(1, sizeof *w);
+    struct batch *b = malloc(sizeof *b);
+    if (!w || !b) {
+        free(w);
+        free(b);
         return NULL;
     }
-    return c;
+    memset(b, 0, offsetof(struct batch, keys));
+    batch_init(b, g, rule, key, keylen, tenant);
+    w->fn = fn;
+    w->arg = arg;
+    struct batch **bucket = &g->batches[b->hash % BATCH_BUCKETS];
+    for (struct batch *o = *bucket; o; o = o->hnext) {
+        if (same_call(o, b)) { /* one is in flight: ride the next call */
+            free(b);
+            *o->queued_tail = w;
+            o->queued_tail = &w->next;
+            return w;
+        }
+    }
+    b->queued = w;
+    b->queued_tail = &w->next;
+    if (!send_queued(b)) {
+        free(w);
+        free(b);
+        return NULL;
+    }
+    b->hnext = *bucket;
+    *bucket = b;
+    return w;
 }
 
 void rl_global_cancel(void *handle)
 {
-    struct call *c = handle;
-    if (!c)
-        return;
-    redis_cancel(c->pending);
-    free(c);
+    struct waiter *w = handle;
+    if (w) /* freed with its batch: a sent decision is charged in Redis either way */
+        w->fn = NULL;
 }
 
 static void on_beat_reply(redisReply *reply, const char *err, void *arg)

@@ -13,7 +13,8 @@
  *   KEYS[2] override hash    moat:rl:override:<rule>
  *   ARGV[1] default rate in events per second (decimal, > 0)
  *   ARGV[2] burst (integer >= 1)
- *   ARGV[3] cost (integer, 0 <= cost <= burst; 1 per request, 0 only looks)
+ *   ARGV[3] n: requests of cost 1 decided together, in order (1 <= n <= 10^6);
+ *           the first k that fit pass, the rest are rejected and consume nothing
  *   ARGV[4] override field (the tenant) or "" for none
  *   reply   array of 5 integers, indexed by enum rl_gcra_reply
  *   error   "ERR moat-rl: bad arguments" for arguments out of range
@@ -34,16 +35,16 @@
 #define MOAT_RATELIMIT_SCRIPT_H
 
 enum rl_gcra_reply {
-    RL_REPLY_ALLOWED = 0, /* 1 allowed, 0 rejected */
-    RL_REPLY_REMAINING,   /* requests of cost 1 that would still pass now */
-    RL_REPLY_RETRY_MS,    /* 0 if allowed; else ms until this request would pass (rounded up) */
+    RL_REPLY_ALLOWED = 0, /* k: how many of the n passed (the first k); with n 1, 1 or 0 */
+    RL_REPLY_REMAINING,   /* requests of cost 1 that would still pass now, after the k */
+    RL_REPLY_RETRY_MS,    /* 0 if all n passed; else ms until the next one would (rounded up) */
     RL_REPLY_RESET_MS,    /* ms until the bucket is full again (rounded up) */
     RL_REPLY_OVERRIDE,    /* 1 tenant override applied, 0 none, -1 override unparsable */
     RL_REPLY_LEN
 };
 
 #define RL_GCRA_SCRIPT                                                                             \
-    "-- moat GCRA v1 (src/ratelimit_script.h)\n"                                                   \
+    "-- moat GCRA v2 (src/ratelimit_script.h)\n"                                                   \
     "if redis.replicate_commands then redis.replicate_commands() end\n"                            \
     "local MAX_IV = 1099511627776\n"                                                               \
     "local function rate_of(s)\n"                                                                  \
@@ -62,9 +63,9 @@ enum rl_gcra_reply {
     "local function ceil_ms(us) return math.floor((us + 999) / 1000) end\n"                        \
     "local rate = tonumber(ARGV[1])\n"                                                             \
     "local burst = tonumber(ARGV[2])\n"                                                            \
-    "local cost = tonumber(ARGV[3])\n"                                                             \
+    "local n = tonumber(ARGV[3])\n"                                                                \
     "if not rate or not (rate > 0) or not burst or not (burst >= 1) or burst % 1 ~= 0\n"           \
-    "   or not cost or not (cost >= 0) or cost % 1 ~= 0 or cost > burst then\n"                    \
+    "   or not n or not (n >= 1) or n % 1 ~= 0 or n > 1000000 then\n"                              \
     "  return redis.error_reply('ERR moat-rl: bad arguments')\n"                                   \
     "end\n"                                                                                        \
     "local ovs = 0\n"                                                                              \
@@ -91,23 +92,24 @@ enum rl_gcra_reply {
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "local window = burst * iv\n"                                                                  \
-    "local new_tat = tat + cost * iv\n"                                                            \
-    "local allow_at = new_tat - window\n"                                                          \
-    "if allow_at > now then\n"                                                                     \
+    "local fit = math.floor((now + window - tat) / iv)\n"                                          \
+    "local k = math.max(0, math.min(n, fit))\n"                                                    \
+    "if k == 0 then\n"                                                                             \
     "  if siv ~= iv then\n"                                                                        \
     "    redis.call('SET', KEYS[1], string.format('%d:%d', tat, iv),\n"                            \
     "                'PX', string.format('%d', ceil_ms(tat - now)))\n"                             \
     "  end\n"                                                                                      \
     "  local rem = 0\n"                                                                            \
     "  if tat - now <= window then rem = math.floor((window - (tat - now)) / iv) end\n"            \
-    "  return {0, rem, ceil_ms(allow_at - now), ceil_ms(tat - now), ovs}\n"                        \
+    "  return {0, rem, ceil_ms(tat + iv - window - now), ceil_ms(tat - now), ovs}\n"               \
     "end\n"                                                                                        \
+    "local new_tat = tat + k * iv\n"                                                               \
     "local reset = new_tat - now\n"                                                                \
-    "if reset > 0 then\n"                                                                          \
-    "  redis.call('SET', KEYS[1], string.format('%d:%d', new_tat, iv),\n"                          \
-    "              'PX', string.format('%d', ceil_ms(reset)))\n"                                   \
-    "end\n"                                                                                        \
-    "return {1, math.floor((window - reset) / iv), 0, ceil_ms(reset), ovs}\n"
+    "redis.call('SET', KEYS[1], string.format('%d:%d', new_tat, iv),\n"                            \
+    "            'PX', string.format('%d', ceil_ms(reset)))\n"                                     \
+    "local retry = 0\n"                                                                            \
+    "if k < n then retry = ceil_ms(new_tat + iv - window - now) end\n"                             \
+    "return {k, math.floor((window - reset) / iv), retry, ceil_ms(reset), ovs}\n"
 
 #define RL_HEARTBEAT_SCRIPT                                                                        \
     "-- moat instance heartbeat v1 (src/ratelimit_script.h)\n"                                     \

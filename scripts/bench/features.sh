@@ -7,7 +7,7 @@
 #   --rounds N      rounds; every round runs every config, order rotating (default 3)
 #   --duration S    seconds per measured wrk run (default 5)
 #   --quick         1 round of 3 s
-#   --configs LIST  subset of "base auth-cache auth-nocache rl-local rl-global"
+#   --configs LIST  subset of "base auth-cache auth-nocache rl-local rl-global rl-global-keys"
 #   --no-build      use build-bench/moat as it is
 #   --out DIR       raw output directory (default bench-results/features-YYYYmmdd-HHMMSS)
 #
@@ -18,7 +18,12 @@
 #                 Authorization: Bearer <token> of a session created in Redis
 #   auth-nocache  the same with cache_ttl 0s, negative_cache_ttl 0s (Redis on every request)
 #   rl-local      auth: none, rate_limit [{key: ip, rate: 100000000/s, burst: 100000000}]
-#   rl-global     the same rule with scope: global (Redis), ratelimit.redis_timeout 200ms
+#   rl-global     the same rule with scope: global (Redis), ratelimit.redis_timeout 200ms;
+#                 every request must be decided by Redis (moat_ratelimit_global_decisions_total)
+#                 though requests for the one key share script calls (Redis calls/req < 1)
+#   rl-global-keys  the global rule keyed on header X-Client, which wrk cycles over 1000
+#                 values (scripts/bench/client_keys.lua): few requests share a call.
+#                 Informative (no target): the cost when every request is its own call.
 # Per run: req/s, moat CPU us/request (/proc/PID/stat utime+stime), Redis CPU
 # us/request, wrk socket errors and non-2xx (must be 0), moat 2xx/4xx/5xx counters.
 # Prints medians, ratio to base and the targets auth-cache >= 0.90x base,
@@ -31,7 +36,7 @@ ROOT="$(pwd)"
 
 rounds=3
 duration=5
-configs="base auth-cache auth-nocache rl-local rl-global"
+configs="base auth-cache auth-nocache rl-local rl-global rl-global-keys"
 build=1
 out=""
 while [ $# -gt 0 ]; do
@@ -42,7 +47,7 @@ while [ $# -gt 0 ]; do
         --configs) configs="$2"; shift ;;
         --no-build) build=0 ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "bench --features: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -50,7 +55,7 @@ done
 case "$rounds$duration" in *[!0-9]*|"") echo "bench: --rounds, --duration take integers" >&2; exit 2 ;; esac
 [ "$rounds" -ge 1 ] && [ "$duration" -ge 1 ] || { echo "bench: values must be >= 1" >&2; exit 2; }
 for c in $configs; do
-    case "$c" in base|auth-cache|auth-nocache|rl-local|rl-global) ;;
+    case "$c" in base|auth-cache|auth-nocache|rl-local|rl-global|rl-global-keys) ;;
         *) echo "bench: unknown config $c" >&2; exit 2 ;; esac
 done
 
@@ -157,6 +162,8 @@ render_conf() { # CONFIG -> path of its yaml
         rl-local) rl='    rate_limit: [{ key: ip, rate: "100000000/s", burst: 100000000 }]' ;;
         rl-global) redis=1
             rl='    rate_limit: [{ key: ip, rate: "100000000/s", burst: 100000000, scope: global }]' ;;
+        rl-global-keys) redis=1
+            rl='    rate_limit: [{ key: "header:X-Client", rate: "100000000/s", burst: 100000000, scope: global }]' ;;
     esac
     sed -e "s|{{RUN}}|$RUN|g" -e "s|{{PORT}}|$MOAT_PORT|g" -e "s|{{ADMIN}}|$ADMIN_PORT|g" \
         -e "s|{{CERT}}|$CERTS/server.crt|g" -e "s|{{KEY}}|$CERTS/server.key|g" \
@@ -195,7 +202,9 @@ run_one() { # ROUND CONFIG
     local hdr=()
     conf="$(render_conf "$c")"
     case "$c" in auth-*) hdr=(-H "Authorization: Bearer $TOKEN") ;; esac
-    [ "$c" = rl-global ] && "${RCLI[@]}" --scan --pattern 'moat:rl:*' | xargs -r "${RCLI[@]}" del >/dev/null
+    local wrk_script=()
+    [ "$c" = rl-global-keys ] && wrk_script=(-s "$ROOT/scripts/bench/client_keys.lua")
+    [ "$c" != "${c#rl-global}" ] && "${RCLI[@]}" --scan --pattern 'moat:rl:*' | xargs -r "${RCLI[@]}" del >/dev/null
     taskset -c 1 "$MOAT" -c "$conf" >"$errf" 2>&1 &
     local pid=$! i code=""
     PIDS+=("$pid")
@@ -216,17 +225,19 @@ run_one() { # ROUND CONFIG
     m2="$(metric moat_responses_2xx_total)"; m4="$(metric moat_responses_4xx_total)"
     m5="$(metric moat_responses_5xx_total)"; mh="$(metric moat_auth_cache_hits_total)"
     mre="$(metric moat_auth_redis_errors_total)"
+    local mgd mfb
+    mgd="$(metric moat_ratelimit_global_decisions_total)"; mfb="$(metric moat_ratelimit_store_fallbacks_total)"
     result "$r" "$c" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
     local ev0 ev1 spid=""
     ev0="$(redis_calls)"
-    if [ "$c" = rl-global ]; then # sample the keys in the middle of the run
+    if [ "$c" != "${c#rl-global}" ]; then # sample the keys in the middle of the run
         (sleep "$(awk -v d="$duration" 'BEGIN {print d / 2}')"
-         "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/rl-global-keys-midrun-r$r.txt") &
+         "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-midrun-r$r.txt") &
         spid=$!
         PIDS+=("$spid")
     fi
     c0="$(cpu_ticks "$pid")"; rc0="$(cpu_ticks "$REDIS_PID")"
-    taskset -c 0 wrk -t1 -c64 -d"${duration}s" "${hdr[@]}" "https://127.0.0.1:$MOAT_PORT/" >"$f" 2>&1
+    taskset -c 0 wrk -t1 -c64 -d"${duration}s" "${hdr[@]}" "${wrk_script[@]}" "https://127.0.0.1:$MOAT_PORT/" >"$f" 2>&1
     c1="$(cpu_ticks "$pid")"; rc1="$(cpu_ticks "$REDIS_PID")"
     ev1="$(redis_calls)"
     [ -n "$spid" ] && stop_pid "$spid"
@@ -247,17 +258,22 @@ run_one() { # ROUND CONFIG
     echo "redis EVAL/EVALSHA/HGETALL calls during the run: $dev" >>"$f"
     result "$r" "$c" redis_calls "$dev"
     result "$r" "$c" redis_calls_per_req "$(awk -v c="$dev" -v n="$reqs" 'BEGIN {printf "%.3f", c/n}')"
-    if [ "$c" = rl-global ]; then
+    if [ "$c" != "${c#rl-global}" ]; then
         local nkeys nmid
-        "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/rl-global-keys-r$r.txt"
-        nkeys="$(wc -l <"$RUN/raw/rl-global-keys-r$r.txt")"
-        nmid="$(grep -vc ':instances$' "$RUN/raw/rl-global-keys-midrun-r$r.txt" || true)"
+        "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-r$r.txt"
+        nkeys="$(wc -l <"$RUN/raw/$c-keys-r$r.txt")"
+        nmid="$(grep -vc ':instances$' "$RUN/raw/$c-keys-midrun-r$r.txt" || true)"
         echo "redis moat:rl:* keys: $nmid rule keys mid-run, $nkeys keys after the run (moat still up)" >>"$f"
         result "$r" "$c" redis_rl_keys "$nkeys"
         result "$r" "$c" redis_rl_rule_keys_midrun "$nmid"
         "${RCLI[@]}" info commandstats >"$RUN/raw/redis-commandstats-r$r.txt"
         [ "$nkeys" -gt 0 ] || { echo "bench: rl-global: no moat:rl:* key in Redis" >&2; exit 1; }
-        [ "$dev" -ge "$reqs" ] || { echo "bench: rl-global: $dev Redis script calls for $reqs requests" >&2; exit 1; }
+        # every request decided by Redis (batched: requests for one key share a call), none by the fallback
+        local dgd=$(( $(metric moat_ratelimit_global_decisions_total) - mgd ))
+        local dfb=$(( $(metric moat_ratelimit_store_fallbacks_total) - mfb ))
+        echo "global decisions by Redis: $dgd, by on_store_error: $dfb, script calls: $dev" >>"$f"
+        [ "$dfb" -eq 0 ] && [ "$dgd" -ge "$reqs" ] && [ "$dev" -ge 1 ] ||
+            { echo "bench: rl-global: $dgd Redis decisions, $dfb fallbacks for $reqs requests" >&2; exit 1; }
     fi
     result "$r" "$c" rps "$rps"
     result "$r" "$c" requests "$reqs"

@@ -171,10 +171,11 @@ class Client(moatctl.KeepAliveClient):
         return self.request(path, headers)
 
 
-def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.0):
+def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.0, ready=None):
     """Opens n TLS connections (handshakes done first, 16 at a time), then sends one
     request on every connection at once (a barrier releases n threads together).
-    port may be a list: connection i goes to port[i % len(port)].
+    port may be a list: connection i goes to port[i % len(port)]. ready, if given, is
+    called once every connection is open, before any request is sent.
     Returns the list of Responses (an exception object where a request failed)."""
     ports = port if isinstance(port, (list, tuple)) else [port]
     conns = [None] * n
@@ -195,6 +196,8 @@ def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.
         for t in ts:
             t.join(timeout + 30)
         assert not errors, "connections failed: %s" % errors[:5]
+        if ready is not None:
+            ready()
         results = [None] * n
         barrier = threading.Barrier(n, timeout=timeout)
 

@@ -4,6 +4,7 @@ reload, keys that never hold a raw secret."""
 
 import hashlib
 import re
+import socket
 import threading
 import time
 
@@ -87,6 +88,68 @@ def test_global_limit_exact_under_concurrency(upstream, fleet, redis_server):
     assert (statuses.count(200), statuses.count(429)) == (50, 150), sorted(set(statuses))
     assert sorted(state(r)[1] for r in results if r.status == 200) == list(range(50))
     _no_outage(a, b)
+
+
+class Monitor:
+    """Records the commands Redis runs (MONITOR) on a background thread."""
+
+    def __init__(self, redis):
+        self.sock = socket.create_connection(("127.0.0.1", redis.port), timeout=30)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.data = b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                self.data += chunk
+        except OSError:
+            return
+
+    def lines(self, needle):
+        """Stops monitoring; the recorded command lines that contain needle."""
+        time.sleep(0.2)
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+        return [ln for ln in self.data.split(b"\r\n") if needle in ln]
+
+
+def test_requests_for_one_key_share_redis_calls(upstream, fleet, redis_server):
+    """While a decision for a key is in flight, later requests for that key wait and
+    go together as the next call (n requests, the first that fit pass). Redis is paused
+    so that all 40 requests arrive during the first call: two script calls decide them,
+    still exactly burst 10 pass, in order, and the rejected ones consume nothing."""
+    up = upstream("app")
+    rule = {"key": "ip", "rate": "1/h", "burst": 10, "scope": "global", "id": "gbatch"}
+    ov = rlutil.overrides([rl_route("/g", [rule])], redis=redis_server, ratelimit=RL_SETTINGS,
+                          workers=1)
+    a = fleet.start(ov, up, "a")
+    wait_instances(redis_server, 1)
+    mon = Monitor(redis_server)
+
+    def pause():  # the heartbeat, the first decision and the rest all wait 400 ms
+        assert rcmd(redis_server, "CLIENT", "PAUSE", "400", "ALL") == "OK"
+
+    results = rlutil.parallel_requests(a.https_port, 40, "/g", ready=pause)
+    bad = [r for r in results if not hasattr(r, "status")]
+    assert not bad, "requests failed: %r" % bad[:5]
+    statuses = [r.status for r in results]
+    assert (statuses.count(200), statuses.count(429)) == (10, 30), sorted(set(statuses))
+    assert sorted(state(r)[1] for r in results if r.status == 200) == list(range(10))
+    calls = mon.lines(b'"moat:rl:gbatch:127.0.0.1"')
+    # the first request alone, then the 39 that came while it waited (EVAL on NOSCRIPT)
+    ns = [ln.split(b'" "')[7] for ln in calls if b'"EVALSHA"' in ln or b'"EVAL"' in ln]
+    assert sorted(ns) in ([b"1", b"39"], [b"1", b"1", b"39"]), calls
+    # 30 rejected in a batch consumed nothing: the bucket is exactly 10 deep
+    tat, iv = (int(x) for x in rcmd(redis_server, "GET", "moat:rl:gbatch:127.0.0.1").split(b":"))
+    now_us = int(time.time() * 1e6)
+    assert iv == 3600 * 10**6 and abs((tat - now_us) - 10 * iv) < 60 * 10**6, (tat, now_us)
+    _no_outage(a)
 
 
 def test_global_state_and_heartbeat_in_redis(upstream, fleet, redis_server):

@@ -668,13 +668,13 @@ struct rl_reply {
     long long v[RL_REPLY_LEN];
 };
 
-static struct rl_reply gcra_on(redisContext *c, const char *rule, const char *key, const char *rate,
-                               const char *burst, const char *field)
+static struct rl_reply gcra_n(redisContext *c, const char *rule, const char *key, const char *rate,
+                              const char *burst, const char *n, const char *field)
 {
     char skey[256], okey[256];
     snprintf(skey, sizeof(skey), "moat:rl:%s:%s", rule, key);
     snprintf(okey, sizeof(okey), "moat:rl:override:%s", rule);
-    const char *argv[] = {"2", skey, okey, rate, burst, "1", field};
+    const char *argv[] = {"2", skey, okey, rate, burst, n, field};
     redisReply *r = evalsha(c, gcra_sha, RL_GCRA_SCRIPT, 7, argv);
     assert_non_null(r);
     if (r->type == REDIS_REPLY_ERROR)
@@ -688,6 +688,12 @@ static struct rl_reply gcra_on(redisContext *c, const char *rule, const char *ke
     }
     freeReplyObject(r);
     return out;
+}
+
+static struct rl_reply gcra_on(redisContext *c, const char *rule, const char *key, const char *rate,
+                               const char *burst, const char *field)
+{
+    return gcra_n(c, rule, key, rate, burst, "1", field);
 }
 
 static struct rl_reply gcra(const char *rule, const char *key, const char *rate, const char *burst,
@@ -766,17 +772,19 @@ static void *redis_conc_worker(void *p)
     pthread_barrier_wait(a->barrier);
     for (int i = 0; c && !c->err && i < 25; i++) {
         char skey[] = "moat:rl:t_conc:k", okey[] = "moat:rl:override:t_conc";
-        const char *argv[] = {"2", skey, okey, "0.001", "50", "1", ""};
+        char n[4]; /* 1..3 per call, like moat's batches */
+        snprintf(n, sizeof n, "%d", 1 + i % 3);
+        const char *argv[] = {"2", skey, okey, "0.001", "50", n, ""};
         redisReply *r = evalsha(c, gcra_sha, RL_GCRA_SCRIPT, 7, argv);
-        if (r && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == 1)
-            atomic_fetch_add(a->allowed, 1);
+        if (r && r->type == REDIS_REPLY_ARRAY)
+            atomic_fetch_add(a->allowed, (int)r->element[0]->integer);
         freeReplyObject(r);
     }
     redisFree(c);
     return NULL;
 }
 
-/* 8 connections x 25 calls against burst 50: exactly 50 pass. */
+/* 8 connections x 25 calls of 1-3 requests against burst 50: exactly 50 pass. */
 static void test_redis_concurrent_exact(void **state)
 {
     NEED_REDIS();
@@ -791,6 +799,42 @@ static void test_redis_concurrent_exact(void **state)
         pthread_join(th[i], NULL);
     pthread_barrier_destroy(&barrier);
     assert_int_equal(atomic_load(&allowed), 50);
+}
+
+/* n requests in one call (moat's batches): the first k that fit pass, in order. */
+static void test_redis_batch(void **state)
+{
+    NEED_REDIS();
+    /* 10/s, burst 5: T = 100 ms */
+    struct rl_reply r = gcra_n(rc, "t_batch", "k", "10", "5", "3", "");
+    assert_int_equal(r.v[RL_REPLY_ALLOWED], 3);
+    assert_int_equal(r.v[RL_REPLY_REMAINING], 2);
+    assert_int_equal(r.v[RL_REPLY_RETRY_MS], 0);
+    assert_in_range(r.v[RL_REPLY_RESET_MS], 290, 300);
+    char *before = redis_get("moat:rl:t_batch:k");
+    r = gcra_n(rc, "t_batch", "k", "10", "5", "4", ""); /* 2 of 4 fit */
+    assert_int_equal(r.v[RL_REPLY_ALLOWED], 2);
+    assert_int_equal(r.v[RL_REPLY_REMAINING], 0);
+    assert_in_range(r.v[RL_REPLY_RETRY_MS], 1, 100);
+    assert_in_range(r.v[RL_REPLY_RESET_MS], 490, 500);
+    char *after = redis_get("moat:rl:t_batch:k");
+    assert_string_not_equal(before, after);
+    free(before);
+    free(after);
+    /* a full bucket: none pass, nothing is written, and the wait is the same as for one */
+    before = redis_get("moat:rl:t_batch:k");
+    r = gcra_n(rc, "t_batch", "k", "10", "5", "50", "");
+    assert_int_equal(r.v[RL_REPLY_ALLOWED], 0);
+    assert_in_range(r.v[RL_REPLY_RETRY_MS], 1, 100);
+    after = redis_get("moat:rl:t_batch:k");
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* a batch larger than the burst from an idle key: exactly the burst */
+    r = gcra_n(rc, "t_batch", "idle", "0.001", "7", "1000", "");
+    assert_int_equal(r.v[RL_REPLY_ALLOWED], 7);
+    assert_int_equal(r.v[RL_REPLY_REMAINING], 0);
+    assert_true(r.v[RL_REPLY_RETRY_MS] > 900000);
 }
 
 static void test_redis_rejections_dont_consume(void **state)
@@ -927,8 +971,10 @@ static void test_redis_bad_args(void **state)
     expect_bad_args("nan", "1", "1");
     expect_bad_args("10", "0", "1");
     expect_bad_args("10", "1.5", "1");
-    expect_bad_args("10", "2", "3");
+    expect_bad_args("10", "2", "0");
     expect_bad_args("10", "2", "-1");
+    expect_bad_args("10", "2", "1.5");
+    expect_bad_args("10", "2", "1000001");
     assert_int_equal(redis_int("EXISTS %s", "moat:rl:t_bad:k"), 0);
 }
 
@@ -991,6 +1037,7 @@ int main(void)
     const struct CMUnitTest redis[] = {
         cmocka_unit_test(test_redis_burst_exact),
         cmocka_unit_test(test_redis_concurrent_exact),
+        cmocka_unit_test(test_redis_batch),
         cmocka_unit_test(test_redis_rejections_dont_consume),
         cmocka_unit_test(test_redis_ttl),
         cmocka_unit_test(test_redis_override),
