@@ -7,11 +7,11 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <openssl/sha.h>
 
 #include "audit.h"
 #include "config.h"
 #include "conn.h"
+#include "digest.h"
 #include "jsonw.h"
 #include "log.h"
 #include "ratelimit_global.h"
@@ -158,9 +158,9 @@ static void audit_rejection(struct request *r, const struct config_rate_rule *ru
     if (rule->key == RL_KEY_SESSION) {
         jsonw_strn(&j, "key", key.p, 16); /* a prefix of the token hash, never the token */
     } else if (rule->key == RL_KEY_HEADER) { /* may be an API key: log its digest */
-        unsigned char d[SHA256_DIGEST_LENGTH];
+        uint8_t d[DIGEST_SHA256_LEN];
         char hex[17];
-        SHA256((const unsigned char *)key.p, key.len, d);
+        digest_sha256(key.p, key.len, d);
         for (int i = 0; i < 8; i++)
             snprintf(hex + 2 * i, 3, "%02x", d[i]);
         jsonw_str(&j, "key_sha256", hex);

@@ -12,6 +12,7 @@
 #include <openssl/sha.h>
 
 #include "config.h"
+#include "digest.h"
 #include "log.h"
 #include "ratelimit_script.h"
 #include "redis.h"
@@ -222,8 +223,8 @@ static void build_key(char *out, const char *prefix, const char *rule, bool dige
         snprintf(out, KEY_MAX, "%s%s:%.*s", prefix, rule, (int)keylen, key);
         return;
     }
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, keylen, d);
+    uint8_t d[DIGEST_SHA256_LEN];
+    digest_sha256(key, keylen, d);
     int n = snprintf(out, KEY_MAX, "%s%s:#", prefix, rule);
     for (int i = 0; i < 16; i++)
         n += snprintf(out + n, (size_t)(KEY_MAX - n), "%02x", d[i]);

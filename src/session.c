@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
-#include <openssl/sha.h>
 
 #include "config.h"
+#include "digest.h"
 #include "request.h"
 
 const char *session_status_str(enum session_status s)
@@ -111,7 +111,7 @@ enum session_status session_token_find(const struct config_sessions *cfg,
 void session_token_hash(struct http1_str token, uint8_t sha[32], char hex[65])
 {
     static const char digits[] = "0123456789abcdef";
-    SHA256((const unsigned char *)token.p, token.len, sha);
+    digest_sha256(token.p, token.len, sha);
     for (int i = 0; i < 32; i++) {
         hex[2 * i] = digits[sha[i] >> 4];
         hex[2 * i + 1] = digits[sha[i] & 15];

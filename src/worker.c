@@ -13,8 +13,10 @@
 #include <openssl/rand.h>
 
 #include "conn.h"
+#include "digest.h"
 #include "redirect.h"
 #include "request.h"
+#include "signature.h"
 #include "snapshot.h"
 #include "upstream.h"
 #include "worker_ext.h"
@@ -283,6 +285,8 @@ static void *worker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
     event_base_dispatch(w->base);
+    signature_thread_cleanup();
+    digest_thread_cleanup();
     return NULL;
 }
 
