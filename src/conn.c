@@ -71,6 +71,20 @@ static bool pull_pending(struct conn *c)
     return added;
 }
 
+/*
+ * OpenSSL allocates its ~17 KiB record read buffer before every read attempt
+ * and, even with SSL_MODE_RELEASE_BUFFERS, keeps it when the attempt finds
+ * nothing to read, which is how every read loop ends. Between requests that
+ * buffer is most of an idle connection's memory, so drop it there; OpenSSL
+ * refuses (and nothing changes) while it still holds unread or unsent bytes.
+ */
+static void release_tls_buffers(struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl)
+        SSL_free_buffers(ssl);
+}
+
 static void set_read_high(struct conn *c, bool idle)
 {
     size_t full = conn_cfg(c)->limits.max_header_bytes + 16 * 1024;
@@ -226,6 +240,8 @@ void conn_exchange_done(struct conn *c)
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    else
+        release_tls_buffers(c);
 }
 
 void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
@@ -397,6 +413,8 @@ static void on_handshake_done(struct conn *c)
     c->idle = false; /* the header clock keeps running from accept */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_read_heads(c);
+    else
+        release_tls_buffers(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -504,6 +522,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
         w->conns->prev = c;
     w->conns = c;
     w->num_conns++;
+    w->churn++;
     metrics_inc(&w->metrics, M_CONN_ACCEPTED);
     metrics_inc(&w->metrics, M_CONN_ACTIVE);
 }

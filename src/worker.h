@@ -64,7 +64,9 @@ struct worker {
     size_t num_conns;
     bool draining;
     struct event *drain_timer;
-    struct event *tick; /* 100 ms housekeeping: log flush */
+    struct event *tick; /* 100 ms housekeeping: log flush, memory trim */
+    unsigned churn;     /* connections opened or closed since the last malloc_trim() */
+    unsigned churn_at_tick, ticks_since_trim;
 
     struct request *free_reqs;
     size_t num_free_reqs;
