@@ -8,8 +8,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -27,13 +25,6 @@
 
 /* Output above this is not topped up from the upstream until it drains. */
 #define CONN_WRITE_LOW (16 * 1024)
-/*
- * While idle, libevent's OpenSSL layer may reserve at most this much input
- * space for the next read (it otherwise reserves 16 KiB per connection and
- * keeps it while nothing arrives); raised to the full size once a request
- * starts.
- */
-#define IDLE_READ_HIGH 1024
 /* How long a closing connection keeps discarding a client's unread body. */
 #define LINGER_MS 2000
 
@@ -44,57 +35,11 @@ static const struct config *conn_cfg(const struct conn *c)
     return c->gen->snap->cfg;
 }
 
-/*
- * libevent 2.1's OpenSSL layer stops reading when the input reaches its high
- * watermark or reading is disabled, and on resuming it waits for the socket to
- * become readable: plaintext OpenSSL already decrypted would sit there until
- * the client sends more. Pull it into the input ourselves (no network I/O).
- * Returns true if anything was added.
- */
-static bool pull_pending(struct conn *c)
-{
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    bool added = false;
-    int pend;
-    while (ssl && (pend = SSL_pending(ssl)) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(in, pend, &v, 1) < 1)
-            break;
-        int n = SSL_read(ssl, v.iov_base, pend);
-        if (n <= 0)
-            break;
-        v.iov_len = (size_t)n;
-        evbuffer_commit_space(in, &v, 1);
-        added = true;
-    }
-    return added;
-}
-
-/*
- * OpenSSL allocates its ~17 KiB record read buffer before every read attempt
- * and, even with SSL_MODE_RELEASE_BUFFERS, keeps it when the attempt finds
- * nothing to read, which is how every read loop ends. Between requests that
- * buffer is most of an idle connection's memory, so drop it there; OpenSSL
- * refuses (and nothing changes) while it still holds unread or unsent bytes.
- */
-static void release_tls_buffers(struct conn *c)
-{
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    if (ssl)
-        SSL_free_buffers(ssl);
-}
-
-static void set_read_high(struct conn *c, bool idle)
-{
-    size_t full = conn_cfg(c)->limits.max_header_bytes + 16 * 1024;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, idle ? IDLE_READ_HIGH : full);
-}
 
 static void arm_timer(struct conn *c, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
+    evtimer_add(&c->timer, &tv);
 }
 
 void conn_arm_timer(struct conn *c, uint64_t ms)
@@ -104,7 +49,7 @@ void conn_arm_timer(struct conn *c, uint64_t ms)
 
 void conn_disarm_timer(struct conn *c)
 {
-    evtimer_del(c->timer);
+    evtimer_del(&c->timer);
 }
 
 static void conn_free(struct conn *c)
@@ -121,10 +66,8 @@ static void conn_free(struct conn *c)
         }
         request_free(w, c->req);
     }
-    if (c->bev)
-        bufferevent_free(c->bev);
-    if (c->timer)
-        event_free(c->timer);
+    tlsio_cleanup(&c->io);
+    evtimer_del(&c->timer);
     free(c->client_subject);
     if (c->prev)
         c->prev->next = c->next;
@@ -132,7 +75,7 @@ static void conn_free(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    connlimit_release(w, &c->peer);
+    connlimit_release(w, &c->peer.sa);
     wgen_unref(c->gen);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
     free(c);
@@ -153,20 +96,16 @@ void conn_leave(struct conn *c)
 void conn_abort(struct conn *c)
 {
     c->dead = true;
+    tlsio_stop(&c->io);
     if (c->depth == 0)
         conn_free(c);
 }
 
 void conn_set_reading(struct conn *c, bool on)
 {
-    if (on) {
-        bufferevent_enable(c->bev, EV_READ);
-        pull_pending(c);
-        /* bytes may already sit in the input buffer: look at them again */
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
-    } else {
-        bufferevent_disable(c->bev, EV_READ);
-    }
+    tlsio_set_reading(&c->io, on);
+    if (on) /* bytes may already sit in the input buffer: look at them again */
+        tlsio_trigger_read(&c->io);
 }
 
 /*
@@ -176,9 +115,8 @@ void conn_set_reading(struct conn *c, bool on)
  */
 static void conn_close_clean(struct conn *c)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    if (ssl && c->state != CONN_HANDSHAKE)
-        SSL_shutdown(ssl);
+    if (c->state != CONN_HANDSHAKE)
+        SSL_shutdown(tlsio_ssl(&c->io));
     conn_abort(c);
 }
 
@@ -190,17 +128,16 @@ static void conn_close_clean(struct conn *c)
  */
 static void conn_finish_close(struct conn *c)
 {
-    if (!c->linger && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+    struct evbuffer *in = tlsio_input(&c->io);
+    if (!c->linger && evbuffer_get_length(in) == 0) {
         conn_close_clean(c);
         return;
     }
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-    if (ssl)
-        SSL_shutdown(ssl); /* close_notify: the response is complete */
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    SSL_shutdown(tlsio_ssl(&c->io)); /* close_notify: the response is complete */
+    shutdown(tlsio_fd(&c->io), SHUT_WR);
     c->state = CONN_LINGER;
-    bufferevent_enable(c->bev, EV_READ);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    tlsio_set_reading(&c->io, true);
+    evbuffer_drain(in, evbuffer_get_length(in));
     arm_timer(c, LINGER_MS);
 }
 
@@ -208,8 +145,8 @@ static void conn_finish_close(struct conn *c)
 static void conn_close_after_flush(struct conn *c)
 {
     c->state = CONN_CLOSING;
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    tlsio_set_write_low(&c->io, 0);
+    if (evbuffer_get_length(tlsio_output(&c->io)) == 0) {
         conn_finish_close(c);
         return;
     }
@@ -235,13 +172,10 @@ void conn_exchange_done(struct conn *c)
     c->state = CONN_READ_HEAD;
     c->idle = true;
     memset(&c->scan, 0, sizeof c->scan);
-    set_read_high(c, true);
     arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
-    else
-        release_tls_buffers(c);
+    tlsio_set_reading(&c->io, true);
+    if (evbuffer_get_length(tlsio_input(&c->io)) > 0)
+        tlsio_trigger_read(&c->io); /* a pipelined request */
 }
 
 void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
@@ -251,7 +185,7 @@ void conn_respond(struct conn *c, int status, const char *extra, const char *bod
         close = true; /* the unread body would be taken for the next request */
     if (close)
         c->keep_alive = false;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = tlsio_output(&c->io);
     size_t before = evbuffer_get_length(out);
     bool head_only = r && r->h.method_id == HTTP1_M_HEAD;
     respond_write(out, conn_cfg(c), r, status, extra, body, !c->keep_alive, head_only);
@@ -278,7 +212,7 @@ static void conn_reject(struct conn *c, int status, const char *why)
     r->error = why;
     metrics_inc(&c->w->metrics, M_BAD_REQUESTS);
     c->state = CONN_BUSY;
-    evtimer_del(c->timer);
+    evtimer_del(&c->timer);
     conn_respond(c, status, NULL, why, true);
 }
 
@@ -291,7 +225,7 @@ static int conn_take_head(struct conn *c, const char *p, size_t n)
     r->head_len = n;
     r->bytes_in = n;
     c->req = r;
-    evbuffer_drain(bufferevent_get_input(c->bev), n);
+    evbuffer_drain(tlsio_input(&c->io), n);
     memset(&c->scan, 0, sizeof c->scan);
     return 0;
 }
@@ -303,7 +237,7 @@ static void conn_start_request(struct conn *c)
     struct http1_limits lim = {cfg->limits.max_header_bytes, cfg->limits.max_headers};
     int status = 400;
     const char *err = "bad request";
-    evtimer_del(c->timer);
+    evtimer_del(&c->timer);
     c->state = CONN_BUSY;
     c->requests++;
     metrics_inc(&c->w->metrics, M_REQUESTS);
@@ -332,7 +266,7 @@ static void skip_leading_crlf(struct evbuffer *in)
 
 static void conn_read_heads(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = tlsio_input(&c->io);
     const struct config *cfg = conn_cfg(c);
     size_t max = cfg->limits.max_header_bytes;
     if (c->scan.offset == 0)
@@ -344,7 +278,6 @@ static void conn_read_heads(struct conn *c)
         c->idle = false;
         arm_timer(c, cfg->limits.header_timeout_ms);
     }
-    set_read_high(c, false);
     size_t want = len < max + 1 ? len : max + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
     int status = 400;
@@ -362,7 +295,7 @@ static void conn_read_heads(struct conn *c)
     conn_start_request(c);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_read(void *arg)
 {
     struct conn *c = arg;
     conn_enter(c);
@@ -376,24 +309,23 @@ static void on_read(struct bufferevent *bev, void *arg)
             proxy_client_readable(c->req);
         break;
     case CONN_CLOSING:
-    case CONN_LINGER:
-        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+    case CONN_LINGER: {
+        struct evbuffer *in = tlsio_input(&c->io);
+        evbuffer_drain(in, evbuffer_get_length(in));
         break;
+    }
     case CONN_HANDSHAKE:
         break;
     }
-    if (!c->dead && c->state != CONN_HANDSHAKE && (bufferevent_get_enabled(c->bev) & EV_READ) &&
-        pull_pending(c))
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
     conn_leave(c);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static void on_write(void *arg)
 {
     struct conn *c = arg;
     conn_enter(c);
     if (c->state == CONN_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(tlsio_output(&c->io)) == 0)
             conn_finish_close(c);
     } else if (c->req) {
         proxy_client_drained(c->req);
@@ -403,7 +335,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_handshake_done(struct conn *c)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    SSL *ssl = tlsio_ssl(&c->io);
     c->tls_version = tls_conn_version(ssl);
     c->tls_cipher = tls_conn_cipher(ssl);
     char subject[512];
@@ -411,24 +343,19 @@ static void on_handshake_done(struct conn *c)
         c->client_subject = strdup(subject); /* once per connection, for every access line */
     c->state = CONN_READ_HEAD;
     c->idle = false; /* the header clock keeps running from accept */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        conn_read_heads(c);
-    else
-        release_tls_buffers(c);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_event(void *arg, int what)
 {
     struct conn *c = arg;
     conn_enter(c);
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & TLSIO_CONNECTED) {
         on_handshake_done(c);
-    } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    } else if (what & (TLSIO_EOF | TLSIO_ERROR)) {
         if (c->state == CONN_HANDSHAKE)
             metrics_inc(&c->w->metrics, M_TLS_HANDSHAKE_FAIL);
-        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-        bool goodbye = ssl && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
-        if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (goodbye || c->idle))
+        bool goodbye = SSL_get_shutdown(tlsio_ssl(&c->io)) & SSL_RECEIVED_SHUTDOWN;
+        if ((what & TLSIO_EOF) && !(what & TLSIO_ERROR) && (goodbye || c->idle))
             conn_close_clean(c); /* answer close_notify with ours: the session stays valid */
         else
             conn_abort(c);
@@ -466,33 +393,33 @@ void conn_drain(struct conn *c)
     conn_leave(c);
 }
 
+static void io_hold(void *arg)
+{
+    conn_enter(arg);
+}
+
+static void io_release(void *arg)
+{
+    conn_leave(arg);
+}
+
+static const struct tlsio_ops conn_io_ops = {on_read, on_write, on_event, io_hold, io_release};
+
 static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
     struct conn *c = calloc(1, sizeof *c);
-    if (!c)
+    SSL *ssl = c ? tls_policy_new_ssl(w->gen->snap->tls) : NULL;
+    if (!ssl || tlsio_init(&c->io, w->base, fd, ssl, &conn_io_ops, c) < 0) {
+        SSL_free(ssl);
+        free(c);
+        close(fd);
         return NULL;
+    }
     c->w = w;
     c->gen = wgen_ref(w->gen);
     memcpy(&c->peer, sa, (size_t)salen < sizeof c->peer ? (size_t)salen : sizeof c->peer);
     netutil_addr_to_str(sa, c->peer_ip, sizeof c->peer_ip);
-    SSL *ssl = tls_policy_new_ssl(c->gen->snap->tls);
-    if (ssl)
-        c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                BEV_OPT_CLOSE_ON_FREE);
-    c->timer = evtimer_new(w->base, on_timer, c);
-    if (!c->bev || !c->timer) {
-        if (!c->bev && ssl)
-            SSL_free(ssl);
-        if (c->bev)
-            bufferevent_free(c->bev);
-        else
-            close(fd);
-        if (c->timer)
-            event_free(c->timer);
-        wgen_unref(c->gen);
-        free(c);
-        return NULL;
-    }
+    evtimer_assign(&c->timer, w->base, on_timer, c);
     return c;
 }
 
@@ -507,15 +434,13 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct conn *c = conn_new(w, fd, sa, salen);
     if (!c) {
-        connlimit_release(w, (const struct sockaddr_storage *)sa);
+        connlimit_release(w, sa);
         return;
     }
     const struct config *cfg = conn_cfg(c);
-    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    set_read_high(c, true);
-    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_WRITE_LOW, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* a whole head plus some body: more waits until the pipeline has taken it */
+    tlsio_set_read_high(&c->io, cfg->limits.max_header_bytes + 16 * 1024);
+    tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
     arm_timer(c, cfg->limits.header_timeout_ms);
     c->next = w->conns;
     if (w->conns)

@@ -13,15 +13,17 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <event2/event_struct.h>
+
 #include "http1.h"
+#include "tlsio.h"
 
 struct worker;
 struct wgen;
 struct request;
-struct bufferevent;
-struct event;
 
 enum conn_state {
     CONN_HANDSHAKE = 0, /* TLS handshake in progress */
@@ -37,8 +39,8 @@ struct conn {
     struct worker *w;
     struct wgen *gen;
     struct conn *prev, *next;
-    struct bufferevent *bev;
-    struct event *timer;
+    struct tlsio io;    /* TLS over the socket, with the input and output buffers */
+    struct event timer; /* the one timer: handshake, header, body, idle, linger */
     enum conn_state state;
     int depth;
     bool dead;         /* close requested; freed at depth 0 */
@@ -48,7 +50,11 @@ struct conn {
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
-    struct sockaddr_storage peer;
+    union { /* the listeners are TCP: no sockaddr_storage (100 bytes more per connection) */
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
     char peer_ip[48];
     const char *tls_version;
     const char *tls_cipher;

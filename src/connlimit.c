@@ -136,10 +136,10 @@ bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
     return true;
 }
 
-void connlimit_release(struct worker *w, const struct sockaddr_storage *ss)
+void connlimit_release(struct worker *w, const struct sockaddr *sa)
 {
     (void)w;
     pthread_once(&once, init_stripes);
     atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
-    release_ip((const struct sockaddr *)ss);
+    release_ip(sa);
 }

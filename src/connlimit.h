@@ -12,6 +12,6 @@
 struct worker;
 
 bool connlimit_admit(struct worker *w, const struct sockaddr *sa);
-void connlimit_release(struct worker *w, const struct sockaddr_storage *ss);
+void connlimit_release(struct worker *w, const struct sockaddr *sa);
 
 #endif

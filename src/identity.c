@@ -255,7 +255,7 @@ enum phase_result identity_phase(struct request *r)
     const struct snapshot *snap = r->conn->gen->snap;
     bool trusted = snap->num_trusted &&
                    netutil_cidr_match(snap->trusted, snap->num_trusted,
-                                      (const struct sockaddr *)&r->conn->peer);
+                                      &r->conn->peer.sa);
     struct seen s = {0};
     classify_headers(r, trusted, &s);
     int rc = add_forwarded(r, &s) < 0 || add_session(r) < 0 ? -2 : 0;

@@ -53,12 +53,12 @@ static const struct config *req_cfg(const struct request *r)
 
 static struct evbuffer *client_in(struct request *r)
 {
-    return bufferevent_get_input(r->conn->bev);
+    return tlsio_input(&r->conn->io);
 }
 
 static struct evbuffer *client_out(struct request *r)
 {
-    return bufferevent_get_output(r->conn->bev);
+    return tlsio_output(&r->conn->io);
 }
 
 static void set_timeout(struct bufferevent *bev, uint64_t ms)

@@ -66,3 +66,33 @@ def test_single_worker(upstream, moat_factory):
     with Conn.tls(m.https_port) as c:
         c.request("GET", "/echo")
         assert c.read_response().status == 200
+
+
+def test_tls13_key_update_mid_connection(proxy):
+    """A TLS 1.3 KeyUpdate with update_requested between two requests on one connection
+    (openssl s_client's "K" command): moat answers with its own KeyUpdate, reading and
+    writing go on under the new keys, and both requests are answered."""
+    import subprocess
+    import time
+    from tlsutil import OPENSSL
+    p = subprocess.Popen([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % proxy.port,
+                          "-servername", "localhost", "-tls1_3"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        get = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n%s\r\n"
+        p.stdin.write(get % b"")
+        p.stdin.flush()
+        time.sleep(1.0)
+        p.stdin.write(b"K\n")  # s_client: send KeyUpdate, peer update requested
+        p.stdin.flush()
+        time.sleep(0.5)
+        p.stdin.write(get % b"Connection: close\r\n")
+        p.stdin.flush()
+        time.sleep(1.0)  # s_client quits at the end of its stdin, answer read or not
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.count(b"HTTP/1.1 200") == 2, (out[-500:], err[-500:])
+    assert b"KEYUPDATE" in err, err[-500:]
