@@ -212,41 +212,39 @@ static void do_write(struct tlsio *t)
         t->ops->write(t->arg);
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+static void readable(struct tlsio *t)
 {
-    struct tlsio *t = arg;
-    const struct tlsio_ops *ops = t->ops;
-    void *owner = t->arg;
-    ops->hold(owner);
-    if (!t->stopped && t->handshaking) {
-        handshake(t);
-    } else if (!t->stopped) {
-        if (t->write_wants_read) {
-            t->write_wants_read = false;
-            do_write(t);
-        }
-        if (!t->stopped)
-            do_read(t);
+    if (t->write_wants_read) {
+        t->write_wants_read = false;
+        do_write(t);
     }
-    ops->release(owner);
+    if (!t->stopped)
+        do_read(t);
 }
 
-static void on_writable(evutil_socket_t fd, short what, void *arg)
+static void writable(struct tlsio *t)
+{
+    if (t->read_wants_write) {
+        t->read_wants_write = false;
+        do_read(t);
+    }
+    if (!t->stopped)
+        do_write(t);
+}
+
+/* Both events; `what` says which (an event_active() passes it the same way). */
+static void on_io(evutil_socket_t fd, short what, void *arg)
 {
     struct tlsio *t = arg;
     const struct tlsio_ops *ops = t->ops;
     void *owner = t->arg;
     ops->hold(owner);
-    if (!t->stopped && t->handshaking) {
+    if (!t->stopped && t->handshaking)
         handshake(t);
-    } else if (!t->stopped) {
-        if (t->read_wants_write) {
-            t->read_wants_write = false;
-            do_read(t);
-        }
-        if (!t->stopped)
-            do_write(t);
-    }
+    else if (!t->stopped && (what & EV_WRITE))
+        writable(t);
+    else if (!t->stopped)
+        readable(t);
     ops->release(owner);
 }
 
@@ -279,8 +277,8 @@ int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
     t->in = evbuffer_new();
     t->out = evbuffer_new();
     if (!t->in || !t->out || SSL_set_fd(ssl, fd) != 1 ||
-        event_assign(&t->ev_read, base, fd, EV_READ | EV_PERSIST, on_readable, t) < 0 ||
-        event_assign(&t->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_writable, t) < 0 ||
+        event_assign(&t->ev_read, base, fd, EV_READ | EV_PERSIST, on_io, t) < 0 ||
+        event_assign(&t->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_io, t) < 0 ||
         !evbuffer_add_cb(t->in, on_input, t) || !evbuffer_add_cb(t->out, on_output, t)) {
         if (t->in)
             evbuffer_free(t->in);
