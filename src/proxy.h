@@ -4,7 +4,7 @@
  * chunked, re-framed by moat so both sides agree on where it ends), reading
  * the response head, streaming the response back (re-framed likewise), and
  * tunnelling an upgraded (websocket) connection. Backpressure in both
- * directions through bufferevent watermarks.
+ * directions through watermarks (the upstream bufferevent, the client tlsio).
  */
 #ifndef MOAT_PROXY_H
 #define MOAT_PROXY_H

@@ -57,8 +57,8 @@ void tls_policy_unref(struct tls_policy *p);
 
 /*
  * A server SSL for an accepted connection (any thread), in accept state, holding a
- * reference to p until SSL_free(). Hand it to bufferevent_openssl_socket_new(...,
- * BUFFEREVENT_SSL_ACCEPTING, ...). NULL on allocation failure.
+ * reference to p until SSL_free(). Hand it to tlsio_init(). NULL on allocation
+ * failure.
  */
 SSL *tls_policy_new_ssl(struct tls_policy *p);
 
