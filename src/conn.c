@@ -128,8 +128,7 @@ static void conn_close_clean(struct conn *c)
  */
 static void conn_finish_close(struct conn *c)
 {
-    struct evbuffer *in = tlsio_input(&c->io);
-    if (!c->linger && evbuffer_get_length(in) == 0) {
+    if (!c->linger && tlsio_input_len(&c->io) == 0) {
         conn_close_clean(c);
         return;
     }
@@ -137,7 +136,9 @@ static void conn_finish_close(struct conn *c)
     shutdown(tlsio_fd(&c->io), SHUT_WR);
     c->state = CONN_LINGER;
     tlsio_set_reading(&c->io, true);
-    evbuffer_drain(in, evbuffer_get_length(in));
+    struct evbuffer *in = tlsio_input(&c->io);
+    if (in)
+        evbuffer_drain(in, evbuffer_get_length(in));
     arm_timer(c, LINGER_MS);
 }
 
@@ -146,7 +147,7 @@ static void conn_close_after_flush(struct conn *c)
 {
     c->state = CONN_CLOSING;
     tlsio_set_write_low(&c->io, 0);
-    if (evbuffer_get_length(tlsio_output(&c->io)) == 0) {
+    if (tlsio_output_len(&c->io) == 0) {
         conn_finish_close(c);
         return;
     }
@@ -174,8 +175,10 @@ void conn_exchange_done(struct conn *c)
     memset(&c->scan, 0, sizeof c->scan);
     arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
     tlsio_set_reading(&c->io, true);
-    if (evbuffer_get_length(tlsio_input(&c->io)) > 0)
+    if (tlsio_input_len(&c->io) > 0)
         tlsio_trigger_read(&c->io); /* a pipelined request */
+    else
+        tlsio_idle(&c->io);
 }
 
 void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
@@ -186,6 +189,10 @@ void conn_respond(struct conn *c, int status, const char *extra, const char *bod
     if (close)
         c->keep_alive = false;
     struct evbuffer *out = tlsio_output(&c->io);
+    if (!out) { /* out of memory */
+        conn_abort(c);
+        return;
+    }
     size_t before = evbuffer_get_length(out);
     bool head_only = r && r->h.method_id == HTTP1_M_HEAD;
     respond_write(out, conn_cfg(c), r, status, extra, body, !c->keep_alive, head_only);
@@ -269,6 +276,8 @@ static void conn_read_heads(struct conn *c)
     struct evbuffer *in = tlsio_input(&c->io);
     const struct config *cfg = conn_cfg(c);
     size_t max = cfg->limits.max_header_bytes;
+    if (!in)
+        return;
     if (c->scan.offset == 0)
         skip_leading_crlf(in);
     size_t len = evbuffer_get_length(in);
@@ -311,7 +320,8 @@ static void on_read(void *arg)
     case CONN_CLOSING:
     case CONN_LINGER: {
         struct evbuffer *in = tlsio_input(&c->io);
-        evbuffer_drain(in, evbuffer_get_length(in));
+        if (in)
+            evbuffer_drain(in, evbuffer_get_length(in));
         break;
     }
     case CONN_HANDSHAKE:
@@ -325,7 +335,7 @@ static void on_write(void *arg)
     struct conn *c = arg;
     conn_enter(c);
     if (c->state == CONN_CLOSING) {
-        if (evbuffer_get_length(tlsio_output(&c->io)) == 0)
+        if (tlsio_output_len(&c->io) == 0)
             conn_finish_close(c);
     } else if (c->req) {
         proxy_client_drained(c->req);

@@ -12,21 +12,51 @@
 
 static void do_read(struct tlsio *t);
 static void do_write(struct tlsio *t);
+static void on_io(evutil_socket_t fd, short what, void *arg);
+
+static size_t len_of(const struct evbuffer *b)
+{
+    return b ? evbuffer_get_length(b) : 0;
+}
 
 static bool input_full(const struct tlsio *t)
 {
-    return t->read_high && evbuffer_get_length(t->in) >= t->read_high;
+    return t->read_high && len_of(t->in) >= t->read_high;
 }
 
-static void set_registered(struct event *ev, bool *registered, bool on)
+static void on_input(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg);
+static void on_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg);
+
+static void free_buffers(struct tlsio *t)
 {
-    if (*registered == on)
-        return;
-    *registered = on;
-    if (on)
-        event_add(ev, NULL);
-    else
-        event_del(ev);
+    if (t->in)
+        evbuffer_free(t->in); /* with its callback */
+    if (t->out)
+        evbuffer_free(t->out);
+    t->in = t->out = NULL;
+}
+
+/* The buffers exist from the first byte received until the connection is idle
+ * again (tlsio_idle()): ~400 bytes an idle connection does not hold. */
+static int make_buffers(struct tlsio *t)
+{
+    if (t->in)
+        return 0;
+    t->in = evbuffer_new();
+    t->out = evbuffer_new();
+    if (!t->in || !t->out || !evbuffer_add_cb(t->in, on_input, t) ||
+        !evbuffer_add_cb(t->out, on_output, t)) {
+        free_buffers(t);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the handler from the loop soon for `what`, without asking epoll. */
+static void activate(struct tlsio *t, short what)
+{
+    t->activated |= what;
+    event_active(&t->ev, what, 1);
 }
 
 /* epoll interest follows what the stream waits for; nothing else registers it. */
@@ -40,8 +70,19 @@ static void update_events(struct tlsio *t)
         r = (t->reading && !input_full(t)) || t->write_wants_read;
         w = t->write_blocked || t->read_wants_write;
     }
-    set_registered(&t->ev_read, &t->read_registered, r);
-    set_registered(&t->ev_write, &t->write_registered, w);
+    short want = (short)((r ? EV_READ : 0) | (w ? EV_WRITE : 0));
+    if (want == t->registered)
+        return;
+    /* A new interest set means a new event (rare: a blocked write, a full input,
+     * reading paused). event_del() also drops a pending activation: renew it. */
+    struct event_base *base = event_get_base(&t->ev);
+    event_del(&t->ev);
+    event_assign(&t->ev, base, t->fd, (short)(want | EV_PERSIST), on_io, t);
+    if (want)
+        event_add(&t->ev, NULL);
+    t->registered = want;
+    if (t->activated)
+        event_active(&t->ev, t->activated, 1);
 }
 
 static int closed_status(int ret, int err)
@@ -75,7 +116,7 @@ static void handshake(struct tlsio *t)
         if (t->stopped)
             return;
         do_read(t); /* the first request often came in the same flight as Finished */
-        if (!t->stopped && evbuffer_get_length(t->out) > 0)
+        if (!t->stopped && len_of(t->out) > 0)
             do_write(t);
         return;
     }
@@ -93,11 +134,11 @@ static int read_once(struct tlsio *t, size_t room, bool *oom)
 {
     int n;
     ERR_clear_error();
-    if (evbuffer_get_length(t->in) == 0) {
-        /* through the stack: an idle connection keeps no reserved chain */
+    if (len_of(t->in) == 0) {
+        /* through the stack: an idle connection keeps no buffer at all */
         char buf[READ_CHUNK];
         n = SSL_read(t->ssl, buf, (int)room);
-        if (n > 0 && evbuffer_add(t->in, buf, (size_t)n) != 0)
+        if (n > 0 && (make_buffers(t) < 0 || evbuffer_add(t->in, buf, (size_t)n) != 0))
             *oom = true;
         return n;
     }
@@ -119,7 +160,7 @@ static void do_read(struct tlsio *t)
     int status = 0;
     bool got = false;
     while (t->reading && !input_full(t)) {
-        size_t room = READ_CHUNK, len = evbuffer_get_length(t->in);
+        size_t room = READ_CHUNK, len = len_of(t->in);
         if (t->read_high && t->read_high - len < room)
             room = t->read_high - len;
         bool oom = false;
@@ -130,6 +171,7 @@ static void do_read(struct tlsio *t)
         }
         if (n > 0) {
             got = true;
+            t->idle_release = false;
             /* A short record with nothing more buffered: the socket is most
              * likely empty, and epoll (level-triggered) says so if not. This
              * saves a read() that would fail with EAGAIN, and lets OpenSSL's
@@ -167,7 +209,7 @@ static void do_write(struct tlsio *t)
 {
     bool wrote = false, blocked = false;
     int status = 0;
-    while (!blocked && !status && evbuffer_get_length(t->out) > 0) {
+    while (!blocked && !status && len_of(t->out) > 0) {
         struct evbuffer_iovec v[WRITE_VECS];
         int nv = evbuffer_peek(t->out, -1, NULL, v, WRITE_VECS);
         if (nv > WRITE_VECS)
@@ -203,12 +245,14 @@ static void do_write(struct tlsio *t)
         }
     }
     t->write_blocked = blocked && !t->write_wants_read;
+    if (t->idle_release && len_of(t->out) == 0 && len_of(t->in) == 0)
+        free_buffers(t); /* the last response of an exchange is out */
     update_events(t);
     if (status) {
         finish(t, status);
         return;
     }
-    if (wrote && evbuffer_get_length(t->out) <= t->write_low)
+    if (wrote && len_of(t->out) <= t->write_low)
         t->ops->write(t->arg);
 }
 
@@ -232,19 +276,22 @@ static void writable(struct tlsio *t)
         do_write(t);
 }
 
-/* Both events; `what` says which (an event_active() passes it the same way). */
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
     struct tlsio *t = arg;
     const struct tlsio_ops *ops = t->ops;
     void *owner = t->arg;
+    what |= t->activated;
+    t->activated = 0;
     ops->hold(owner);
-    if (!t->stopped && t->handshaking)
+    if (!t->stopped && t->handshaking) {
         handshake(t);
-    else if (!t->stopped && (what & EV_WRITE))
-        writable(t);
-    else if (!t->stopped)
-        readable(t);
+    } else {
+        if (!t->stopped && (what & EV_READ))
+            readable(t);
+        if (!t->stopped && (what & EV_WRITE))
+            writable(t);
+    }
     ops->release(owner);
 }
 
@@ -253,8 +300,8 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 static void on_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     struct tlsio *t = arg;
-    if (info->n_added && !t->stopped && !t->handshaking && !t->write_registered)
-        event_active(&t->ev_write, EV_WRITE, 1);
+    if (info->n_added && !t->stopped && !t->handshaking && !(t->registered & EV_WRITE))
+        activate(t, EV_WRITE);
 }
 
 /* Input drained below the high-water mark: read again, at once if OpenSSL
@@ -266,7 +313,7 @@ static void on_input(struct evbuffer *b, const struct evbuffer_cb_info *info, vo
         return;
     update_events(t);
     if (!input_full(t) && SSL_has_pending(t->ssl))
-        event_active(&t->ev_read, EV_READ, 1);
+        activate(t, EV_READ);
 }
 
 int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
@@ -274,19 +321,9 @@ int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
 {
     *t = (struct tlsio){.ssl = ssl, .fd = fd, .ops = ops, .arg = arg, .reading = true,
                         .handshaking = true};
-    t->in = evbuffer_new();
-    t->out = evbuffer_new();
-    if (!t->in || !t->out || SSL_set_fd(ssl, fd) != 1 ||
-        event_assign(&t->ev_read, base, fd, EV_READ | EV_PERSIST, on_io, t) < 0 ||
-        event_assign(&t->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_io, t) < 0 ||
-        !evbuffer_add_cb(t->in, on_input, t) || !evbuffer_add_cb(t->out, on_output, t)) {
-        if (t->in)
-            evbuffer_free(t->in);
-        if (t->out)
-            evbuffer_free(t->out);
-        t->in = t->out = NULL;
+    if (SSL_set_fd(ssl, fd) != 1 ||
+        event_assign(&t->ev, base, fd, EV_PERSIST, on_io, t) < 0)
         return -1;
-    }
     /* as bufferevent_openssl: write what fits, and retry from a moved buffer */
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     update_events(t);
@@ -297,8 +334,8 @@ void tlsio_stop(struct tlsio *t)
 {
     t->stopped = true;
     update_events(t);
-    event_del(&t->ev_read); /* also drops an activation not yet run */
-    event_del(&t->ev_write);
+    t->activated = 0;
+    event_del(&t->ev); /* also drops an activation not yet run */
 }
 
 void tlsio_cleanup(struct tlsio *t)
@@ -306,13 +343,38 @@ void tlsio_cleanup(struct tlsio *t)
     if (!t->ssl)
         return;
     tlsio_stop(t);
-    evbuffer_free(t->in);
-    evbuffer_free(t->out);
+    free_buffers(t);
     SSL_free(t->ssl);
     close(t->fd);
     t->ssl = NULL;
-    t->in = t->out = NULL;
     t->fd = -1;
+}
+
+struct evbuffer *tlsio_input(struct tlsio *t)
+{
+    return make_buffers(t) < 0 ? NULL : t->in;
+}
+
+struct evbuffer *tlsio_output(struct tlsio *t)
+{
+    return make_buffers(t) < 0 ? NULL : t->out;
+}
+
+size_t tlsio_input_len(const struct tlsio *t)
+{
+    return len_of(t->in);
+}
+
+size_t tlsio_output_len(const struct tlsio *t)
+{
+    return len_of(t->out);
+}
+
+void tlsio_idle(struct tlsio *t)
+{
+    t->idle_release = true;
+    if (len_of(t->in) == 0 && len_of(t->out) == 0)
+        free_buffers(t);
 }
 
 void tlsio_set_reading(struct tlsio *t, bool on)
@@ -322,7 +384,7 @@ void tlsio_set_reading(struct tlsio *t, bool on)
         return;
     update_events(t);
     if (on && !input_full(t) && SSL_has_pending(t->ssl))
-        event_active(&t->ev_read, EV_READ, 1);
+        activate(t, EV_READ);
 }
 
 void tlsio_set_read_high(struct tlsio *t, size_t high)
@@ -332,7 +394,7 @@ void tlsio_set_read_high(struct tlsio *t, size_t high)
         return;
     update_events(t);
     if (t->reading && !input_full(t) && SSL_has_pending(t->ssl))
-        event_active(&t->ev_read, EV_READ, 1);
+        activate(t, EV_READ);
 }
 
 void tlsio_set_write_low(struct tlsio *t, size_t low)
@@ -345,5 +407,5 @@ void tlsio_trigger_read(struct tlsio *t)
     if (t->stopped)
         return;
     t->force_read_cb = true;
-    event_active(&t->ev_read, EV_READ, 1);
+    activate(t, EV_READ);
 }
