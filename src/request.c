@@ -60,15 +60,20 @@ void request_free(struct worker *w, struct request *r)
     free(r);
 }
 
-void request_free_list_clear(struct worker *w)
+void request_free_list_trim(struct worker *w, size_t keep)
 {
-    while (w->free_reqs) {
+    while (w->num_free_reqs > keep && w->free_reqs) {
         struct request *r = w->free_reqs;
         w->free_reqs = r->next_free;
+        w->num_free_reqs--;
         free(r->head_buf);
         free(r);
     }
-    w->num_free_reqs = 0;
+}
+
+void request_free_list_clear(struct worker *w)
+{
+    request_free_list_trim(w, 0);
 }
 
 static int append_line(char *buf, size_t cap, size_t *len, const char *name, const char *value,

@@ -112,6 +112,8 @@ struct request {
 struct request *request_new(struct worker *w, struct conn *c);
 void request_free(struct worker *w, struct request *r);
 void request_free_list_clear(struct worker *w);
+/* Frees kept requests beyond `keep` (~20 KiB each): after a burst, the worker's housekeeping. */
+void request_free_list_trim(struct worker *w, size_t keep);
 
 /* Appends "name: value\r\n" to the forwarded extra headers; -1 if it does not fit. */
 int request_add_header(struct request *r, const char *name, const char *value, size_t vlen);

@@ -215,13 +215,17 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * Each TLS handshake allocates and frees ~55 KiB of transient buffers between
  * the small allocations that live as long as the connection, so after a burst
- * of connections the heap is full of free holes that stay resident. Give their
- * pages back to the kernel once a burst is over (no connection opened or closed
- * in the last tick) or every TRIM_MAX_TICKS under steady churn: a few hundred
- * microseconds at most, against ~1 KiB per connection of RSS.
+ * of connections the heap is full of free holes that stay resident, and the
+ * request free list holds as many ~20 KiB requests as were ever in flight.
+ * Shrink the list and give the free pages back to the kernel once a burst is
+ * over (no connection opened or closed in the last tick) or every
+ * TRIM_MAX_TICKS under steady churn: a few hundred microseconds at most,
+ * against ~1 KiB per connection of RSS.
  */
 #define TRIM_MIN_CHURN 64
 #define TRIM_MAX_TICKS 100
+/* Free requests kept through a trim: a busy keep-alive worker's usual in-flight set. */
+#define TRIM_KEEP_REQUESTS 16
 
 static void maybe_trim(struct worker *w, unsigned churn_before)
 {
@@ -229,6 +233,7 @@ static void maybe_trim(struct worker *w, unsigned churn_before)
     bool quiet = w->churn == churn_before;
     if (w->churn < TRIM_MIN_CHURN || (!quiet && w->ticks_since_trim < TRIM_MAX_TICKS))
         return;
+    request_free_list_trim(w, TRIM_KEEP_REQUESTS);
     malloc_trim(0);
     w->churn = 0;
     w->ticks_since_trim = 0;
