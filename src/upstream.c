@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -217,6 +218,7 @@ static struct upstream_conn *connect_new(struct upstream_server *srv, struct eve
             SSL_free(ssl);
         if (uc->bev)
             bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
+        uc->tls = true;
     } else {
         uc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -248,7 +250,11 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
         return NULL;
     srv->active++;
     bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
-    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    /* A pooled connection keeps EV_WRITE enabled. Enabling it again would
+     * register write interest with nothing to write: an epoll_ctl() to add it
+     * and one to drop it, per request. */
+    short en = bufferevent_get_enabled(uc->bev);
+    bufferevent_enable(uc->bev, (short)(EV_READ | (en & EV_WRITE ? 0 : EV_WRITE)));
     if (!uc->reused &&
         bufferevent_socket_connect(uc->bev, (struct sockaddr *)&srv->sa, (int)srv->salen) < 0) {
         /* libevent reports the error through eventcb from the loop */
@@ -259,6 +265,19 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
         setsockopt(bufferevent_getfd(uc->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     return uc;
+}
+
+int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(uc->bev);
+    size_t sent = 0;
+    if (!uc->tls && uc->connected && evbuffer_get_length(out) == 0) {
+        ssize_t n = send(bufferevent_getfd(uc->bev), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sent = n > 0 ? (size_t)n : 0; /* an error shows again on the bufferevent's write */
+    }
+    if (sent == len)
+        return 0;
+    return evbuffer_add(out, (const char *)p + sent, len - sent);
 }
 
 static void idle_event(struct bufferevent *bev, short what, void *arg)

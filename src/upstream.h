@@ -8,6 +8,7 @@
 #define MOAT_UPSTREAM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct bufferevent;
 struct worker;
@@ -22,6 +23,7 @@ struct upstream_conn {
     struct upstream_conn *next_idle;
     bool reused;    /* came from the idle pool */
     bool connected; /* TCP connect completed */
+    bool tls;       /* the bufferevent is an OpenSSL one */
     unsigned uses;
 };
 
@@ -44,6 +46,14 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
                                        void (*writecb)(struct bufferevent *, void *),
                                        void (*eventcb)(struct bufferevent *, short, void *),
                                        void *arg);
+/*
+ * Sends len bytes at p: straight to the socket when it is plain TCP or unix,
+ * connected and nothing is queued, so the bufferevent never asks epoll for write
+ * interest; what the socket does not take now (or everything, over TLS) is
+ * queued on the bufferevent, which reports errors as usual. 0, or -1 when out
+ * of memory.
+ */
+int upstream_send(struct upstream_conn *uc, const void *p, size_t len);
 /* Returns a connection after a complete exchange: pooled if reusable, else closed. */
 void upstream_release(struct upstream_conn *uc, bool reusable);
 /* Marks the server as failing (connect refused or timed out). */
