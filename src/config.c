@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 
 #include "config_keys.h"
+#include "tls.h"
 
 #define CONFIG_MAX_FILE (16u << 20)
 #define SIGNING_KEY_MIN 32
@@ -367,20 +368,6 @@ static void validate_listen(struct config_loader *L, struct config *c)
                             "tls.certificates",
                             "at least one certificate is required when listen.https is "
                             "non-empty");
-}
-
-static const char *tls_version_name(int v)
-{
-    switch (v) {
-    case TLS1_VERSION:
-        return "TLSv1";
-    case TLS1_1_VERSION:
-        return "TLSv1.1";
-    case TLS1_2_VERSION:
-        return "TLSv1.2";
-    default:
-        return "TLSv1.3";
-    }
 }
 
 /* Checks each element of a cipher string is known, and that all are ECDHE + AEAD. */

@@ -319,14 +319,6 @@ static const char *check_cidr(const char *s)
     return netutil_cidr_parse(s, &c) == 0 ? NULL : "not an IP address or CIDR (e.g. 10.0.0.0/8)";
 }
 
-static const char *check_rule_id(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || !all_chars(s, "-_."))
-        return "must be 1 to 64 characters of A-Z a-z 0-9 - _ .";
-    return NULL;
-}
-
 static const char *check_no_controls(const char *s)
 {
     for (; *s; s++)
@@ -535,7 +527,7 @@ static const struct config_key rate_rule_keys[] = {
     {"burst", CK_U64, OFF(RR_, burst), .min = 1, .max = 1000000000},
     {"scope", CK_ENUM, OFF(RR_, scope), .choices = rl_scopes, .def = "local"},
     {"on_store_error", CK_ENUM, OFF(RR_, on_store_error), .choices = rl_on_error, .def = "local"},
-    {"id", CK_STR, OFF(RR_, id), .flags = CK_NULL, .check = check_rule_id},
+    {"id", CK_STR, OFF(RR_, id), .flags = CK_NULL, .check = check_name},
     CK_END};
 #undef RR_
 

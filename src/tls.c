@@ -153,7 +153,7 @@ static void warn(struct build *b, const char *fmt, ...)
         b->warn(msg, b->warnarg);
 }
 
-static const char *version_str(int v)
+const char *tls_version_name(int v)
 {
     switch (v) {
     case SSL3_VERSION:
@@ -565,7 +565,7 @@ static int set_protocol(struct build *b, SSL_CTX *ctx)
     SSL_CTX_set_security_level(ctx, b->weak_seen ? 0 : 2);
     if (SSL_CTX_set_min_proto_version(ctx, minv) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
-        return fail(b, "tls.min_version: unsupported %s", version_str(minv));
+        return fail(b, "tls.min_version: unsupported %s", tls_version_name(minv));
     if (SSL_CTX_set_cipher_list(ctx, cfg->ciphers ? cfg->ciphers : TLS_POLICY_CIPHERS) != 1)
         return fail(b, "tls.ciphers: no usable cipher in \"%s\"",
                     cfg->ciphers ? cfg->ciphers : TLS_POLICY_CIPHERS);
@@ -771,7 +771,7 @@ static int check_protocol(struct build *b)
 {
     int minv = b->cfg->min_version != 0 ? b->cfg->min_version : TLS1_2_VERSION;
     if (minv < TLS1_2_VERSION &&
-        weak(b, "tls.min_version: %s (TLSv1.2 minimum)", version_str(minv)) < 0)
+        weak(b, "tls.min_version: %s (TLSv1.2 minimum)", tls_version_name(minv)) < 0)
         return -1;
     if (minv < TLS1_VERSION)
         return fail(b, "tls.min_version: SSLv3 and older are never enabled");
