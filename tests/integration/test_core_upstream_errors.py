@@ -81,6 +81,31 @@ def test_upstream_closing_without_response_is_502(proxy):
     assert curl(proxy.port, "/echo").status == 200
 
 
+def test_kept_alive_connection_dropped_by_upstream_is_replayed_once(upstream, moat_factory):
+    """The head goes straight to a pooled upstream socket (upstream_send). When the
+    upstream drops that connection without answering, a request without a body is
+    replayed on a new connection (nothing of it is lost), and one with a body is not."""
+    up = upstream("app")
+    m = moat_factory({"workers": 1}, upstream=up)
+    with Conn.tls(m.https_port) as c:
+        c.request("GET", "/echo")
+        first = c.read_response()
+        assert first.status == 200
+        c.request("GET", "/drop?n=1")  # on the pooled connection, then on a new one
+        assert c.read_response().status == 502
+    drops = [q for q in up.requests() if q["path"] == "/drop"]
+    assert len(drops) == 2, drops
+    assert drops[0]["conn"] == first.json()["connection_id"], (drops, first.json())
+    assert drops[1]["conn"] != drops[0]["conn"], drops
+    with Conn.tls(m.https_port) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        c.request("POST", "/drop?n=2", body=b"abc")  # a body is never replayed
+        assert c.read_response().status == 502
+    assert len([q for q in up.requests() if q["path"] == "/drop"]) == 3
+    assert curl(m.https_port, "/echo").status == 200
+
+
 @pytest.mark.parametrize("kind", ["garbage", "dup_cl", "cl_te", "bare_lf", "no_status"])
 def test_invalid_upstream_response_is_502(proxy, kind):
     r = curl(proxy.port, "/bad?kind=" + kind)
