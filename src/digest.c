@@ -42,3 +42,13 @@ void digest_thread_cleanup(void)
     EVP_MD_CTX_free(thread_ctx);
     thread_ctx = NULL;
 }
+
+void digest_hex(const uint8_t *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

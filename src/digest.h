@@ -19,6 +19,9 @@
 /* out = SHA-256(p[0..n)). Returns 0, or -1 if OpenSSL failed (out is then zeroed). */
 int digest_sha256(const void *p, size_t n, uint8_t out[DIGEST_SHA256_LEN]);
 
+/* Writes the first n bytes of d as 2n lowercase hex digits and a NUL at out[2n]. */
+void digest_hex(const uint8_t *d, size_t n, char *out);
+
 /* Frees the calling thread's context (a worker calls it on exit; idempotent). */
 void digest_thread_cleanup(void);
 

@@ -161,8 +161,7 @@ static void audit_rejection(struct request *r, const struct config_rate_rule *ru
         uint8_t d[DIGEST_SHA256_LEN];
         char hex[17];
         digest_sha256(key.p, key.len, d);
-        for (int i = 0; i < 8; i++)
-            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        digest_hex(d, 8, hex);
         jsonw_str(&j, "key_sha256", hex);
     } else {
         jsonw_strn(&j, "key", key.p, key.len > 128 ? 128 : key.len);

@@ -75,6 +75,40 @@ static void sha1_hex(const char *s, char out[41])
         snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
+/* out[n..] = src[0..len), cut to fit cap with its NUL; the new length. (Keys are built
+ * per request: snprintf showed in the profile.) */
+static size_t append(char *out, size_t n, size_t cap, const char *src, size_t len)
+{
+    if (len > cap - 1 - n)
+        len = cap - 1 - n;
+    memcpy(out + n, src, len);
+    out[n + len] = '\0';
+    return n + len;
+}
+
+/* Decimal text of v. */
+static void u64_text(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
+/* The rate as the script reads it; whole rates (the usual ones) without printf. */
+static void rate_text(char out[32], double r)
+{
+    if (r >= 1 && r < 1e15 && r == (double)(uint64_t)r)
+        u64_text(out, (uint64_t)r);
+    else
+        snprintf(out, 32, "%.17g", r);
+}
+
 unsigned rl_global_instances(void)
 {
     unsigned n = atomic_load_explicit(&instances_live, memory_order_relaxed);
@@ -144,7 +178,7 @@ static bool send_queued(struct batch *b)
     *tail = NULL;
     if (!b->nsent)
         return false;
-    snprintf(b->n, sizeof b->n, "%u", b->nsent);
+    u64_text(b->n, b->nsent);
     b->lens[7] = strlen(b->n);
     b->argv[0] = "EVALSHA";
     b->lens[0] = 7;
@@ -214,20 +248,24 @@ static void on_reply(redisReply *reply, const char *err, void *arg)
 }
 
 /* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
- * longer than KEY_MAX allows are replaced by their digest. */
+ * longer than KEY_MAX allows are replaced by their digest. Prefix and rule id are
+ * at most 64 bytes each (config). */
 static void build_key(char *out, const char *prefix, const char *rule, bool digest,
                       const char *key, size_t keylen)
 {
-    size_t room = KEY_MAX - strlen(prefix) - strlen(rule) - 2;
+    size_t plen = strlen(prefix), rlen = strlen(rule);
+    size_t room = KEY_MAX - plen - rlen - 2;
+    size_t n = append(out, 0, KEY_MAX, prefix, plen);
+    n = append(out, n, KEY_MAX, rule, rlen);
+    n = append(out, n, KEY_MAX, ":", 1);
     if (!digest && keylen < room && keylen <= 128) {
-        snprintf(out, KEY_MAX, "%s%s:%.*s", prefix, rule, (int)keylen, key);
+        append(out, n, KEY_MAX, key, keylen);
         return;
     }
     uint8_t d[DIGEST_SHA256_LEN];
     digest_sha256(key, keylen, d);
-    int n = snprintf(out, KEY_MAX, "%s%s:#", prefix, rule);
-    for (int i = 0; i < 16; i++)
-        n += snprintf(out + n, (size_t)(KEY_MAX - n), "%02x", d[i]);
+    n = append(out, n, KEY_MAX, "#", 1);
+    digest_hex(d, 16, out + n);
 }
 
 static uint64_t fnv1a(uint64_t h, const char *s)
@@ -251,10 +289,12 @@ static void batch_init(struct batch *b, struct rl_global *g, const struct config
     b->g = g;
     b->queued_tail = &b->queued;
     build_key(b->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
-    snprintf(b->keys[1], KEY_MAX, "%soverride:%s", g->prefix, rule->id);
-    snprintf(b->rate, sizeof b->rate, "%.17g", rule->rate);
-    snprintf(b->burst, sizeof b->burst, "%llu", (unsigned long long)rule->burst);
-    snprintf(b->tenant, sizeof b->tenant, "%s", tenant ? tenant : "");
+    size_t n = append(b->keys[1], 0, KEY_MAX, g->prefix, strlen(g->prefix));
+    n = append(b->keys[1], n, KEY_MAX, "override:", 9);
+    append(b->keys[1], n, KEY_MAX, rule->id, strlen(rule->id));
+    rate_text(b->rate, rule->rate);
+    u64_text(b->burst, rule->burst);
+    append(b->tenant, 0, sizeof b->tenant, tenant ? tenant : "", tenant ? strlen(tenant) : 0);
     const char *argv[] = {"2", b->keys[0], b->keys[1], b->rate, b->burst, b->n, b->tenant};
     for (int i = 0; i < 7; i++) {
         b->argv[2 + i] = argv[i];

@@ -110,13 +110,8 @@ enum session_status session_token_find(const struct config_sessions *cfg,
 
 void session_token_hash(struct http1_str token, uint8_t sha[32], char hex[65])
 {
-    static const char digits[] = "0123456789abcdef";
     digest_sha256(token.p, token.len, sha);
-    for (int i = 0; i < 32; i++) {
-        hex[2 * i] = digits[sha[i] >> 4];
-        hex[2 * i + 1] = digits[sha[i] & 15];
-    }
-    hex[64] = '\0';
+    digest_hex(sha, 32, hex);
 }
 
 bool session_value_ok(const char *s, size_t len, bool allow_comma)

@@ -59,6 +59,28 @@ static void *hash_many(void *arg)
 }
 
 /* each thread has its own context: concurrent use gives the same digests */
+/* every byte value, a prefix only, and the NUL after exactly 2n digits */
+static void test_hex(void **state)
+{
+    uint8_t all[256];
+    char out[513], want[3];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    memset(out, 'Z', sizeof out);
+    digest_hex(all, 256, out);
+    for (int i = 0; i < 256; i++) {
+        snprintf(want, sizeof want, "%02x", i);
+        assert_memory_equal(out + 2 * i, want, 2);
+    }
+    assert_int_equal(out[512], '\0');
+    memset(out, 'Z', sizeof out);
+    digest_hex((const uint8_t *)"\xab\x01\xff", 2, out);
+    assert_string_equal(out, "ab01");
+    assert_int_equal(out[5], 'Z');
+    digest_hex(all, 0, out);
+    assert_string_equal(out, "");
+}
+
 static void test_threads(void **state)
 {
     pthread_t th[4];
@@ -75,6 +97,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
+        cmocka_unit_test(test_hex),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
