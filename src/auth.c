@@ -185,14 +185,18 @@ static void on_session(redisReply *reply, const char *err, void *arg)
     r->cancel_pending = NULL;
     enum phase_result res;
     if (err || reply->type == REDIS_REPLY_ERROR) {
+        static _Thread_local struct log_limit lim;
         if (!err)
-            log_msg(LOG_ERROR, "auth: redis error: %.*s", (int)reply->len, reply->str);
+            log_msg_limited(&lim, LOG_ERROR, "auth: redis error: %.*s", (int)reply->len,
+                            reply->str);
         res = store_unavailable(r, err ? err : "redis error reply");
     } else {
         int64_t exp = 0;
         enum session_status st = session_parse_reply(reply, (int64_t)time(NULL), &r->ident, &exp);
+        static _Thread_local struct log_limit lim;
         if (st == SESSION_INVALID)
-            log_msg(LOG_WARN, "auth: malformed session record for request %s", r->id);
+            log_msg_limited(&lim, LOG_WARN, "auth: malformed session record for request %s",
+                            r->id);
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;
         if (c->w->auth_cache)

@@ -33,10 +33,8 @@ void log_set_level(const char *level)
     atomic_store(&min_level, l);
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+static void log_vmsg(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {
-    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed))
-        return;
     char line[1024];
     struct timespec ts;
     struct tm tm;
@@ -45,16 +43,52 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ", &tm);
     n += (size_t)snprintf(line + n, sizeof line - n, " moat[%d] %s: ", (int)getpid(),
                           level_str(lvl));
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-    va_end(ap);
     if (m < 0)
         return;
     n += (size_t)m < sizeof line - n - 1 ? (size_t)m : sizeof line - n - 2;
+    if (suffix) {
+        int k = snprintf(line + n, sizeof line - n - 1, "%s", suffix);
+        if (k > 0)
+            n += (size_t)k < sizeof line - n - 1 ? (size_t)k : sizeof line - n - 2;
+    }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(lvl, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_msg_limited(struct log_limit *l, enum log_level lvl, const char *fmt, ...)
+{
+    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (l->last_ms && now - l->last_ms < LOG_LIMIT_MS) {
+        l->suppressed++;
+        return;
+    }
+    char suffix[96] = "";
+    if (l->suppressed)
+        snprintf(suffix, sizeof suffix, " (and %llu more like it in the last %llu s)",
+                 (unsigned long long)l->suppressed,
+                 (unsigned long long)((now - l->last_ms) / 1000));
+    l->last_ms = now ? now : 1;
+    l->suppressed = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(lvl, suffix[0] ? suffix : NULL, fmt, ap);
+    va_end(ap);
 }
 
 /* Opens a target: "stdout", "stderr", "off"/NULL, or a file appended to. */

@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct config_log;
 
@@ -22,6 +23,20 @@ int log_open(const struct config_log *cfg, char *err, size_t errlen);
 void log_set_level(const char *level);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * For messages a request can cause (a bad reply from Redis, a malformed session
+ * record): at most one line per LOG_LIMIT_MS per limiter, the next one saying how
+ * many were left out, so a misbehaving peer cannot flood the log. One limiter per
+ * call site and thread (static _Thread_local), zero-initialised.
+ */
+#define LOG_LIMIT_MS 10000
+struct log_limit {
+    uint64_t last_ms;
+    uint64_t suppressed;
+};
+void log_msg_limited(struct log_limit *l, enum log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 struct log_buffer {
     char *buf;

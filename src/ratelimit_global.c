@@ -139,9 +139,10 @@ static bool parse_result(const redisReply *r, unsigned n, struct rl_global_resul
 
 static void log_unexpected(const redisReply *r)
 {
+    static _Thread_local struct log_limit lim;
     bool e = r && r->type == REDIS_REPLY_ERROR;
-    log_msg(LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s", e ? ": " : "",
-            e ? (int)r->len : 0, e ? r->str : "");
+    log_msg_limited(&lim, LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s",
+                    e ? ": " : "", e ? (int)r->len : 0, e ? r->str : "");
 }
 
 static void table_remove(struct batch *b)

@@ -222,11 +222,14 @@ class FakeRedis:
       "blackhole"  answers the handshake (AUTH, SELECT, CLIENT *, PING), never HGETALL
       "garbage"    answers every command with `garbage` (bytes)
       "ok"         answers every command with +OK (a well-formed but wrong reply)
+      "scripted"   the blackhole handshake; a command named in .replies (upper-case
+                   bytes -> reply bytes, changeable while running) gets that reply
     Every connection is counted in .connections; stop() closes everything."""
 
-    def __init__(self, mode, garbage=b""):
+    def __init__(self, mode, garbage=b"", replies=None):
         self.mode = mode
         self.garbage = garbage
+        self.replies = dict(replies or {})
         self.connections = 0
         self.commands = []
         self._socks = []
@@ -310,6 +313,8 @@ class FakeRedis:
             return self.garbage
         if self.mode == "ok":
             return b"+OK\r\n"
+        if self.mode == "scripted" and name in self.replies:
+            return self.replies[name]
         # blackhole: a plausible handshake, then nothing for data commands
         if name in (b"AUTH", b"SELECT", b"PING"):
             return b"+PONG\r\n" if name == b"PING" else b"+OK\r\n"
