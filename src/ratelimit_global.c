@@ -21,9 +21,14 @@
 #define KEY_MAX 512
 /* An instance is live while its last beat is younger than this many beats. */
 #define LIVENESS_BEATS 3
-#define BATCH_BUCKETS 256 /* open batches are few: at most one per key in flight */
+#define GROUP_BUCKETS 256 /* open groups are few: the keys with a decision pending */
+/* Groups per script call: keeps one call's Redis time (~3.5 us a group) short. */
+#define CALL_GROUPS_MAX 32
+#define CALL_ARGS_MAX (3 + 6 * CALL_GROUPS_MAX)
 
 static atomic_uint instances_live = 1;
+
+struct group;
 
 struct rl_global {
     struct worker *w;
@@ -34,37 +39,50 @@ struct rl_global {
     char instance_id[64];
     uint64_t heartbeat_ms;
     struct event *beat;
-    struct batch *batches[BATCH_BUCKETS];
+    struct event *flush; /* sends the groups of this loop turn as one call */
+    bool closing;
+    struct group *out, **out_tail; /* groups waiting for the flush */
+    struct group *groups[GROUP_BUCKETS];
 };
 
 /* One request's decision; the handle callers hold. */
 struct waiter {
     struct waiter *next;
-    rl_global_fn fn; /* NULL once cancelled; a sent one still counts in its batch */
+    rl_global_fn fn; /* NULL once cancelled; a sent one still counts in its group */
     void *arg;
 };
 
 /*
- * The decisions for one Redis key (and tenant, rate, burst): while one EVALSHA
- * for it is in flight, further requests for the key queue here and go as the
- * next call, with n = their number. Under load a hot key costs one round trip
- * per batch instead of one per request, and each request is still decided
- * atomically in Redis, in arrival order. A batch is in the table exactly while
- * its command is in flight.
+ * The decisions for one Redis key (and tenant, rate, burst). Requests for a key
+ * that has none in flight join the group, and every group of one event-loop turn
+ * goes to Redis as one script call (rl_flush). While a group's decision is in
+ * flight, later requests for its key queue and go with a later call, n = their
+ * number. So a hot key costs one decision per round trip, and many keys share a
+ * call; each request is still decided atomically in Redis, in arrival order. A
+ * group is in the table while it has waiters sent or queued.
  */
-struct batch {
-    struct batch *hnext;
+struct group {
+    struct group *hnext, *next_out;
     uint64_t hash;
     struct rl_global *g;
-    struct redis_pending *pending;
-    bool retried;
+    bool in_flight, in_out;
     struct waiter *sent, *queued, **queued_tail;
     unsigned nsent;
     char n[16];
-    const char *argv[9];
-    size_t lens[9];
     char keys[2][KEY_MAX];
     char rate[32], burst[24], tenant[128];
+};
+
+/* One EVALSHA for up to CALL_GROUPS_MAX groups. */
+struct call {
+    struct rl_global *g;
+    struct redis_pending *pending;
+    bool retried;
+    unsigned ngroups;
+    struct group *groups[CALL_GROUPS_MAX];
+    char numkeys[8];
+    const char *argv[CALL_ARGS_MAX];
+    size_t lens[CALL_ARGS_MAX];
 };
 
 static void sha1_hex(const char *s, char out[41])
@@ -120,20 +138,19 @@ static bool is_noscript(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !strncmp(r->str, "NOSCRIPT", 8);
 }
 
-static bool parse_result(const redisReply *r, unsigned n, struct rl_global_result *out,
+/* One group's 5 integers; false if they are not a verdict for n requests. */
+static bool parse_result(redisReply **el, unsigned n, struct rl_global_result *out,
                          unsigned *allowed)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < RL_REPLY_LEN - 1)
-        return false;
     for (size_t i = 0; i < 4; i++)
-        if (r->element[i]->type != REDIS_REPLY_INTEGER || r->element[i]->integer < 0)
+        if (el[i]->type != REDIS_REPLY_INTEGER || el[i]->integer < 0)
             return false;
-    if (r->element[RL_REPLY_ALLOWED]->integer > n)
+    if (el[RL_REPLY_ALLOWED]->integer > n)
         return false;
-    *allowed = (unsigned)r->element[RL_REPLY_ALLOWED]->integer;
-    out->remaining = (uint64_t)r->element[RL_REPLY_REMAINING]->integer;
-    out->retry_after_ms = (uint64_t)r->element[RL_REPLY_RETRY_MS]->integer;
-    out->reset_after_ms = (uint64_t)r->element[RL_REPLY_RESET_MS]->integer;
+    *allowed = (unsigned)el[RL_REPLY_ALLOWED]->integer;
+    out->remaining = (uint64_t)el[RL_REPLY_REMAINING]->integer;
+    out->retry_after_ms = (uint64_t)el[RL_REPLY_RETRY_MS]->integer;
+    out->reset_after_ms = (uint64_t)el[RL_REPLY_RESET_MS]->integer;
     return true;
 }
 
@@ -145,51 +162,13 @@ static void log_unexpected(const redisReply *r)
                     e ? ": " : "", e ? (int)r->len : 0, e ? r->str : "");
 }
 
-static void table_remove(struct batch *b)
+static void table_remove(struct group *gr)
 {
-    struct batch **pp = &b->g->batches[b->hash % BATCH_BUCKETS];
-    while (*pp && *pp != b)
+    struct group **pp = &gr->g->groups[gr->hash % GROUP_BUCKETS];
+    while (*pp && *pp != gr)
         pp = &(*pp)->hnext;
     if (*pp)
-        *pp = b->hnext;
-}
-
-static void on_reply(redisReply *reply, const char *err, void *arg);
-
-/* Moves the live queued waiters into one call. False: nothing was sent (the
- * waiters, if any, are left in b->sent for the caller to fail). */
-static bool send_queued(struct batch *b)
-{
-    struct waiter *w = b->queued, **tail = &b->sent;
-    b->queued = NULL;
-    b->queued_tail = &b->queued;
-    b->sent = NULL;
-    b->nsent = 0;
-    while (w) { /* cancelled before being sent: they cost nothing */
-        struct waiter *next = w->next;
-        if (w->fn) {
-            *tail = w;
-            tail = &w->next;
-            b->nsent++;
-        } else {
-            free(w);
-        }
-        w = next;
-    }
-    *tail = NULL;
-    if (!b->nsent)
-        return false;
-    u64_text(b->n, b->nsent);
-    b->lens[7] = strlen(b->n);
-    b->argv[0] = "EVALSHA";
-    b->lens[0] = 7;
-    b->argv[1] = b->g->gcra_sha;
-    b->lens[1] = 40;
-    b->retried = false;
-    b->pending = redis_command_argv(b->g->rc, on_reply, b, 9, b->argv, b->lens);
-    if (b->pending)
-        metrics_inc(&b->g->w->metrics, M_RL_GLOBAL_CALLS);
-    return b->pending != NULL;
+        *pp = gr->hnext;
 }
 
 /* Hands each waiter its verdict (res NULL: store error) and frees the list. The
@@ -214,38 +193,185 @@ static void deliver(struct waiter *w, const struct rl_global_result *res, unsign
     }
 }
 
+/* Puts a group with queued waiters on the list for this loop turn's call. */
+static void schedule(struct group *gr)
+{
+    struct rl_global *g = gr->g;
+    if (gr->in_out)
+        return;
+    gr->in_out = true;
+    gr->next_out = NULL;
+    *g->out_tail = gr;
+    g->out_tail = &gr->next_out;
+    event_active(g->flush, EV_TIMEOUT, 1);
+}
+
+/* A group's decision is over: it goes again if more waiters queued meanwhile,
+ * else it leaves the table (freed by the caller once its verdicts are out). */
+static bool group_done(struct group *gr)
+{
+    gr->in_flight = false;
+    gr->sent = NULL;
+    gr->nsent = 0;
+    if (gr->queued) {
+        schedule(gr);
+        return true;
+    }
+    table_remove(gr);
+    return false;
+}
+
+/* Moves the live queued waiters to sent; false if none (cancelled ones cost nothing). */
+static bool take_queued(struct group *gr)
+{
+    struct waiter *w = gr->queued, **tail = &gr->sent;
+    gr->queued = NULL;
+    gr->queued_tail = &gr->queued;
+    gr->sent = NULL;
+    gr->nsent = 0;
+    while (w) {
+        struct waiter *next = w->next;
+        if (w->fn) {
+            *tail = w;
+            tail = &w->next;
+            gr->nsent++;
+        } else {
+            free(w);
+        }
+        w = next;
+    }
+    *tail = NULL;
+    u64_text(gr->n, gr->nsent);
+    return gr->nsent > 0;
+}
+
+static void on_reply(redisReply *reply, const char *err, void *arg);
+
+/* Ends a call: every group's verdicts (replies NULL: all failed), then frees it. */
+static void finish_call(struct call *c, redisReply **el, const bool *ok,
+                        const struct rl_global_result *res, const unsigned *allowed)
+{
+    struct waiter *done[CALL_GROUPS_MAX];
+    bool keep[CALL_GROUPS_MAX];
+    /* the table is settled before any verdict runs: callbacks may decide again */
+    for (unsigned i = 0; i < c->ngroups; i++) {
+        done[i] = c->groups[i]->sent;
+        keep[i] = group_done(c->groups[i]);
+    }
+    for (unsigned i = 0; i < c->ngroups; i++) {
+        deliver(done[i], el && ok[i] ? &res[i] : NULL, el && ok[i] ? allowed[i] : 0);
+        if (!keep[i])
+            free(c->groups[i]);
+    }
+    free(c);
+}
+
+static bool send_call(struct call *c)
+{
+    c->argv[0] = c->retried ? "EVAL" : "EVALSHA";
+    c->lens[0] = c->retried ? 4 : 7;
+    c->argv[1] = c->retried ? RL_GCRA_SCRIPT : c->g->gcra_sha;
+    c->lens[1] = c->retried ? strlen(RL_GCRA_SCRIPT) : 40;
+    c->pending = redis_command_argv(c->g->rc, on_reply, c, (int)(3 + 6 * c->ngroups), c->argv,
+                                    c->lens);
+    return c->pending != NULL;
+}
+
 static void on_reply(redisReply *reply, const char *err, void *arg)
 {
-    struct batch *b = arg;
-    b->pending = NULL;
-    if (!err && is_noscript(reply) && !b->retried) {
-        /* the script cache was flushed: send the body once, which reloads it */
-        b->retried = true;
-        b->argv[0] = "EVAL";
-        b->lens[0] = 4;
-        b->argv[1] = RL_GCRA_SCRIPT;
-        b->lens[1] = strlen(RL_GCRA_SCRIPT);
-        b->pending = redis_command_argv(b->g->rc, on_reply, b, 9, b->argv, b->lens);
-        if (b->pending)
+    struct call *c = arg;
+    c->pending = NULL;
+    if (!err && is_noscript(reply) && !c->retried) {
+        c->retried = true; /* the script cache was flushed: the body loads it again */
+        if (send_call(c))
             return;
         err = "store unavailable";
     }
-    struct rl_global_result res;
-    unsigned allowed = 0;
-    bool ok = !err && parse_result(reply, b->nsent, &res, &allowed);
-    if (!err && !ok)
+    bool ok[CALL_GROUPS_MAX] = {false};
+    struct rl_global_result res[CALL_GROUPS_MAX];
+    unsigned allowed[CALL_GROUPS_MAX];
+    bool framed = !err && reply->type == REDIS_REPLY_ARRAY &&
+                  reply->elements == (size_t)RL_REPLY_LEN * c->ngroups;
+    bool all = framed;
+    for (unsigned i = 0; framed && i < c->ngroups; i++) {
+        ok[i] = parse_result(reply->element + (size_t)RL_REPLY_LEN * i, c->groups[i]->nsent,
+                             &res[i], &allowed[i]);
+        all = all && ok[i];
+    }
+    if (!err && !all)
         log_unexpected(reply);
-    struct waiter *done = b->sent, *failed = NULL;
-    /* the next batch goes before any verdict runs, so callbacks see a consistent table */
-    if (!send_queued(b))
-        failed = b->sent;
-    bool keep = b->pending != NULL;
-    if (!keep)
-        table_remove(b);
-    deliver(done, ok ? &res : NULL, allowed);
-    deliver(failed, NULL, 0);
-    if (!keep)
-        free(b);
+    finish_call(c, framed ? reply->element : NULL, ok, res, allowed);
+}
+
+/* Argument layout of a group inside a call (ratelimit_script.h). */
+static void add_group(struct call *c, struct group *gr)
+{
+    unsigned i = c->ngroups++;
+    c->groups[i] = gr;
+    const char **k = c->argv + 3 + 2 * i, **a = c->argv + 3 + 2 * CALL_GROUPS_MAX + 4 * i;
+    k[0] = gr->keys[0];
+    k[1] = gr->keys[1];
+    a[0] = gr->rate;
+    a[1] = gr->burst;
+    a[2] = gr->n;
+    a[3] = gr->tenant;
+}
+
+/* The argument vector is built in place: keys of all groups, then their arguments. */
+static void pack_args(struct call *c)
+{
+    unsigned ng = c->ngroups;
+    snprintf(c->numkeys, sizeof c->numkeys, "%u", 2 * ng);
+    c->argv[2] = c->numkeys;
+    memmove(c->argv + 3 + 2 * ng, c->argv + 3 + 2 * CALL_GROUPS_MAX, 4 * ng * sizeof *c->argv);
+    for (unsigned i = 2; i < 3 + 6 * ng; i++)
+        c->lens[i] = strlen(c->argv[i]);
+}
+
+/* Takes up to CALL_GROUPS_MAX groups off the out list into a new call. */
+static struct call *next_call(struct rl_global *g)
+{
+    struct call *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->g = g;
+    while (g->out && c->ngroups < CALL_GROUPS_MAX) {
+        struct group *gr = g->out;
+        g->out = gr->next_out;
+        gr->in_out = false;
+        if (!take_queued(gr)) {
+            table_remove(gr);
+            free(gr);
+            continue;
+        }
+        gr->in_flight = true;
+        add_group(c, gr);
+    }
+    if (!g->out)
+        g->out_tail = &g->out;
+    return c;
+}
+
+/* End of a loop turn: the groups it collected go to Redis together. */
+static void rl_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct rl_global *g = arg;
+    while (g->out) {
+        struct call *c = next_call(g);
+        if (!c) { /* out of memory: these decisions fail, later ones may not */
+            event_active(g->flush, EV_TIMEOUT, 1);
+            return;
+        }
+        if (!c->ngroups) {
+            free(c);
+            continue;
+        }
+        pack_args(c);
+        if (send_call(c))
+            metrics_inc(&g->w->metrics, M_RL_GLOBAL_CALLS);
+        else
+            finish_call(c, NULL, NULL, NULL, NULL);
+    }
 }
 
 /* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
@@ -276,78 +402,72 @@ static uint64_t fnv1a(uint64_t h, const char *s)
     return (h ^ 0xff) * 1099511628211ULL; /* field separator */
 }
 
-static bool same_call(const struct batch *a, const struct batch *b)
+static bool same_group(const struct group *a, const struct group *b)
 {
     return a->hash == b->hash && !strcmp(a->keys[0], b->keys[0]) &&
            !strcmp(a->keys[1], b->keys[1]) && !strcmp(a->rate, b->rate) &&
            !strcmp(a->burst, b->burst) && !strcmp(a->tenant, b->tenant);
 }
 
-/* Fills in what identifies the call; argv[0..1] and n are set when it is sent. */
-static void batch_init(struct batch *b, struct rl_global *g, const struct config_rate_rule *rule,
+/* Fills in what identifies the group. */
+static void group_init(struct group *gr, struct rl_global *g, const struct config_rate_rule *rule,
                        const char *key, size_t keylen, const char *tenant)
 {
-    b->g = g;
-    b->queued_tail = &b->queued;
-    build_key(b->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
-    size_t n = append(b->keys[1], 0, KEY_MAX, g->prefix, strlen(g->prefix));
-    n = append(b->keys[1], n, KEY_MAX, "override:", 9);
-    append(b->keys[1], n, KEY_MAX, rule->id, strlen(rule->id));
-    rate_text(b->rate, rule->rate);
-    u64_text(b->burst, rule->burst);
-    append(b->tenant, 0, sizeof b->tenant, tenant ? tenant : "", tenant ? strlen(tenant) : 0);
-    const char *argv[] = {"2", b->keys[0], b->keys[1], b->rate, b->burst, b->n, b->tenant};
-    for (int i = 0; i < 7; i++) {
-        b->argv[2 + i] = argv[i];
-        b->lens[2 + i] = strlen(argv[i]);
-    }
+    gr->g = g;
+    gr->queued_tail = &gr->queued;
+    build_key(gr->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
+    size_t n = append(gr->keys[1], 0, KEY_MAX, g->prefix, strlen(g->prefix));
+    n = append(gr->keys[1], n, KEY_MAX, "override:", 9);
+    append(gr->keys[1], n, KEY_MAX, rule->id, strlen(rule->id));
+    rate_text(gr->rate, rule->rate);
+    u64_text(gr->burst, rule->burst);
+    append(gr->tenant, 0, sizeof gr->tenant, tenant ? tenant : "", tenant ? strlen(tenant) : 0);
     uint64_t h = 1469598103934665603ULL;
-    h = fnv1a(fnv1a(fnv1a(fnv1a(fnv1a(h, b->keys[0]), b->keys[1]), b->rate), b->burst), b->tenant);
-    b->hash = h;
+    h = fnv1a(fnv1a(fnv1a(fnv1a(fnv1a(h, gr->keys[0]), gr->keys[1]), gr->rate), gr->burst),
+              gr->tenant);
+    gr->hash = h;
 }
 
 void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
                        const char *key, size_t keylen, const char *tenant, rl_global_fn fn,
                        void *arg)
 {
-    if (!g || redis_client_state(g->rc) != REDIS_STATE_CONNECTED)
+    if (!g || g->closing || redis_client_state(g->rc) != REDIS_STATE_CONNECTED)
         return NULL;
     struct waiter *w = calloc(1, sizeof *w);
-    struct batch *b = malloc(sizeof *b);
-    if (!w || !b) {
+    struct group *gr = malloc(sizeof *gr);
+    if (!w || !gr) {
         free(w);
-        free(b);
+        free(gr);
         return NULL;
     }
-    memset(b, 0, offsetof(struct batch, keys));
-    batch_init(b, g, rule, key, keylen, tenant);
+    memset(gr, 0, offsetof(struct group, keys));
+    group_init(gr, g, rule, key, keylen, tenant);
     w->fn = fn;
     w->arg = arg;
-    struct batch **bucket = &g->batches[b->hash % BATCH_BUCKETS];
-    for (struct batch *o = *bucket; o; o = o->hnext) {
-        if (same_call(o, b)) { /* one is in flight: ride the next call */
-            free(b);
+    struct group **bucket = &g->groups[gr->hash % GROUP_BUCKETS];
+    for (struct group *o = *bucket; o; o = o->hnext) {
+        if (same_group(o, gr)) { /* pending already: ride its next call */
+            free(gr);
             *o->queued_tail = w;
             o->queued_tail = &w->next;
+            if (!o->in_flight)
+                schedule(o);
             return w;
         }
     }
-    b->queued = w;
-    b->queued_tail = &w->next;
-    if (!send_queued(b)) {
-        free(w);
-        free(b);
-        return NULL;
-    }
-    b->hnext = *bucket;
-    *bucket = b;
+    gr->queued = w;
+    gr->queued_tail = &w->next;
+    gr->hnext = *bucket;
+    *bucket = gr;
+    schedule(gr);
     return w;
 }
 
 void rl_global_cancel(void *handle)
 {
     struct waiter *w = handle;
-    if (w) /* freed with its batch: a sent decision is charged in Redis either way */
+    if (w) /* freed with its group: a sent decision is charged in Redis either way */
         w->fn = NULL;
 }
 
@@ -418,11 +538,13 @@ struct rl_global *rl_global_new(struct worker *w, const struct config *cfg,
     g->w = w;
     g->prefix = strdup(cfg->ratelimit.key_prefix);
     g->heartbeat_ms = cfg->ratelimit.heartbeat_ms ? cfg->ratelimit.heartbeat_ms : 1000;
+    g->out_tail = &g->out;
+    g->flush = event_new(w->base, -1, 0, rl_flush, g);
     sha1_hex(RL_GCRA_SCRIPT, g->gcra_sha);
     struct redis_options opt = *o;
     opt.timeout_ms = cfg->ratelimit.redis_timeout_ms;
     opt.client_name = "moat-ratelimit";
-    g->rc = g->prefix ? redis_client_new(w->base, &opt, err, errlen) : NULL;
+    g->rc = g->prefix && g->flush ? redis_client_new(w->base, &opt, err, errlen) : NULL;
     if (!g->rc || (w->id == 0 && start_heartbeat(g) < 0)) {
         rl_global_free(g);
         return NULL;
@@ -434,9 +556,19 @@ void rl_global_free(struct rl_global *g)
 {
     if (!g)
         return;
+    g->closing = true; /* verdicts below may lead to new decisions: refused now */
     if (g->beat)
         event_free(g->beat);
-    redis_client_free(g->rc);
+    redis_client_free(g->rc); /* calls in flight end with an error */
+    while (g->out) { /* never sent: they fail the same way */
+        struct group *gr = g->out;
+        g->out = gr->next_out;
+        table_remove(gr);
+        deliver(gr->queued, NULL, 0);
+        free(gr);
+    }
+    if (g->flush)
+        event_free(g->flush);
     free(g->prefix);
     free(g);
 }

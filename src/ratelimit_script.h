@@ -8,16 +8,21 @@
  * server's TIME, so gateway instances with skewed clocks agree. They need
  * Redis >= 3.2 (effect replication; the default from 5.0 on).
  *
- * RL_GCRA_SCRIPT: one atomic GCRA decision, same math as gcra.h.
- *   KEYS[1] state key        moat:rl:<rule>:<key>   value "<tat_us>:<interval_us>"
- *   KEYS[2] override hash    moat:rl:override:<rule>
- *   ARGV[1] default rate in events per second (decimal, > 0)
- *   ARGV[2] burst (integer >= 1)
- *   ARGV[3] n: requests of cost 1 decided together, in order (1 <= n <= 10^6);
- *           the first k that fit pass, the rest are rejected and consume nothing
- *   ARGV[4] override field (the tenant) or "" for none
- *   reply   array of 5 integers, indexed by enum rl_gcra_reply
- *   error   "ERR moat-rl: bad arguments" for arguments out of range
+ * RL_GCRA_SCRIPT: atomic GCRA decisions for g >= 1 groups, same math as gcra.h.
+ * Group i (1-based) takes two keys and four arguments:
+ *   KEYS[2i-1] state key        moat:rl:<rule>:<key>   value "<tat_us>:<interval_us>"
+ *   KEYS[2i]   override hash    moat:rl:override:<rule>
+ *   ARGV[4i-3] default rate in events per second (decimal, > 0)
+ *   ARGV[4i-2] burst (integer >= 1)
+ *   ARGV[4i-1] n: requests of cost 1 decided together, in order (1 <= n <= 10^6);
+ *              the first k that fit pass, the rest are rejected and consume nothing
+ *   ARGV[4i]   override field (the tenant) or "" for none
+ *   reply      5 integers per group, flat (group i at 5(i-1)), indexed by enum
+ *              rl_gcra_reply; with one group exactly the v2 reply
+ *   error      "ERR moat-rl: bad arguments" if any group's arguments are out of
+ *              range (checked before anything is written)
+ * Groups are decided in order against one TIME, each seeing what the earlier ones
+ * wrote (two groups may share a state key: one IP, two tenants).
  * The override value is "<number>" (per second) or "<number>/s|m|h", e.g.
  * "100", "100/s", "6000/m"; it replaces the rate (not the burst). A missing
  * field means the default rate; an unparsable one is ignored (reply -1 in
@@ -44,7 +49,7 @@ enum rl_gcra_reply {
 };
 
 #define RL_GCRA_SCRIPT                                                                             \
-    "-- moat GCRA v2 (src/ratelimit_script.h)\n"                                                   \
+    "-- moat GCRA v3 (src/ratelimit_script.h)\n"                                                   \
     "if redis.replicate_commands then redis.replicate_commands() end\n"                            \
     "local MAX_IV = 1099511627776\n"                                                               \
     "local function rate_of(s)\n"                                                                  \
@@ -61,55 +66,70 @@ enum rl_gcra_reply {
     "  return nil\n"                                                                               \
     "end\n"                                                                                        \
     "local function ceil_ms(us) return math.floor((us + 999) / 1000) end\n"                        \
-    "local rate = tonumber(ARGV[1])\n"                                                             \
-    "local burst = tonumber(ARGV[2])\n"                                                            \
-    "local n = tonumber(ARGV[3])\n"                                                                \
-    "if not rate or not (rate > 0) or not burst or not (burst >= 1) or burst % 1 ~= 0\n"           \
-    "   or not n or not (n >= 1) or n % 1 ~= 0 or n > 1000000 then\n"                              \
+    "local ng = #KEYS / 2\n"                                                                       \
+    "if ng < 1 or #KEYS % 2 ~= 0 or #ARGV ~= 4 * ng then\n"                                        \
     "  return redis.error_reply('ERR moat-rl: bad arguments')\n"                                   \
     "end\n"                                                                                        \
-    "local ovs = 0\n"                                                                              \
-    "if ARGV[4] and ARGV[4] ~= '' then\n"                                                          \
-    "  local v = redis.call('HGET', KEYS[2], ARGV[4])\n"                                           \
-    "  if v then\n"                                                                                \
-    "    local r = rate_of(v)\n"                                                                   \
-    "    if r then rate = r; ovs = 1 else ovs = -1 end\n"                                          \
+    "for g = 0, ng - 1 do\n"                                                                       \
+    "  local rate, burst = tonumber(ARGV[4*g+1]), tonumber(ARGV[4*g+2])\n"                         \
+    "  local n = tonumber(ARGV[4*g+3])\n"                                                          \
+    "  if not rate or not (rate > 0) or not burst or not (burst >= 1) or burst % 1 ~= 0\n"         \
+    "     or not n or not (n >= 1) or n % 1 ~= 0 or n > 1000000 then\n"                            \
+    "    return redis.error_reply('ERR moat-rl: bad arguments')\n"                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local iv = 1000000 / rate\n"                                                                  \
-    "if iv >= MAX_IV then iv = MAX_IV else iv = math.floor(iv + 0.5) end\n"                        \
-    "if iv < 1 then iv = 1 end\n"                                                                  \
     "local t = redis.call('TIME')\n"                                                               \
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                      \
-    "local tat, siv = now, iv\n"                                                                   \
-    "local st = redis.call('GET', KEYS[1])\n"                                                      \
-    "if st then\n"                                                                                 \
-    "  local a, b = string.match(st, '^(%d+):(%d+)$')\n"                                           \
-    "  if a then a = tonumber(a); b = tonumber(b) end\n"                                           \
-    "  if a and a > now then\n"                                                                    \
-    "    tat, siv = a, b\n"                                                                        \
-    "    if b > 0 and b ~= iv then tat = now + math.ceil((a - now) * iv / b) end\n"                \
+    "local out = {}\n"                                                                             \
+    "for g = 0, ng - 1 do\n"                                                                       \
+    "  local skey, okey, field = KEYS[2*g+1], KEYS[2*g+2], ARGV[4*g+4]\n"                          \
+    "  local rate, burst = tonumber(ARGV[4*g+1]), tonumber(ARGV[4*g+2])\n"                         \
+    "  local n = tonumber(ARGV[4*g+3])\n"                                                          \
+    "  local ovs = 0\n"                                                                            \
+    "  if field ~= '' then\n"                                                                      \
+    "    local v = redis.call('HGET', okey, field)\n"                                              \
+    "    if v then\n"                                                                              \
+    "      local r = rate_of(v)\n"                                                                 \
+    "      if r then rate = r; ovs = 1 else ovs = -1 end\n"                                        \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  local iv = 1000000 / rate\n"                                                                \
+    "  if iv >= MAX_IV then iv = MAX_IV else iv = math.floor(iv + 0.5) end\n"                      \
+    "  if iv < 1 then iv = 1 end\n"                                                                \
+    "  local tat, siv = now, iv\n"                                                                 \
+    "  local st = redis.call('GET', skey)\n"                                                       \
+    "  if st then\n"                                                                               \
+    "    local a, b = string.match(st, '^(%d+):(%d+)$')\n"                                         \
+    "    if a then a = tonumber(a); b = tonumber(b) end\n"                                         \
+    "    if a and a > now then\n"                                                                  \
+    "      tat, siv = a, b\n"                                                                      \
+    "      if b > 0 and b ~= iv then tat = now + math.ceil((a - now) * iv / b) end\n"              \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  local window = burst * iv\n"                                                                \
+    "  local k = math.max(0, math.min(n, math.floor((now + window - tat) / iv)))\n"                \
+    "  local o = 5 * g\n"                                                                          \
+    "  if k == 0 then\n"                                                                           \
+    "    if siv ~= iv then\n"                                                                      \
+    "      redis.call('SET', skey, string.format('%d:%d', tat, iv),\n"                             \
+    "                 'PX', string.format('%d', ceil_ms(tat - now)))\n"                            \
+    "    end\n"                                                                                    \
+    "    local rem = 0\n"                                                                          \
+    "    if tat - now <= window then rem = math.floor((window - (tat - now)) / iv) end\n"          \
+    "    out[o+1], out[o+2], out[o+3], out[o+4], out[o+5] =\n"                                     \
+    "      0, rem, ceil_ms(tat + iv - window - now), ceil_ms(tat - now), ovs\n"                    \
+    "  else\n"                                                                                     \
+    "    local new_tat = tat + k * iv\n"                                                           \
+    "    local reset = new_tat - now\n"                                                            \
+    "    redis.call('SET', skey, string.format('%d:%d', new_tat, iv),\n"                           \
+    "               'PX', string.format('%d', ceil_ms(reset)))\n"                                  \
+    "    local retry = 0\n"                                                                        \
+    "    if k < n then retry = ceil_ms(new_tat + iv - window - now) end\n"                         \
+    "    out[o+1], out[o+2], out[o+3], out[o+4], out[o+5] =\n"                                     \
+    "      k, math.floor((window - reset) / iv), retry, ceil_ms(reset), ovs\n"                     \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local window = burst * iv\n"                                                                  \
-    "local fit = math.floor((now + window - tat) / iv)\n"                                          \
-    "local k = math.max(0, math.min(n, fit))\n"                                                    \
-    "if k == 0 then\n"                                                                             \
-    "  if siv ~= iv then\n"                                                                        \
-    "    redis.call('SET', KEYS[1], string.format('%d:%d', tat, iv),\n"                            \
-    "                'PX', string.format('%d', ceil_ms(tat - now)))\n"                             \
-    "  end\n"                                                                                      \
-    "  local rem = 0\n"                                                                            \
-    "  if tat - now <= window then rem = math.floor((window - (tat - now)) / iv) end\n"            \
-    "  return {0, rem, ceil_ms(tat + iv - window - now), ceil_ms(tat - now), ovs}\n"               \
-    "end\n"                                                                                        \
-    "local new_tat = tat + k * iv\n"                                                               \
-    "local reset = new_tat - now\n"                                                                \
-    "redis.call('SET', KEYS[1], string.format('%d:%d', new_tat, iv),\n"                            \
-    "            'PX', string.format('%d', ceil_ms(reset)))\n"                                     \
-    "local retry = 0\n"                                                                            \
-    "if k < n then retry = ceil_ms(new_tat + iv - window - now) end\n"                             \
-    "return {k, math.floor((window - reset) / iv), retry, ceil_ms(reset), ovs}\n"
+    "return out\n"
 
 #define RL_HEARTBEAT_SCRIPT                                                                        \
     "-- moat instance heartbeat v1 (src/ratelimit_script.h)\n"                                     \

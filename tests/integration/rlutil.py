@@ -175,7 +175,8 @@ def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.
     """Opens n TLS connections (handshakes done first, 16 at a time), then sends one
     request on every connection at once (a barrier releases n threads together).
     port may be a list: connection i goes to port[i % len(port)]. ready, if given, is
-    called once every connection is open, before any request is sent.
+    called once every connection is open, before any request is sent. headers may be a
+    function of the request's index (0..n-1).
     Returns the list of Responses (an exception object where a request failed)."""
     ports = port if isinstance(port, (list, tuple)) else [port]
     conns = [None] * n
@@ -207,7 +208,8 @@ def parallel_requests(port, n, path, headers=(), connect_workers=16, timeout=30.
             except threading.BrokenBarrierError:
                 pass
             try:
-                results[i] = get(conns[i], path, headers, close=True)
+                hdrs = headers(i) if callable(headers) else headers
+                results[i] = get(conns[i], path, hdrs, close=True)
             except Exception as e:  # noqa: BLE001
                 results[i] = e
 

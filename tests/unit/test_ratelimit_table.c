@@ -642,7 +642,7 @@ static int redis_group_teardown(void **state)
 /* EVALSHA, loading the script again on NOSCRIPT: the pattern moat uses. */
 static redisReply *evalsha(redisContext *c, char *sha, const char *src, int argc, const char **argv)
 {
-    const char *av[16];
+    const char *av[32];
     int n = 0;
     av[n++] = "EVALSHA";
     av[n++] = sha;
@@ -978,6 +978,88 @@ static void test_redis_bad_args(void **state)
     assert_int_equal(redis_int("EXISTS %s", "moat:rl:t_bad:k"), 0);
 }
 
+/* One call with several groups (v3): argv as moat builds it, all keys then all args. */
+static redisReply *gcra_groups(int ng, const char *const *keys, const char *const *args)
+{
+    const char *argv[1 + 6 * 4];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", 2 * ng);
+    int n = 0;
+    argv[n++] = nk;
+    for (int i = 0; i < 2 * ng; i++)
+        argv[n++] = keys[i];
+    for (int i = 0; i < 4 * ng; i++)
+        argv[n++] = args[i];
+    redisReply *r = evalsha(rc, gcra_sha, RL_GCRA_SCRIPT, n, argv);
+    assert_non_null(r);
+    return r;
+}
+
+/* Three groups in one call: each is decided as it would be alone, in order, and two
+ * groups on one state key (one IP, two tenants) see each other's writes. */
+static void test_redis_groups(void **state)
+{
+    NEED_REDIS();
+    redis_cmd("HSET moat:rl:override:t_grp %s %s", "fast", "0.002");
+    const char *keys[] = {"moat:rl:t_grp:a", "moat:rl:override:t_grp",
+                          "moat:rl:t_grp:b", "moat:rl:override:t_grp",
+                          "moat:rl:t_grp:a", "moat:rl:override:t_grp"};
+    const char *args[] = {"0.001", "5", "3", "",      /* a: 3 of burst 5 */
+                          "0.001", "2", "4", "",      /* b: 2 of 4 pass */
+                          "0.001", "5", "4", "fast"}; /* a again, rate overridden */
+    redisReply *r = gcra_groups(3, keys, args);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("script error: %s", r->str);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 3 * RL_REPLY_LEN);
+    long long v[3 * RL_REPLY_LEN];
+    for (size_t i = 0; i < r->elements; i++) {
+        assert_int_equal(r->element[i]->type, REDIS_REPLY_INTEGER);
+        v[i] = r->element[i]->integer;
+    }
+    freeReplyObject(r);
+    long long *a = v, *b = v + RL_REPLY_LEN, *a2 = v + 2 * RL_REPLY_LEN;
+    assert_int_equal(a[RL_REPLY_ALLOWED], 3);
+    assert_int_equal(a[RL_REPLY_REMAINING], 2);
+    assert_int_equal(b[RL_REPLY_ALLOWED], 2);
+    assert_int_equal(b[RL_REPLY_REMAINING], 0);
+    assert_in_range(b[RL_REPLY_RETRY_MS], 999000, 1000000);
+    /* the first group's 3 of 5, rescaled to the override's T = 500 s, are still 3:
+     * 2 of 4 fit (decided at the same TIME, so nothing refilled in between) */
+    assert_int_equal(a2[RL_REPLY_OVERRIDE], 1);
+    assert_int_equal(a2[RL_REPLY_ALLOWED], 2);
+    assert_int_equal(a2[RL_REPLY_REMAINING], 0);
+    /* the same decisions one by one agree with the state the call left */
+    assert_int_equal(gcra("t_grp", "b", "0.001", "2", "").v[RL_REPLY_ALLOWED], 0);
+}
+
+/* Any group's bad argument fails the whole call before anything is written. */
+static void test_redis_groups_bad_args(void **state)
+{
+    NEED_REDIS();
+    const char *keys[] = {"moat:rl:t_grpbad:a", "moat:rl:override:t_grpbad",
+                          "moat:rl:t_grpbad:b", "moat:rl:override:t_grpbad"};
+    const char *args[] = {"10", "5", "1", "", "10", "0", "1", ""};
+    redisReply *r = gcra_groups(2, keys, args);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "moat-rl: bad arguments"));
+    freeReplyObject(r);
+    assert_int_equal(redis_int("EXISTS %s", "moat:rl:t_grpbad:a"), 0);
+    /* keys and arguments out of step */
+    const char *odd[] = {"3", "moat:rl:t_grpbad:a", "moat:rl:override:t_grpbad",
+                         "moat:rl:t_grpbad:b", "10", "5", "1", ""};
+    r = evalsha(rc, gcra_sha, RL_GCRA_SCRIPT, 8, odd);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+    const char *few[] = {"4", keys[0], keys[1], keys[2], keys[3], "10", "5", "1", ""};
+    r = evalsha(rc, gcra_sha, RL_GCRA_SCRIPT, 9, few);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+    assert_int_equal(redis_int("EXISTS %s", "moat:rl:t_grpbad:a"), 0);
+}
+
 static long long heartbeat(const char *id, const char *live_ms)
 {
     const char *argv[] = {"1", "moat:rl:instances", id, live_ms};
@@ -1043,6 +1125,8 @@ int main(void)
         cmocka_unit_test(test_redis_override),
         cmocka_unit_test(test_redis_noscript_reload),
         cmocka_unit_test(test_redis_bad_args),
+        cmocka_unit_test(test_redis_groups),
+        cmocka_unit_test(test_redis_groups_bad_args),
         cmocka_unit_test(test_redis_heartbeat),
     };
     int failed = cmocka_run_group_tests_name("ratelimit_table", pure, NULL, NULL);
