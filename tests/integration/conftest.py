@@ -67,14 +67,7 @@ def moat_factory(tmp_path):
     try:
         yield make
     finally:
-        for m in started:
-            if m.proc is None:
-                continue
-            died_alone = m.proc.poll() is not None and not m.stopped_by_test
-            rc = m.stop()
-            if died_alone and rc != 0:
-                crashed.append("moat pid %d died during the test with %s\nstderr:\n%s"
-                               % (m.pid, rc, m.stderr()))
+        crashed = moatctl.stop_moats(started)
     if crashed:
         pytest.fail("\n".join(crashed), pytrace=False)
 

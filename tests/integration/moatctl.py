@@ -33,6 +33,21 @@ import upstream_server  # noqa: E402  (shares the pattern and websocket helpers)
 DELETE = object()  # an override value that removes the key from the base config
 
 
+def stop_moats(moats):
+    """Stops every started moat by PID; messages for those that died on their own
+    with a non-zero status during the test (a crash the test did not cause)."""
+    crashed = []
+    for m in moats:
+        if m.proc is None:
+            continue
+        died_alone = m.proc.poll() is not None and not m.stopped_by_test
+        rc = m.stop()
+        if died_alone and rc != 0:
+            crashed.append("moat pid %d died during the test with %s\nstderr:\n%s"
+                           % (m.pid, rc, m.stderr()))
+    return crashed
+
+
 def moat_bin():
     return os.environ.get("MOAT_BIN") or os.path.join(REPO, "build", "moat")
 
@@ -440,15 +455,8 @@ class Redis:
 
 # ---- clients ----------------------------------------------------------------
 
-class CurlResult:
-    def __init__(self, rc, status, headers, body, stderr, elapsed, all_heads):
-        self.rc = rc
-        self.status = status
-        self.headers = headers  # list of (name, value) of the final response
-        self.body = body
-        self.stderr = stderr
-        self.elapsed = elapsed
-        self.all_heads = all_heads  # every head received (100 Continue, redirects...)
+class _HeadersBody:
+    """Lookups shared by CurlResult and Response (both have .headers and .body)."""
 
     def header(self, name):
         for k, v in self.headers:
@@ -461,6 +469,17 @@ class CurlResult:
 
     def json(self):
         return json.loads(self.body.decode("utf-8"))
+
+
+class CurlResult(_HeadersBody):
+    def __init__(self, rc, status, headers, body, stderr, elapsed, all_heads):
+        self.rc = rc
+        self.status = status
+        self.headers = headers  # list of (name, value) of the final response
+        self.body = body
+        self.stderr = stderr
+        self.elapsed = elapsed
+        self.all_heads = all_heads  # every head received (100 Continue, redirects...)
 
     def __repr__(self):
         return "<curl rc=%s status=%s headers=%r body=%r stderr=%r>" % (
@@ -551,7 +570,7 @@ def tcp_connect(port, timeout=10.0):
     return s
 
 
-class Response:
+class Response(_HeadersBody):
     def __init__(self, version, status, reason, headers, body, raw_head):
         self.version = version
         self.status = status
@@ -560,18 +579,6 @@ class Response:
         self.body = body
         self.raw_head = raw_head
         self.chunked = False
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def json(self):
-        return json.loads(self.body.decode("utf-8"))
 
     def __repr__(self):
         return "<Response %s %s headers=%r body=%r>" % (self.status, self.reason, self.headers,

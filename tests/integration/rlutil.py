@@ -323,16 +323,7 @@ class Fleet:
         return m
 
     def stop_all(self):
-        crashed = []
-        for m in self.moats:
-            if m.proc is None:
-                continue
-            died_alone = m.proc.poll() is not None and not m.stopped_by_test
-            rc = m.stop()
-            if died_alone and rc != 0:
-                crashed.append("moat pid %d died during the test with %s\nstderr:\n%s"
-                               % (m.pid, rc, m.stderr()))
-        return crashed
+        return moatctl.stop_moats(self.moats)
 
 
 def reload(moat, new_overrides, generation):
