@@ -514,11 +514,12 @@ def redis_factory(tmp_path):
 
 @pytest.fixture
 def fake_redis():
-    """Factory: fake_redis(mode, garbage=b"") -> FakeRedis (stopped at teardown)."""
+    """Factory: fake_redis(mode, garbage=b"", replies=None) -> FakeRedis (stopped at
+    teardown)."""
     made = []
 
-    def make(mode, garbage=b""):
-        f = FakeRedis(mode, garbage)
+    def make(mode, garbage=b"", replies=None):
+        f = FakeRedis(mode, garbage, replies)
         made.append(f)
         return f
 

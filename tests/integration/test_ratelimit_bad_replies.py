@@ -8,7 +8,7 @@ import time
 import pytest
 
 import rlutil
-from authutil import FakeRedis
+from authutil import fake_redis  # noqa: F401 (fixture)
 from rlutil import Client, rl_route
 
 ROUTES = [
@@ -38,15 +38,6 @@ BAD_REPLIES = {
 }
 
 
-@pytest.fixture
-def fake_redis():
-    f = FakeRedis("scripted")
-    try:
-        yield f
-    finally:
-        f.stop()
-
-
 def _fallbacks(m):
     return rlutil.metrics(m).get("moat_ratelimit_store_fallbacks_total", 0)
 
@@ -54,14 +45,14 @@ def _fallbacks(m):
 @pytest.mark.parametrize("name", sorted(BAD_REPLIES))
 def test_bad_script_reply_is_never_a_verdict(upstream, fleet, fake_redis, name):
     reply = BAD_REPLIES[name]
-    fake_redis.replies = {b"EVALSHA": reply, b"EVAL": reply}
+    fake = fake_redis("scripted", replies={b"EVALSHA": reply, b"EVAL": reply})
     up = upstream("app")
-    ov = rlutil.overrides(ROUTES, redis=fake_redis, workers=1,
+    ov = rlutil.overrides(ROUTES, redis=fake, workers=1,
                           ratelimit={"redis_timeout": "2s", "heartbeat": "300ms"})
     m = fleet.start(ov, up, "m")
     deadline = time.monotonic() + 10
     while not any(c[0].upper() == "EVALSHA" or c[0].upper() == "EVAL"
-                  for c in fake_redis.commands) and time.monotonic() < deadline:
+                  for c in fake.commands) and time.monotonic() < deadline:
         time.sleep(0.05)  # the first heartbeat: the rate-limit connection is up
     before = _fallbacks(m)
     with Client(m.https_port) as c:
@@ -72,9 +63,9 @@ def test_bad_script_reply_is_never_a_verdict(upstream, fleet, fake_redis, name):
         got = [c.get("/allow").status for _ in range(3)]
         assert got == [200] * 3, (name, got)
     assert _fallbacks(m) >= before + 6, (name, before, rlutil.metrics(m))
-    gcra = [c for c in fake_redis.commands if c[0].upper() in ("EVALSHA", "EVAL")
+    gcra = [c for c in fake.commands if c[0].upper() in ("EVALSHA", "EVAL")
             and len(c) > 3 and c[3].startswith("moat:rl:bad-")]
-    assert gcra, "no script call reached the fake Redis: %r" % fake_redis.commands[-5:]
+    assert gcra, "no script call reached the fake Redis: %r" % fake.commands[-5:]
     assert m.proc.poll() is None, m.stderr()
     # logged, but once for the 6 (log_msg_limited): a broken Redis cannot flood the log
     assert m.stderr().count("ratelimit: unexpected reply from Redis") == 1, m.stderr()
