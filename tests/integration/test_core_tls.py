@@ -96,3 +96,100 @@ def test_tls13_key_update_mid_connection(proxy):
             p.wait()
     assert out.count(b"HTTP/1.1 200") == 2, (out[-500:], err[-500:])
     assert b"KEYUPDATE" in err, err[-500:]
+
+
+def _closed_by_moat(sock, timeout=5.0):
+    """Reads until moat closes the connection; what it sent (at most a TLS alert)."""
+    import socket as socketmod
+    import time
+    sock.settimeout(0.5)
+    got = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            d = sock.recv(65536)
+        except socketmod.timeout:
+            continue
+        except ConnectionResetError:
+            return got
+        if not d:
+            return got
+        got += d
+    raise AssertionError("moat kept the connection open; it sent %r" % got[:100])
+
+
+def _handshaken_raw(port):
+    """A TLS 1.3 session done over a plain socket (MemoryBIO), so that raw bytes can
+    follow it: (socket, SSLObject, incoming, outgoing)."""
+    import socket as socketmod
+    raw = socketmod.create_connection(("127.0.0.1", port), timeout=10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = tls_context().wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            d = raw.recv(65536)
+            assert d, "moat closed during the handshake"
+            inc.write(d)
+    raw.sendall(out.read())
+    return raw, obj, inc, out
+
+
+@pytest.mark.parametrize("what", ["plain_http", "random", "huge_record", "bad_version",
+                                  "truncated_hello"])
+def test_hostile_bytes_instead_of_a_handshake(proxy, what):
+    """Whatever arrives instead of a ClientHello ends that connection (an alert at
+    most), without a hang or a crash; the next client is served."""
+    import random
+    import socket as socketmod
+    from moatctl import tcp_connect
+    data = {
+        "plain_http": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        # seeded: some random prefixes are a valid start that waits for more bytes
+        "random": random.Random(7).randbytes(4096),
+        "huge_record": b"\x16\x03\x01\xff\xff" + b"\x01" * 300,
+        "bad_version": b"\x16\x7f\x7f\x00\x05hello",
+        "truncated_hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 20,
+    }[what]
+    s = tcp_connect(proxy.port)
+    try:
+        s.sendall(data)
+        if what == "truncated_hello":
+            s.shutdown(socketmod.SHUT_WR)  # and no more bytes: EOF mid-record
+        sent = _closed_by_moat(s)
+    finally:
+        s.close()
+    assert len(sent) <= 7 * 2, sent  # nothing but an alert record or two
+    with Conn(tls_connect(proxy.port)) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+    assert proxy.moat.proc.poll() is None
+
+
+@pytest.mark.parametrize("what", ["random_record", "garbage", "forged_appdata"])
+def test_hostile_bytes_after_the_handshake(proxy, what):
+    """After a good handshake, bytes that are not valid records under the session's
+    keys (a record of random bytes, raw garbage, application data with a made-up
+    tag) close the connection without reaching the upstream; moat goes on serving."""
+    import random
+    before = len(proxy.up.requests())
+    raw, obj, inc, out = _handshaken_raw(proxy.port)
+    try:
+        body = random.Random(8).randbytes(200)
+        data = {
+            "random_record": b"\x17\x03\x03\x00\xc8" + body,
+            "garbage": b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "forged_appdata": b"\x17\x03\x03\x00\x40" + b"\x00" * 64,
+        }[what]
+        raw.sendall(data)
+        _closed_by_moat(raw)
+    finally:
+        raw.close()
+    with Conn(tls_connect(proxy.port)) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+    assert len(proxy.up.requests()) == before + 1  # only the good request went upstream
+    assert proxy.moat.proc.poll() is None
