@@ -22,13 +22,15 @@
 #                 every request must be decided by Redis (moat_ratelimit_global_decisions_total)
 #                 though requests for the one key share script calls (Redis calls/req < 1)
 #   rl-global-keys  the global rule keyed on header X-Client, which wrk cycles over 1000
-#                 values (scripts/bench/client_keys.lua): few requests share a call.
-#                 Informative (no target): the cost when every request is its own call.
+#                 values (scripts/bench/client_keys.lua): few requests share a key, so
+#                 calls are shared only across keys (the groups of one loop turn).
+#                 Informative (no target): the cost of many keys.
 # Per run: req/s, moat CPU us/request (/proc/PID/stat utime+stime), Redis CPU
 # us/request, wrk socket errors and non-2xx (must be 0), moat 2xx/4xx/5xx counters.
 # Prints medians, ratio to base and the targets auth-cache >= 0.90x base,
 # rl-local >= 0.95x, rl-global >= 0.85x. Exit status 0 even if a target is not met;
-# 1 on any error (wrk errors, non-2xx, no moat:rl:* key in Redis after rl-global).
+# 1 on any error (wrk errors, non-2xx, no moat:rl:* key in Redis after a global config,
+# fewer Redis decisions than requests or any on_store_error fallback).
 # Ports: 127.0.0.1:18180 (upstream), 18543 (moat), 18911 (admin), 18379 (redis).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
