@@ -176,6 +176,9 @@ static uint64_t positive_ttl(const struct config_sessions *cfg, int64_t exp)
     return ttl;
 }
 
+/* Errors a request can trigger: logged at most once per LOG_LIMIT_MS per worker. */
+static _Thread_local struct log_limit redis_error_log, malformed_log;
+
 static void on_session(redisReply *reply, const char *err, void *arg)
 {
     struct request *r = arg;
@@ -185,17 +188,15 @@ static void on_session(redisReply *reply, const char *err, void *arg)
     r->cancel_pending = NULL;
     enum phase_result res;
     if (err || reply->type == REDIS_REPLY_ERROR) {
-        static _Thread_local struct log_limit lim;
         if (!err)
-            log_msg_limited(&lim, LOG_ERROR, "auth: redis error: %.*s", (int)reply->len,
+            log_msg_limited(&redis_error_log, LOG_ERROR, "auth: redis error: %.*s", (int)reply->len,
                             reply->str);
         res = store_unavailable(r, err ? err : "redis error reply");
     } else {
         int64_t exp = 0;
         enum session_status st = session_parse_reply(reply, (int64_t)time(NULL), &r->ident, &exp);
-        static _Thread_local struct log_limit lim;
         if (st == SESSION_INVALID)
-            log_msg_limited(&lim, LOG_WARN, "auth: malformed session record for request %s",
+            log_msg_limited(&malformed_log, LOG_WARN, "auth: malformed session record for request %s",
                             r->id);
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;

@@ -1,10 +1,10 @@
 /*
  * ratelimit_global: rate-limit decisions shared by every moat instance in
  * front of one Redis (scope: global): each request is decided atomically by
- * the GCRA script (EVALSHA; EVAL again on NOSCRIPT). Requests for a key that
- * arrive while a call for it is in flight share the next call (n requests,
- * the first k that fit pass), so a hot key costs one round trip per batch,
- * not per request. Calls go on a dedicated per-worker connection
+ * the GCRA script (EVALSHA; EVAL again on NOSCRIPT). The keys a worker meets in
+ * one event-loop turn share one script call; requests for a key whose decision
+ * is in flight wait and go together with the next one (n requests, the first k
+ * that fit pass). Calls go on a dedicated per-worker connection
  * with the millisecond-scale ratelimit.redis_timeout, so Redis trouble never
  * slows traffic: while that connection is down decisions fail at once and the
  * caller falls back (on_store_error).

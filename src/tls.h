@@ -75,12 +75,13 @@ int tls_policy_ocsp_refresh(struct tls_policy *p, int timeout_s, time_t *next, t
 /* On reload: reuse the staples `old` fetched for certificates `p` also serves. */
 void tls_policy_ocsp_inherit(struct tls_policy *p, struct tls_policy *old);
 
+/* "TLSv1.2" for TLS1_2_VERSION, and so on; "unknown" for what OpenSSL 3 cannot speak. */
+const char *tls_version_name(int v);
+
 /*
  * After the handshake, for logs. Never NULL ("-" when unknown). Version and cipher
  * are static strings; the server name lives as long as the SSL.
  */
-/* "TLSv1.2" for TLS1_2_VERSION, and so on; "unknown" for what OpenSSL 3 cannot speak. */
-const char *tls_version_name(int v);
 const char *tls_conn_version(const SSL *s);
 const char *tls_conn_cipher(const SSL *s);
 const char *tls_conn_servername(const SSL *s);

@@ -218,7 +218,6 @@ static struct upstream_conn *connect_new(struct upstream_server *srv, struct eve
             SSL_free(ssl);
         if (uc->bev)
             bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
-        uc->tls = true;
     } else {
         uc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -271,7 +270,7 @@ int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(uc->bev);
     size_t sent = 0;
-    if (!uc->tls && uc->connected && evbuffer_get_length(out) == 0) {
+    if (!uc->srv->pool->tls && uc->connected && evbuffer_get_length(out) == 0) {
         ssize_t n = send(bufferevent_getfd(uc->bev), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         sent = n > 0 ? (size_t)n : 0; /* an error shows again on the bufferevent's write */
     }

@@ -23,7 +23,6 @@ struct upstream_conn {
     struct upstream_conn *next_idle;
     bool reused;    /* came from the idle pool */
     bool connected; /* TCP connect completed */
-    bool tls;       /* the bufferevent is an OpenSSL one */
     unsigned uses;
 };
 

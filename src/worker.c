@@ -227,15 +227,16 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 /* Free requests kept through a trim: a busy keep-alive worker's usual in-flight set. */
 #define TRIM_KEEP_REQUESTS 16
 
-static void maybe_trim(struct worker *w, unsigned churn_before)
+static void maybe_trim(struct worker *w)
 {
     w->ticks_since_trim++;
-    bool quiet = w->churn == churn_before;
+    bool quiet = w->churn == w->churn_at_tick;
+    w->churn_at_tick = w->churn;
     if (w->churn < TRIM_MIN_CHURN || (!quiet && w->ticks_since_trim < TRIM_MAX_TICKS))
         return;
     request_free_list_trim(w, TRIM_KEEP_REQUESTS);
     malloc_trim(0);
-    w->churn = 0;
+    w->churn = w->churn_at_tick = 0;
     w->ticks_since_trim = 0;
 }
 
@@ -243,8 +244,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     log_access_flush(&w->access);
-    maybe_trim(w, w->churn_at_tick);
-    w->churn_at_tick = w->churn;
+    maybe_trim(w);
 }
 
 void worker_conn_closed(struct worker *w)
