@@ -116,12 +116,9 @@ static bool admit_handshake(const struct sockaddr *sa, double rate)
     return ratelimit_local("@handshake", ip, sizeof ip, rate, burst).allowed;
 }
 
-bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
+/* The two caps, shared by every listener: one count per open client socket. */
+static bool admit_counts(const struct config_limits *lim, const struct sockaddr *sa)
 {
-    const struct config_limits *lim = &w->gen->snap->cfg->limits;
-    pthread_once(&once, init_stripes);
-    if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
-        return false;
     size_t now = atomic_fetch_add_explicit(&total, 1, memory_order_relaxed) + 1;
     if (lim->max_connections && now > lim->max_connections) {
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
@@ -134,6 +131,21 @@ bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
         return false;
     }
     return true;
+}
+
+bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
+{
+    const struct config_limits *lim = &w->gen->snap->cfg->limits;
+    pthread_once(&once, init_stripes);
+    if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
+        return false;
+    return admit_counts(lim, sa);
+}
+
+bool connlimit_admit_plain(struct worker *w, const struct sockaddr *sa)
+{
+    pthread_once(&once, init_stripes);
+    return admit_counts(&w->gen->snap->cfg->limits, sa);
 }
 
 void connlimit_release(struct worker *w, const struct sockaddr *sa)

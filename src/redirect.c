@@ -1,5 +1,6 @@
 #include "redirect.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "connlimit.h"
 #include "jsonw.h"
 #include "log.h"
 #include "netutil.h"
@@ -20,7 +22,13 @@ struct redirect_conn {
     struct worker *w;
     struct wgen *gen;
     struct bufferevent *bev;
+    struct event *deadline; /* absolute: from accept, never pushed back by a byte */
     struct http1_scan scan;
+    union { /* TCP only: for connlimit_release() */
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
     char peer_ip[48];
     bool answered;
 };
@@ -63,6 +71,8 @@ static void rc_free(struct redirect_conn *rc)
 {
     struct worker *w = rc->w;
     bufferevent_free(rc->bev);
+    event_free(rc->deadline);
+    connlimit_release(w, &rc->peer.sa);
     wgen_unref(rc->gen);
     free(rc);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
@@ -146,40 +156,66 @@ static void rc_write(struct bufferevent *bev, void *arg)
 
 static void rc_event(struct bufferevent *bev, short what, void *arg)
 {
+    rc_free(arg); /* EOF, error, or a write that stalled past its timeout */
+}
+
+/* The header deadline: no complete head in time gets 408; a 408 or an answer
+ * that still is not flushed one more period later is dropped. */
+static void rc_deadline(evutil_socket_t fd, short what, void *arg)
+{
     struct redirect_conn *rc = arg;
-    if ((what & BEV_EVENT_TIMEOUT) && !rc->answered) {
-        rc_answer(rc, NULL, 408, NULL);
-        bufferevent_set_timeouts(bev, NULL, NULL);
-        bufferevent_enable(bev, EV_WRITE);
+    if (rc->answered) {
+        rc_free(rc);
         return;
     }
-    rc_free(rc);
+    rc_answer(rc, NULL, 408, NULL);
+    uint64_t ms = rc->gen->snap->cfg->limits.header_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(rc->deadline, &tv);
+}
+
+/* Admission and the per-connection objects; closes fd and returns NULL on refusal. */
+static struct redirect_conn *rc_new(struct worker *w, int fd, const struct sockaddr *sa,
+                                    int salen)
+{
+    if (w->draining || !connlimit_admit_plain(w, sa)) {
+        metrics_inc(&w->metrics, M_CONN_REFUSED);
+        close(fd);
+        return NULL;
+    }
+    struct redirect_conn *rc = calloc(1, sizeof *rc);
+    if (rc)
+        rc->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (rc && rc->bev)
+        rc->deadline = evtimer_new(w->base, rc_deadline, rc);
+    if (!rc || !rc->deadline) {
+        if (rc && rc->bev)
+            bufferevent_free(rc->bev);
+        else
+            close(fd);
+        free(rc);
+        connlimit_release(w, sa);
+        return NULL;
+    }
+    rc->w = w;
+    memcpy(&rc->peer, sa, (size_t)salen < sizeof rc->peer ? (size_t)salen : sizeof rc->peer);
+    return rc;
 }
 
 void redirect_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
-    struct redirect_conn *rc = w->draining ? NULL : calloc(1, sizeof *rc);
-    if (!rc) {
-        close(fd);
+    struct redirect_conn *rc = rc_new(w, fd, sa, salen);
+    if (!rc)
         return;
-    }
-    rc->w = w;
     rc->gen = wgen_ref(w->gen);
     netutil_addr_to_str(sa, rc->peer_ip, sizeof rc->peer_ip);
-    rc->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!rc->bev) {
-        close(fd);
-        wgen_unref(rc->gen);
-        free(rc);
-        return;
-    }
     w->num_conns++;
     metrics_inc(&w->metrics, M_CONN_ACCEPTED);
     metrics_inc(&w->metrics, M_CONN_ACTIVE);
     const struct config *cfg = rc->gen->snap->cfg;
     uint64_t ms = cfg->limits.header_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    bufferevent_set_timeouts(rc->bev, &tv, &tv);
+    evtimer_add(rc->deadline, &tv);
     bufferevent_setwatermark(rc->bev, EV_READ, 0, cfg->limits.max_header_bytes + 1024);
     bufferevent_setcb(rc->bev, rc_read, rc_write, rc_event, rc);
     bufferevent_enable(rc->bev, EV_READ | EV_WRITE);
