@@ -15,6 +15,7 @@
 
 #include "conn.h"
 #include "digest.h"
+#include "listener.h"
 #include "redirect.h"
 #include "request.h"
 #include "signature.h"
@@ -93,28 +94,22 @@ static void on_accept_http(struct evconnlistener *l, evutil_socket_t fd, struct 
     redirect_accept(arg, fd, sa, salen);
 }
 
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-    (void)l;
-    (void)arg;
-    /* EMFILE and friends: libevent retries on the next readiness; say so once a burst */
-    log_msg(LOG_WARN, "accept: %s", strerror(errno));
-}
-
 static void close_listeners(struct worker *w)
 {
     for (size_t i = 0; i < w->num_https; i++) {
-        if (w->https_l[i])
+        if (w->https_l[i]) {
+            listener_unguard(w->https_l[i]);
             evconnlistener_free(w->https_l[i]);
-        else if (w->https_fds[i] >= 0)
+        } else if (w->https_fds[i] >= 0)
             close(w->https_fds[i]);
         w->https_l[i] = NULL;
         w->https_fds[i] = -1;
     }
     for (size_t i = 0; i < w->num_http; i++) {
-        if (w->http_l[i])
+        if (w->http_l[i]) {
+            listener_unguard(w->http_l[i]);
             evconnlistener_free(w->http_l[i]);
-        else if (w->http_fds[i] >= 0)
+        } else if (w->http_fds[i] >= 0)
             close(w->http_fds[i]);
         w->http_l[i] = NULL;
         w->http_fds[i] = -1;
@@ -124,17 +119,16 @@ static void close_listeners(struct worker *w)
 static int open_listeners(struct worker *w, char *err, size_t errlen)
 {
     const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+    const struct config_listen *cl = &w->gen->snap->cfg->listen;
     for (size_t i = 0; i < w->num_https; i++) {
         w->https_l[i] = evconnlistener_new(w->base, on_accept_https, w, flags, -1, w->https_fds[i]);
-        if (!w->https_l[i])
+        if (!w->https_l[i] || listener_guard(w->https_l[i], cl->https[i].text) < 0)
             goto fail;
-        evconnlistener_set_error_cb(w->https_l[i], on_accept_error);
     }
     for (size_t i = 0; i < w->num_http; i++) {
         w->http_l[i] = evconnlistener_new(w->base, on_accept_http, w, flags, -1, w->http_fds[i]);
-        if (!w->http_l[i])
+        if (!w->http_l[i] || listener_guard(w->http_l[i], cl->http[i].text) < 0)
             goto fail;
-        evconnlistener_set_error_cb(w->http_l[i], on_accept_error);
     }
     return 0;
 fail:
