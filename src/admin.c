@@ -3,18 +3,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "config.h"
+#include "listener.h"
+#include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
 
 struct admin {
     struct evhttp *http;
+    struct evconnlistener *lev; /* owned by http; guarded against accept spins */
     struct admin_source src;
+    char *unix_path;            /* the socket file to remove on exit, or NULL */
+    unsigned long unix_ino;
 };
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
@@ -52,18 +59,51 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
-struct admin *admin_start(struct event_base *base, const struct config_addr *addr,
+/* The listening socket: TCP on a numeric loopback address, or a unix socket file. */
+static int admin_socket(struct admin *a, const struct config_listen *l, char *err, size_t errlen)
+{
+    const struct config_addr *addr = &l->admin;
+    if (!addr->path)
+        return listener_open(addr, err, errlen);
+    bool stale = false;
+    mode_t mode = (mode_t)strtoul(l->admin_mode, NULL, 8); /* validated by the config */
+    int fd = listener_open_unix(addr->path, mode, &stale, &a->unix_ino, err, errlen);
+    if (fd < 0)
+        return -1;
+    a->unix_path = strdup(addr->path);
+    if (!a->unix_path) {
+        listener_unix_remove(addr->path, a->unix_ino);
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (stale)
+        log_msg(LOG_INFO, "admin: replaced the stale socket file %s", addr->path);
+    return fd;
+}
+
+struct admin *admin_start(struct event_base *base, const struct config_listen *l,
                           const struct admin_source *src, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof *a);
+    char why[256];
     if (!a)
         return NULL;
+    snprintf(why, sizeof why, "%s: cannot listen", l->admin.text);
     a->src = *src;
     a->http = evhttp_new(base);
-    if (!a->http || evhttp_bind_socket(a->http, addr->host, addr->port) < 0) {
-        snprintf(err, errlen, "admin: cannot listen on %s", addr->text);
-        admin_stop(a);
-        return NULL;
+    int fd = a->http ? admin_socket(a, l, why, sizeof why) : -1;
+    if (fd < 0)
+        goto fail;
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
+    if (!bound) {
+        close(fd);
+        goto fail;
+    }
+    a->lev = evhttp_bound_socket_get_listener(bound);
+    if (listener_guard(a->lev, l->admin.text) < 0) {
+        a->lev = NULL;
+        goto fail;
     }
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_max_headers_size(a->http, 8192);
@@ -71,13 +111,22 @@ struct admin *admin_start(struct event_base *base, const struct config_addr *add
     evhttp_set_timeout(a->http, 5);
     evhttp_set_gencb(a->http, on_request, a);
     return a;
+fail:
+    snprintf(err, errlen, "listen.admin: %s", why);
+    admin_stop(a);
+    return NULL;
 }
 
 void admin_stop(struct admin *a)
 {
     if (!a)
         return;
+    if (a->lev)
+        listener_unguard(a->lev);
     if (a->http)
         evhttp_free(a->http);
+    if (a->unix_path)
+        listener_unix_remove(a->unix_path, a->unix_ino);
+    free(a->unix_path);
     free(a);
 }

@@ -1,5 +1,5 @@
 /*
- * admin: the operator listener (loopback only by config validation):
+ * admin: the operator listener (loopback or a unix socket, by config validation):
  * /metrics (Prometheus text), /healthz (the process runs), /readyz (workers
  * are serving and, when sessions are configured, Redis is reachable).
  * Runs on the main thread's event loop.
@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 struct event_base;
-struct config_addr;
+struct config_listen;
 struct metrics;
 struct admin;
 
@@ -21,7 +21,11 @@ struct admin_source {
     void *arg;
 };
 
-struct admin *admin_start(struct event_base *base, const struct config_addr *addr,
+/*
+ * Listens on listen.admin: a numeric loopback address, or "unix:/path" (a socket
+ * file with mode listen.admin_mode, removed again by admin_stop()).
+ */
+struct admin *admin_start(struct event_base *base, const struct config_listen *l,
                           const struct admin_source *src, char *err, size_t errlen);
 void admin_stop(struct admin *a);
 

@@ -297,6 +297,8 @@ static void yaml_error(struct config_loader *L, const yaml_parser_t *p, const ch
 
 /* ---- checks across keys ---------------------------------------------------------------- */
 
+/* Exactly 127.0.0.0/8, ::1, the name "localhost" (bound as 127.0.0.1, never resolved)
+ * or a unix socket: not "::", not v4-mapped addresses, not other names. */
 static bool addr_is_loopback(const struct config_addr *a)
 {
     struct in_addr v4;
@@ -308,6 +310,43 @@ static bool addr_is_loopback(const struct config_addr *a)
     if (inet_pton(AF_INET, a->host, &v4) == 1)
         return (ntohl(v4.s_addr) >> 24) == 127;
     return inet_pton(AF_INET6, a->host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+/* The listeners bind numeric addresses only (a name could resolve to anything);
+ * "localhost" is bound as 127.0.0.1. */
+static bool addr_is_numeric(const struct config_addr *a)
+{
+    unsigned char bin[16];
+    return a->host && (!strcmp(a->host, "localhost") || inet_pton(AF_INET, a->host, bin) == 1 ||
+                       inet_pton(AF_INET6, a->host, bin) == 1);
+}
+
+/* Why a unix socket cannot be created at path (as far as can be told now), or NULL. */
+static const char *unix_path_problem(const char *path)
+{
+    struct stat st;
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (lstat(path, &st) == 0)
+        return S_ISSOCK(st.st_mode) ? NULL : "the path exists and is not a socket";
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return NULL; /* relative to the working directory, or in / */
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return "its directory does not exist";
+    return NULL;
+}
+
+static void validate_admin(struct config_loader *L, const struct config_listen *l)
+{
+    struct config_pos pos = pos_of(L, &l->admin, l, ROOT);
+    const char *why;
+    if (!addr_is_loopback(&l->admin))
+        config_loader_error(L, pos, "listen.admin",
+                            "must be a loopback address (127.0.0.0/8, ::1, localhost) "
+                            "or a unix socket: the admin endpoint is never public");
+    else if (l->admin.path && (why = unix_path_problem(l->admin.path)))
+        config_loader_error(L, pos, "listen.admin", "%s: %s", l->admin.text, why);
 }
 
 static bool addr_is_any(const struct config_addr *a)
@@ -346,13 +385,15 @@ static void validate_listen(struct config_loader *L, struct config *c)
         all[n].a = &l->http[i];
         snprintf(all[n++].name, sizeof all[0].name, "listen.http[%zu]", i);
     }
+    for (size_t i = 0; i < n; i++)
+        if (!addr_is_numeric(all[i].a))
+            config_loader_error(L, pos_of(L, all[i].a, l, ROOT), all[i].name,
+                                "must be a numeric IPv4 or [IPv6] address (or localhost) and a "
+                                "port: names and unix sockets are not supported here");
     if (l->admin.text) {
         all[n].a = &l->admin;
         snprintf(all[n++].name, sizeof all[0].name, "listen.admin");
-        if (!addr_is_loopback(&l->admin))
-            config_loader_error(L, pos_of(L, &l->admin, l, ROOT), "listen.admin",
-                                "must be a loopback address (127.0.0.0/8, ::1, localhost) "
-                                "or a unix socket: the admin endpoint is never public");
+        validate_admin(L, l);
     }
     for (size_t i = 1; i < n; i++) {
         for (size_t j = 0; j < i; j++) {

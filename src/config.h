@@ -195,6 +195,7 @@ struct config_listen {
     struct config_addr http[CONFIG_MAX_LISTEN];
     size_t num_http;
     struct config_addr admin;      /* text NULL: no admin listener */
+    char *admin_mode;              /* octal file mode of a unix: admin socket, "0600" */
     uint16_t redirect_https_port;
     char **acme_challenge_dir;     /* unused placeholder kept NULL */
 };

@@ -295,6 +295,17 @@ static const char *check_key_prefix(const char *s)
     return NULL;
 }
 
+/* An octal file mode for the admin socket: never open to other users. */
+static const char *check_socket_mode(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 3 || n > 4 || strspn(s, "01234567") != n || (n == 4 && s[0] != '0'))
+        return "expected an octal file mode such as \"0600\"";
+    if (s[n - 1] != '0')
+        return "must not give other users access: the admin endpoint is never public";
+    return NULL;
+}
+
 static const char *check_env_name(const char *s)
 {
     if (!*s || isdigit((unsigned char)*s) || !all_chars(s, "_"))
@@ -374,6 +385,7 @@ static const struct config_key listen_keys[] = {
     {"http", CK_ADDR_ARRAY, OFF(L_, http), OFF(L_, num_http), .max = CONFIG_MAX_LISTEN,
      .def = "0.0.0.0:8080"},
     {"admin", CK_ADDR, OFF(L_, admin), .def = "127.0.0.1:9901", .flags = CK_NULL},
+    {"admin_mode", CK_STR, OFF(L_, admin_mode), .check = check_socket_mode, .def = "0600"},
     {"redirect_https_port", CK_INT, OFF(L_, redirect_https_port), .min = 1, .max = 65535,
      .def = "443"},
     CK_END};

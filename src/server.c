@@ -11,6 +11,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "fdlimit.h"
 #include "listener.h"
 #include "log.h"
 #include "ocsp_updater.h"
@@ -121,7 +122,8 @@ static bool admin_ready(void *arg)
 static bool same_listeners(const struct config *a, const struct config *b)
 {
     if (a->listen.num_https != b->listen.num_https || a->listen.num_http != b->listen.num_http ||
-        a->workers != b->workers)
+        a->workers != b->workers || !a->listen.admin.text != !b->listen.admin.text ||
+        (a->listen.admin.text && strcmp(a->listen.admin.text, b->listen.admin.text)))
         return false;
     for (size_t i = 0; i < a->listen.num_https; i++)
         if (strcmp(a->listen.https[i].text, b->listen.https[i].text))
@@ -159,6 +161,7 @@ static void reload(struct server *s)
     char err[256];
     if (log_open(&snap->cfg->log, err, sizeof err) < 0)
         log_msg(LOG_ERROR, "reload: log: %s (keeping the previous log targets)", err);
+    fdlimit_apply(snap->cfg); /* limits.max_connections may have grown */
     if (!same_listeners(s->snap->cfg, snap->cfg))
         log_msg(LOG_WARN, "reload: changes to listen addresses or workers need a restart");
     s->generation++;
@@ -277,12 +280,12 @@ static int setup_events(struct server *s)
 
 static int start_admin(struct server *s)
 {
-    const struct config_addr *addr = &s->snap->cfg->listen.admin;
-    if (!addr->text)
+    const struct config_listen *l = &s->snap->cfg->listen;
+    if (!l->admin.text)
         return 0;
     struct admin_source src = {admin_metrics, admin_ready, s};
-    char err[256];
-    s->admin = admin_start(s->base, addr, &src, err, sizeof err);
+    char err[512];
+    s->admin = admin_start(s->base, l, &src, err, sizeof err);
     if (!s->admin) {
         log_msg(LOG_ERROR, "%s", err);
         return -1;
@@ -328,12 +331,13 @@ int server_run(const char *path)
         return 1;
     }
     int rc = 1;
+    fdlimit_apply(s.snap->cfg); /* before any connection can find the default 1024 too few */
     s.base = event_base_new();
     if (ratelimit_init(s.snap->cfg->ratelimit.max_keys) < 0) {
         fprintf(stderr, "%s: ratelimit.max_keys: cannot allocate the key table\n", path);
         goto out;
     }
-    if (!s.base || setup_events(&s) < 0 || start_workers(&s) < 0 || start_admin(&s) < 0)
+    if (!s.base || setup_events(&s) < 0 || start_admin(&s) < 0 || start_workers(&s) < 0)
         goto out;
     update_ocsp(&s, s.snap);
     log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",
