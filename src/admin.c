@@ -64,7 +64,7 @@ static int admin_socket(struct admin *a, const struct config_listen *l, char *er
 {
     const struct config_addr *addr = &l->admin;
     if (!addr->path)
-        return listener_open(addr, err, errlen);
+        return listener_open(addr, false, err, errlen);
     bool stale = false;
     mode_t mode = (mode_t)strtoul(l->admin_mode, NULL, 8); /* validated by the config */
     int fd = listener_open_unix(addr->path, mode, &stale, &a->unix_ino, err, errlen);

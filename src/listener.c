@@ -23,7 +23,7 @@
 
 #define LISTEN_BACKLOG 4096
 
-int listener_open(const struct config_addr *a, char *err, size_t errlen)
+int listener_open(const struct config_addr *a, bool shared, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -37,7 +37,7 @@ int listener_open(const struct config_addr *a, char *err, size_t errlen)
         goto fail;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    if (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         goto fail;
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);

@@ -24,8 +24,10 @@ struct evconnlistener;
 #define LISTENER_PAUSE_MS 200
 
 /* Returns a bound, listening, non-blocking TCP socket or -1 with err. Numeric
- * addresses only ("localhost" stands for 127.0.0.1: nothing is resolved). */
-int listener_open(const struct config_addr *addr, char *err, size_t errlen);
+ * addresses only ("localhost" stands for 127.0.0.1: nothing is resolved).
+ * shared: SO_REUSEPORT, one socket per worker; a single listener (admin) is not
+ * shared, so that a second instance on its port fails instead of splitting it. */
+int listener_open(const struct config_addr *addr, bool shared, char *err, size_t errlen);
 
 /*
  * Returns a listening AF_UNIX socket at path with the given file mode, or -1 with

@@ -217,7 +217,7 @@ static void schedule_rotation(struct server *s)
 static int open_fds(const struct config_addr *addrs, size_t n, int *fds, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
-        fds[i] = listener_open(&addrs[i], err, errlen);
+        fds[i] = listener_open(&addrs[i], true, err, errlen);
         if (fds[i] < 0) {
             while (i-- > 0)
                 close(fds[i]);
