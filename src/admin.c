@@ -20,7 +20,7 @@ struct admin {
     struct evhttp *http;
     struct evconnlistener *lev; /* owned by http; guarded against accept spins */
     struct admin_source src;
-    char *unix_path;            /* the socket file to remove on exit, or NULL */
+    char *unix_path; /* the socket file to remove on exit, or NULL */
     unsigned long unix_ino;
 };
 

@@ -43,9 +43,10 @@ void fdlimit_apply(const struct config *cfg)
             log_msg(LOG_WARN, "RLIMIT_NOFILE: cannot raise the soft limit from %llu to %llu: %s",
                     (unsigned long long)was, (unsigned long long)want, strerror(errno));
         else
-            log_msg(LOG_INFO, "RLIMIT_NOFILE: soft limit raised from %llu to %llu (hard limit "
-                    "%llu)", (unsigned long long)was, (unsigned long long)want,
-                    (unsigned long long)hard);
+            log_msg(LOG_INFO,
+                    "RLIMIT_NOFILE: soft limit raised from %llu to %llu (hard limit "
+                    "%llu)",
+                    (unsigned long long)was, (unsigned long long)want, (unsigned long long)hard);
     }
     if (need > hard) {
         log_msg(LOG_WARN,
@@ -57,7 +58,8 @@ void fdlimit_apply(const struct config *cfg)
                 (unsigned long long)hard, (unsigned long long)need, cfg->limits.max_connections);
     } else if (need == 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         uint64_t cur = rl.rlim_cur == RLIM_INFINITY ? hard : rl.rlim_cur;
-        log_msg(LOG_INFO, "RLIMIT_NOFILE: %llu file descriptors (hard limit %llu); "
+        log_msg(LOG_INFO,
+                "RLIMIT_NOFILE: %llu file descriptors (hard limit %llu); "
                 "limits.max_connections is unlimited: about %llu connections fit",
                 (unsigned long long)cur, (unsigned long long)hard,
                 (unsigned long long)(cur > FD_BASE ? (cur - FD_BASE) / 2 : 0));

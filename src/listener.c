@@ -60,8 +60,8 @@ static int unix_in_use(const struct sockaddr_un *sun)
     if (fd < 0)
         return -1;
     int rc = connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0 ? 1
-             : errno == ECONNREFUSED                                      ? 0
-                                                                          : -1;
+             : errno == ECONNREFUSED                                     ? 0
+                                                                         : -1;
     close(fd);
     return rc;
 }
@@ -79,8 +79,9 @@ static int unix_clear_path(const struct sockaddr_un *sun, bool *stale, char *err
     }
     int live = unix_in_use(sun);
     if (live != 0) {
-        snprintf(err, errlen, live > 0 ? "in use by another process"
-                                       : "cannot tell whether the socket is in use");
+        snprintf(err, errlen,
+                 live > 0 ? "in use by another process"
+                          : "cannot tell whether the socket is in use");
         return -1;
     }
     if (unlink(sun->sun_path) < 0) {
@@ -91,8 +92,8 @@ static int unix_clear_path(const struct sockaddr_un *sun, bool *stale, char *err
     return 0;
 }
 
-int listener_open_unix(const char *path, mode_t mode, bool *stale, unsigned long *ino,
-                       char *err, size_t errlen)
+int listener_open_unix(const char *path, mode_t mode, bool *stale, unsigned long *ino, char *err,
+                       size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     char why[160] = "";
@@ -111,8 +112,7 @@ int listener_open_unix(const char *path, mode_t mode, bool *stale, unsigned long
     int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
     umask(old);
     struct stat st;
-    if (rc < 0 || chmod(path, mode) < 0 || lstat(path, &st) < 0 ||
-        listen(fd, LISTEN_BACKLOG) < 0) {
+    if (rc < 0 || chmod(path, mode) < 0 || lstat(path, &st) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
         snprintf(why, sizeof why, "%s", strerror(errno));
         if (rc == 0)
             unlink(path);
@@ -185,11 +185,11 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     event_add(g->resume, &tv);
     if (err == EMFILE)
         log_msg_limited(&g->limit, LOG_WARN,
-                        "accept on %s: %s (RLIMIT_NOFILE %llu): pausing accepts for %d ms",
-                        g->name, strerror(err), nofile_soft(), LISTENER_PAUSE_MS);
+                        "accept on %s: %s (RLIMIT_NOFILE %llu): pausing accepts for %d ms", g->name,
+                        strerror(err), nofile_soft(), LISTENER_PAUSE_MS);
     else
-        log_msg_limited(&g->limit, LOG_WARN, "accept on %s: %s: pausing accepts for %d ms",
-                        g->name, strerror(err), LISTENER_PAUSE_MS);
+        log_msg_limited(&g->limit, LOG_WARN, "accept on %s: %s: pausing accepts for %d ms", g->name,
+                        strerror(err), LISTENER_PAUSE_MS);
 }
 
 int listener_guard(struct evconnlistener *lev, const char *name)

@@ -35,8 +35,8 @@ int listener_open(const struct config_addr *addr, bool shared, char *err, size_t
  * *stale set; a live one ("in use") or a path that is not a socket is refused.
  * *ino receives the inode of the new socket file, for listener_unix_remove().
  */
-int listener_open_unix(const char *path, mode_t mode, bool *stale, unsigned long *ino,
-                       char *err, size_t errlen);
+int listener_open_unix(const char *path, mode_t mode, bool *stale, unsigned long *ino, char *err,
+                       size_t errlen);
 
 /* Removes the socket file at path if it is still the one created (same inode). */
 void listener_unix_remove(const char *path, unsigned long ino);

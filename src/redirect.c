@@ -175,8 +175,7 @@ static void rc_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Admission and the per-connection objects; closes fd and returns NULL on refusal. */
-static struct redirect_conn *rc_new(struct worker *w, int fd, const struct sockaddr *sa,
-                                    int salen)
+static struct redirect_conn *rc_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
     if (w->draining || !connlimit_admit_plain(w, sa)) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
