@@ -156,7 +156,7 @@ static void rc_write(struct bufferevent *bev, void *arg)
 
 static void rc_event(struct bufferevent *bev, short what, void *arg)
 {
-    rc_free(arg); /* EOF, error, or a write that stalled past its timeout */
+    rc_free(arg); /* EOF or error; a stalled write is ended by the deadline */
 }
 
 /* The header deadline: no complete head in time gets 408; a 408 or an answer
