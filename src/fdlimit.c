@@ -11,21 +11,29 @@
 #define FD_BASE 64
 /* Per worker: event loop, mailbox, Redis (sessions, revocation) and some slack. */
 #define FD_PER_WORKER 8
+/* Fewer connections than this fit: worth a warning. */
+#define FD_FEW_CONNECTIONS 100
 /* The kernel's default fs.nr_open: a soft limit above it is refused even for root. */
 #define FD_NR_OPEN_DEFAULT (1u << 20)
 
-uint64_t fdlimit_need(const struct config *cfg)
+/* Everything but the client connections: the process, and per worker its loop, Redis,
+ * listening sockets and the upstream keep-alive connections it may park. */
+static uint64_t fixed_need(const struct config *cfg)
 {
-    const struct config_limits *lim = &cfg->limits;
-    if (lim->max_connections == 0)
-        return 0;
-    uint64_t idle = 0; /* upstream keep-alive connections each worker may park */
+    uint64_t idle = 0;
     for (size_t i = 0; i < cfg->num_upstreams; i++)
         idle += (uint64_t)cfg->upstreams[i].keepalive * cfg->upstreams[i].num_servers;
     uint64_t workers = cfg->workers > 0 ? (uint64_t)cfg->workers : 1;
-    uint64_t per_worker = FD_PER_WORKER + cfg->listen.num_https + cfg->listen.num_http + idle;
+    return FD_BASE +
+           workers * (FD_PER_WORKER + cfg->listen.num_https + cfg->listen.num_http + idle);
+}
+
+uint64_t fdlimit_need(const struct config *cfg)
+{
+    if (cfg->limits.max_connections == 0)
+        return 0;
     /* a client socket and, while proxied, an upstream one per connection */
-    return FD_BASE + workers * per_worker + 2 * (uint64_t)lim->max_connections;
+    return fixed_need(cfg) + 2 * (uint64_t)cfg->limits.max_connections;
 }
 
 void fdlimit_apply(const struct config *cfg)
@@ -58,10 +66,12 @@ void fdlimit_apply(const struct config *cfg)
                 (unsigned long long)hard, (unsigned long long)need, cfg->limits.max_connections);
     } else if (need == 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         uint64_t cur = rl.rlim_cur == RLIM_INFINITY ? hard : rl.rlim_cur;
-        log_msg(LOG_INFO,
-                "RLIMIT_NOFILE: %llu file descriptors (hard limit %llu); "
-                "limits.max_connections is unlimited: about %llu connections fit",
-                (unsigned long long)cur, (unsigned long long)hard,
-                (unsigned long long)(cur > FD_BASE ? (cur - FD_BASE) / 2 : 0));
+        uint64_t fixed = fixed_need(cfg), fit = cur > fixed ? (cur - fixed) / 2 : 0;
+        log_msg(fit < FD_FEW_CONNECTIONS ? LOG_WARN : LOG_INFO,
+                "RLIMIT_NOFILE: %llu file descriptors (hard limit %llu); limits.max_connections "
+                "is unlimited: about %llu connections fit%s",
+                (unsigned long long)cur, (unsigned long long)hard, (unsigned long long)fit,
+                fit < FD_FEW_CONNECTIONS ? ": raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+                                         : "");
     }
 }
