@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "identity.h"
 #include "request.h"
+#include "request_head.h"
 #include "respond.h"
 #include "snapshot.h"
 #include "upstream.h"
@@ -110,93 +111,43 @@ static void finish_exchange(struct request *r)
 
 /* ---- request head ------------------------------------------------------ */
 
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static char *put_header(char *p, struct http1_str name, struct http1_str value)
-{
-    p = put(p, name.p, name.len);
-    p = put(p, ": ", 2);
-    p = put(p, value.p, value.len);
-    return put(p, "\r\n", 2);
-}
-
-static char *put_framing(char *p, const struct request *r)
-{
-    char tmp[64];
-    if (r->h.framing.body == HTTP1_BODY_LENGTH) {
-        int n = snprintf(tmp, sizeof tmp, "Content-Length: %llu\r\n",
-                         (unsigned long long)r->h.framing.content_length);
-        p = put(p, tmp, (size_t)n);
-    } else if (r->h.framing.body == HTTP1_BODY_CHUNKED) {
-        p = put(p, "Transfer-Encoding: chunked\r\n", 28);
-    }
-    return p;
-}
-
-/* Bytes the rewritten head can take at most. */
-static size_t request_head_cap(const struct request *r, const struct http1_header *up)
-{
-    return r->head_len + r->add_len + 256 + strlen(r->upstream->name) +
-           (up ? up->value.len : 0);
-}
-
-/* Writes the rewritten request head at p (request_head_cap() bytes of room):
- * kept headers, moat's headers, moat's framing. Returns its length. */
-static size_t build_request_head(const struct request *r, const struct http1_header *up,
-                                 char *start)
-{
-    char *p = start;
-    p = put(p, r->h.method.p, r->h.method.len);
-    p = put(p, " ", 1);
-    p = put(p, r->h.target.p, r->h.target.len);
-    p = put(p, " HTTP/1.1\r\n", 11);
-    if (r->h.host.len == 0) { /* HTTP/1.0 without Host: the upstream's name, as signed */
-        p = put(p, "Host: ", 6);
-        p = put(p, r->upstream->name, strlen(r->upstream->name));
-        p = put(p, "\r\n", 2);
-    }
-    for (size_t i = 0; i < r->h.num_headers; i++) {
-        if (r->hflags[i] & HFLAG_DROP || identity_is_hop_by_hop(r->h.headers[i].name))
-            continue;
-        p = put_header(p, r->h.headers[i].name, r->h.headers[i].value);
-    }
-    p = put(p, r->add_headers, r->add_len);
-    p = put_framing(p, r);
-    if (up) {
-        p = put(p, "Connection: Upgrade\r\n", 21);
-        p = put_header(p, up->name, up->value);
-    }
-    p = put(p, "\r\n", 2);
-    return (size_t)(p - start);
-}
-
 /*
- * Sends the request head. A head that fits HEAD_STACK goes to the upstream
- * socket at once when nothing is queued before it (upstream_send): write
- * interest is then never registered with epoll for a request without a body,
- * two epoll_ctl() calls per request saved. Larger heads take the output buffer.
+ * Sends the request head, serialized by request_head.c into a buffer of its
+ * exact size. A head that fits HEAD_STACK goes to the upstream socket at once
+ * when nothing is queued before it (upstream_send): write interest is then never
+ * registered with epoll for a request without a body, two epoll_ctl() calls per
+ * request saved. Larger heads are written into the output buffer's own space.
  */
 #define HEAD_STACK 8192
 static int write_request_head(struct request *r)
 {
-    const struct http1_header *up =
-        r->h.framing.upgrade_websocket
-            ? http1_find_header(r->h.headers, r->h.num_headers, "Upgrade")
-            : NULL;
-    size_t cap = request_head_cap(r, up);
-    if (cap <= HEAD_STACK) {
+    uint8_t drop[HTTP1_MAX_HEADERS_CAP];
+    for (size_t i = 0; i < r->h.num_headers; i++)
+        drop[i] = (r->hflags[i] & HFLAG_DROP) || identity_is_hop_by_hop(r->h.headers[i].name);
+    struct request_head_spec spec = {
+        .h = &r->h,
+        .drop = drop,
+        .host = r->upstream->name,
+        .host_len = strlen(r->upstream->name),
+        .extra = r->add_headers,
+        .extra_len = r->add_len,
+        .upgrade = r->h.framing.upgrade_websocket
+                       ? http1_find_header(r->h.headers, r->h.num_headers, "Upgrade")
+                       : NULL,
+    };
+    size_t size = request_head_size(&spec);
+    if (size <= HEAD_STACK) {
         char buf[HEAD_STACK];
-        return upstream_send(r->uc, buf, build_request_head(r, up, buf));
+        size_t n = request_head_write(&spec, buf, sizeof buf);
+        return n ? upstream_send(r->uc, buf, n) : -1;
     }
     struct evbuffer *out = bufferevent_get_output(r->uc->bev);
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ssize_t)cap, &v, 1) < 1)
+    if (evbuffer_reserve_space(out, (ssize_t)size, &v, 1) < 1 || v.iov_len < size)
         return -1;
-    v.iov_len = build_request_head(r, up, v.iov_base);
+    v.iov_len = request_head_write(&spec, v.iov_base, size);
+    if (v.iov_len == 0)
+        return -1;
     return evbuffer_commit_space(out, &v, 1);
 }
 
