@@ -155,9 +155,13 @@ static int write_request_head(struct request *r)
 
 enum relay_result { RELAY_OK = 0, RELAY_BAD = -1, RELAY_TOO_BIG = -2 };
 
+/*
+ * Decodes a chunked body from in and writes it to out: re-chunked by moat when
+ * frame is set, else as bare payload (for a client that cannot take chunked).
+ */
 static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out,
                                        struct http1_chunked *ck, uint64_t *total, uint64_t max,
-                                       bool *done)
+                                       bool frame, bool *done)
 {
     while (!*done) {
         struct evbuffer_iovec v;
@@ -172,7 +176,8 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
         if (res == HTTP1_CHUNK_ERROR)
             return RELAY_BAD;
         if (res == HTTP1_CHUNK_DONE) {
-            evbuffer_add(out, "0\r\n\r\n", 5);
+            if (frame)
+                evbuffer_add(out, "0\r\n\r\n", 5);
             *done = true;
             break;
         }
@@ -187,9 +192,11 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
             break;
         if (max && *total + n > max)
             return RELAY_TOO_BIG;
-        evbuffer_add_printf(out, "%zx\r\n", n);
+        if (frame)
+            evbuffer_add_printf(out, "%zx\r\n", n);
         move_bytes(in, out, n);
-        evbuffer_add(out, "\r\n", 2);
+        if (frame)
+            evbuffer_add(out, "\r\n", 2);
         http1_chunked_data_done(ck, n);
         *total += n;
     }
@@ -217,7 +224,7 @@ static enum relay_result relay_request_body(struct request *r)
         r->req_body_done = r->req_remaining == 0;
     } else {
         res = relay_chunked(in, out, &r->req_chunk, &r->body_received,
-                            req_cfg(r)->limits.max_body_bytes, &r->req_body_done);
+                            req_cfg(r)->limits.max_body_bytes, true, &r->req_body_done);
     }
     r->bytes_in += before - evbuffer_get_length(in);
     if (res == RELAY_OK && r->bytes_in - r->head_len > raw_body_cap(req_cfg(r)))
@@ -254,12 +261,25 @@ static void relay_tunnel(struct evbuffer *from, struct evbuffer *to, uint64_t *c
     *count += n;
 }
 
+/*
+ * Tunnel, client to upstream. An upstream that does not read would otherwise
+ * let a client park any amount in its output buffer: past the watermark the
+ * client is not read until up_write reports the output drained.
+ */
+static void tunnel_from_client(struct request *r)
+{
+    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+    relay_tunnel(client_in(r), out, &r->bytes_in);
+    if (evbuffer_get_length(out) > UP_OUT_HIGH)
+        conn_set_reading(r->conn, false);
+}
+
 void proxy_client_readable(struct request *r)
 {
     if (!r->uc || !r->head_sent)
         return;
     if (r->tunnel) {
-        relay_tunnel(client_in(r), bufferevent_get_output(r->uc->bev), &r->bytes_in);
+        tunnel_from_client(r);
         conn_arm_timer(r->conn, req_cfg(r)->limits.idle_timeout_ms);
         return;
     }
@@ -291,12 +311,35 @@ static void send_request(struct request *r)
     request_body_progress(r);
 }
 
+/*
+ * Whether a request the upstream may have received can be sent again: the
+ * upstream may have acted on it before closing. Safe methods always (RFC 9110
+ * §9.2.1); PUT and DELETE only when the pool opts in (idempotent by the RFC,
+ * but an application's handler often is not); never the others.
+ */
+static bool method_replayable(const struct request *r)
+{
+    switch (r->h.method_id) {
+    case HTTP1_M_GET:
+    case HTTP1_M_HEAD:
+    case HTTP1_M_OPTIONS:
+        return true;
+    case HTTP1_M_PUT:
+    case HTTP1_M_DELETE:
+        return r->upstream->retry_idempotent;
+    default:
+        return false;
+    }
+}
+
 static bool can_retry(const struct request *r)
 {
-    /* A kept-alive connection the upstream closed just before our request:
-       safe to replay only when nothing of the request is lost with it. */
+    /* A kept-alive connection the upstream closed after our request was sent and
+       before any answer: the usual race with its keep-alive timeout. Replayed only
+       when nothing of the request is lost with it and the method allows it. */
     return r->uc->reused && !r->resp_head_done && r->resp_scan.offset == 0 &&
-           r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS;
+           r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS &&
+           method_replayable(r);
 }
 
 static void retry(struct request *r, const struct upstream_server *skip)
@@ -390,17 +433,46 @@ static void write_response_head(struct request *r, const struct http1_response *
     r->resp_started = true;
 }
 
-static void choose_framing(struct request *r, const struct http1_response *resp)
+/*
+ * Transfer codings other than chunked (gzip, ...) in a response: HTTP/1.0 has no
+ * Transfer-Encoding (RFC 9112 §6.1), so an HTTP/1.0 client could not be told.
+ */
+static bool has_other_coding(const struct http1_response *resp)
+{
+    const struct http1_header *te =
+        http1_find_header(resp->headers, resp->num_headers, "Transfer-Encoding");
+    if (!te)
+        return false;
+    struct http1_str v = te->value;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t'))
+        v.len--;
+    return !(v.len == 7 && !strncasecmp(v.p, "chunked", 7));
+}
+
+/*
+ * The framing towards the client. HTTP/1.1: a close-delimited upstream body is
+ * re-chunked, which keeps the client connection reusable. HTTP/1.0 clients never
+ * get chunked (RFC 9112 §6.1): a chunked upstream body is decoded and ends with
+ * the connection. Returns -1 when the response cannot be represented.
+ */
+static int choose_framing(struct request *r, const struct http1_response *resp)
 {
     struct conn *c = r->conn;
     r->resp_in = resp->framing.body;
     r->resp_out = r->resp_in;
-    if (r->resp_in == HTTP1_BODY_UNTIL_CLOSE && r->h.minor_version == 1)
-        r->resp_out = HTTP1_BODY_CHUNKED; /* keeps the client connection reusable */
+    if (r->h.minor_version == 0) {
+        if (r->resp_in != HTTP1_BODY_NONE && has_other_coding(resp))
+            return -1;
+        if (r->resp_in == HTTP1_BODY_CHUNKED)
+            r->resp_out = HTTP1_BODY_UNTIL_CLOSE;
+    } else if (r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
+        r->resp_out = HTTP1_BODY_CHUNKED;
+    }
     r->resp_remaining = resp->framing.content_length;
     r->up_keep_alive = resp->framing.keep_alive;
     if (r->resp_out == HTTP1_BODY_UNTIL_CLOSE || c->w->draining || !r->h.framing.keep_alive)
         c->keep_alive = false;
+    return 0;
 }
 
 static void start_tunnel(struct request *r)
@@ -411,7 +483,7 @@ static void start_tunnel(struct request *r)
     c->state = CONN_TUNNEL;
     set_timeout(r->uc->bev, 0);
     conn_arm_timer(c, req_cfg(r)->limits.idle_timeout_ms);
-    relay_tunnel(client_in(r), bufferevent_get_output(r->uc->bev), &r->bytes_in);
+    tunnel_from_client(r);
 }
 
 /* Returns 1 when a final head was handled, 0 when more bytes are needed, -1 when failed. */
@@ -444,7 +516,10 @@ static int read_response_head(struct request *r)
             fail(r, 502, "unexpected 101 from upstream");
             return -1;
         }
-        choose_framing(r, &resp);
+        if (choose_framing(r, &resp) < 0) {
+            fail(r, 502, "transfer coding an HTTP/1.0 client cannot receive");
+            return -1;
+        }
         r->status = r->resp_status = resp.status;
         if (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining <= COALESCE_MAX)
             evbuffer_expand(client_out(r), (size_t)n + 1024 + r->resp_remaining); /* one chain */
@@ -474,7 +549,8 @@ static enum relay_result relay_response_body(struct request *r)
         r->resp_remaining -= n;
         r->resp_done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {
-        res = relay_chunked(in, out, &r->resp_chunk, &total, 0, &r->resp_done);
+        res = relay_chunked(in, out, &r->resp_chunk, &total, 0,
+                            r->resp_out == HTTP1_BODY_CHUNKED, &r->resp_done);
     } else if (r->resp_out == HTTP1_BODY_CHUNKED) { /* until close, re-chunked */
         size_t n = evbuffer_get_length(in);
         if (n) {
@@ -544,7 +620,13 @@ static void up_write(struct bufferevent *bev, void *arg)
     conn_leave(c);
 }
 
-static void on_upstream_closed(struct request *r)
+/*
+ * The upstream closed. clean: a FIN (and over TLS its close_notify), the only
+ * end that completes a close-delimited body. After a reset the body may be cut
+ * short: the client connection ends without the final chunk or close_notify,
+ * so the client cannot take a truncated response for a complete one.
+ */
+static void on_upstream_closed(struct request *r, bool clean)
 {
     struct conn *c = r->conn;
     if (r->tunnel) {
@@ -552,6 +634,11 @@ static void on_upstream_closed(struct request *r)
         proxy_abort(r);
         c->keep_alive = false;
         conn_exchange_done(c);
+    } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE && !clean) {
+        metrics_inc(&c->w->metrics, M_UPSTREAM_ERROR);
+        r->error = "upstream response truncated (reset)";
+        proxy_abort(r);
+        conn_abort(c);
     } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
         relay_response_body(r);
         if (r->resp_out == HTTP1_BODY_CHUNKED)
@@ -579,7 +666,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     } else if (what & BEV_EVENT_TIMEOUT) {
         fail(r, 504, "upstream timeout");
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        on_upstream_closed(r);
+        on_upstream_closed(r, upstream_closed_cleanly(r->uc, what));
     }
     conn_leave(c);
 }
