@@ -19,7 +19,7 @@ import pytest
 
 import hostile
 import upstream_server
-from moatctl import Conn, curl, free_port, tls_context, ws_handshake
+from moatctl import Conn, curl, free_port, tls_context, wait_until, ws_handshake
 
 MiB = 1024 * 1024
 FLOOD = 64 * MiB
@@ -285,6 +285,49 @@ def test_websocket_upstream_flood_to_client_that_never_reads(raw_upstream, moat_
         assert probe.ok(), probe.report()
     settled = rss.settle_kib(timeout=15, slack_kib=SETTLE_KIB)
     assert settled - rss.base <= SETTLE_KIB, (rss.base, settled)
+
+
+def test_websocket_paused_directions_resume_when_drained(raw_upstream, moat_factory):
+    """After the pauses, both directions carry everything once the slow side reads: 16 MiB
+    each way (more than the sockets hold), the reader starting only after the writer was held back."""
+    total = 16 * MiB
+    got_up = [0]
+    up_done = threading.Event()
+
+    def handler(c):
+        method, target, _, headers, _ = c.read_head()
+        if target != "/ws":
+            c.send(ok_response())
+            return serve_plain(c)
+        c.send(ws_accept_response(headers))
+        time.sleep(1.5)  # the client's flood is held back meanwhile
+        n = len(c.buf)
+        c.sock.settimeout(30)
+        while n < total:
+            data = c.sock.recv(1 << 20)
+            if not data:
+                break
+            n += len(data)
+        got_up[0] = n
+        c.sock.sendall(b"\x00" * total)  # now the other way, to a client that waits
+        up_done.set()
+        c.up.stop.wait(30)
+
+    up = raw_upstream(handler)
+    m = raw_moat(moat_factory, up)
+    with Conn.tls(m.https_port, timeout=30) as c:
+        r, _ = ws_handshake(c)
+        assert r.status == 101, r
+        c.sock.sendall(b"\x00" * total)  # raw bytes: the tunnel does not parse frames
+        assert wait_until(lambda: got_up[0] >= total, 30), got_up[0]
+        time.sleep(1.0)  # the upstream's flood is held back meanwhile
+        n = len(c.buf)
+        while n < total:
+            data = c.sock.recv(1 << 20)
+            assert data, n
+            n += len(data)
+        assert n == total
+    assert up_done.wait(10)
 
 
 def test_upload_to_upstream_that_never_reads_is_bounded(raw_upstream, moat_factory):
