@@ -549,8 +549,8 @@ static enum relay_result relay_response_body(struct request *r)
         r->resp_remaining -= n;
         r->resp_done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {
-        res = relay_chunked(in, out, &r->resp_chunk, &total, 0,
-                            r->resp_out == HTTP1_BODY_CHUNKED, &r->resp_done);
+        res = relay_chunked(in, out, &r->resp_chunk, &total, 0, r->resp_out == HTTP1_BODY_CHUNKED,
+                            &r->resp_done);
     } else if (r->resp_out == HTTP1_BODY_CHUNKED) { /* until close, re-chunked */
         size_t n = evbuffer_get_length(in);
         if (n) {

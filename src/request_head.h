@@ -21,11 +21,11 @@
 #include "http1.h"
 
 struct request_head_spec {
-    const struct http1_request *h;      /* the parsed client head */
-    const uint8_t *drop;                /* per field of h: nonzero = not forwarded */
-    const char *host;                   /* Host value written when h->host.len == 0 */
+    const struct http1_request *h; /* the parsed client head */
+    const uint8_t *drop;           /* per field of h: nonzero = not forwarded */
+    const char *host;              /* Host value written when h->host.len == 0 */
     size_t host_len;
-    const char *extra;                  /* complete "Name: value\r\n" lines moat adds */
+    const char *extra; /* complete "Name: value\r\n" lines moat adds */
     size_t extra_len;
     const struct http1_header *upgrade; /* forwarded with Connection: Upgrade, or NULL */
 };

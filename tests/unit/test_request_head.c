@@ -23,8 +23,8 @@
 
 static struct http1_request req;
 
-static const size_t byte_limits[] = {1024, 1025, 1279, 1280, 1281, 1300, 2047, 2048, 4096,
-                                     8191, 8192, 8193, 16384, 65536};
+static const size_t byte_limits[] = {1024, 1025, 1279, 1280, 1281, 1300,  2047,
+                                     2048, 4096, 8191, 8192, 8193, 16384, 65536};
 /*
  * Past 1,300 bytes all 256 fields fit: a larger limit only lengthens the padding,
  * never the growth. The largest limits are still covered, for a few counts.
@@ -73,7 +73,7 @@ static void sb_fill(struct sb *b, char c, size_t n)
 /* Drops what proxy.c drops: the framing and connection fields moat rewrites. */
 static void drop_hop_by_hop(const struct http1_request *h, uint8_t *drop)
 {
-    static const char *const hop[] = {"Connection", "Upgrade", "Content-Length",
+    static const char *const hop[] = {"Connection",        "Upgrade",    "Content-Length",
                                       "Transfer-Encoding", "Keep-Alive", "Expect"};
     for (size_t i = 0; i < h->num_headers; i++) {
         drop[i] = 0;
@@ -162,8 +162,7 @@ static void parse_ok(const char *head, struct http1_request *h)
 static void test_framing_is_moats(void **state)
 {
     uint8_t drop[HTTP1_MAX_HEADERS_CAP];
-    parse_ok("POST /u HTTP/1.1\r\nHost:h\r\nContent-Length:0001234567890123\r\na:b\r\n\r\n",
-             &req);
+    parse_ok("POST /u HTTP/1.1\r\nHost:h\r\nContent-Length:0001234567890123\r\na:b\r\n\r\n", &req);
     drop_hop_by_hop(&req, drop);
     struct request_head_spec s = {&req, drop, "app", 3, NULL, 0, NULL};
     struct sb want = {0};
@@ -196,7 +195,12 @@ static void test_upgrade(void **state)
              "Sec-WebSocket-Key:k\r\n\r\n",
              &req);
     drop_hop_by_hop(&req, drop);
-    struct request_head_spec s = {&req, drop, "app", 3, EXTRA, strlen(EXTRA),
+    struct request_head_spec s = {&req,
+                                  drop,
+                                  "app",
+                                  3,
+                                  EXTRA,
+                                  strlen(EXTRA),
                                   http1_find_header(req.headers, req.num_headers, "Upgrade")};
     struct sb want = {0};
     sb_str(&want, "GET /ws HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\n" EXTRA
