@@ -115,6 +115,7 @@ struct config_upstream {
     uint64_t health_interval_ms;
     struct config_tls_client tls;
     size_t keepalive;           /* idle connections kept per server per worker */
+    bool retry_idempotent;      /* PUT/DELETE may be replayed like GET (opt-in) */
     int line;
     int column;
 };

@@ -514,6 +514,7 @@ static const struct config_key upstream_keys[] = {
     {"health", CK_SECTION, 0, .keys = health_keys},
     {"tls", CK_SECTION, OFF(U_, tls), .keys = tls_client_keys},
     {"keepalive", CK_SIZE, OFF(U_, keepalive), .min = 0, .max = 10000, .def = "32"},
+    {"retry_idempotent", CK_BOOL, OFF(U_, retry_idempotent), .def = "false"},
     CK_END};
 #undef U_
 

@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "identity.h"
 #include "request.h"
+#include "request_head.h"
 #include "respond.h"
 #include "snapshot.h"
 #include "upstream.h"
@@ -110,93 +111,43 @@ static void finish_exchange(struct request *r)
 
 /* ---- request head ------------------------------------------------------ */
 
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static char *put_header(char *p, struct http1_str name, struct http1_str value)
-{
-    p = put(p, name.p, name.len);
-    p = put(p, ": ", 2);
-    p = put(p, value.p, value.len);
-    return put(p, "\r\n", 2);
-}
-
-static char *put_framing(char *p, const struct request *r)
-{
-    char tmp[64];
-    if (r->h.framing.body == HTTP1_BODY_LENGTH) {
-        int n = snprintf(tmp, sizeof tmp, "Content-Length: %llu\r\n",
-                         (unsigned long long)r->h.framing.content_length);
-        p = put(p, tmp, (size_t)n);
-    } else if (r->h.framing.body == HTTP1_BODY_CHUNKED) {
-        p = put(p, "Transfer-Encoding: chunked\r\n", 28);
-    }
-    return p;
-}
-
-/* Bytes the rewritten head can take at most. */
-static size_t request_head_cap(const struct request *r, const struct http1_header *up)
-{
-    return r->head_len + r->add_len + 256 + strlen(r->upstream->name) +
-           (up ? up->value.len : 0);
-}
-
-/* Writes the rewritten request head at p (request_head_cap() bytes of room):
- * kept headers, moat's headers, moat's framing. Returns its length. */
-static size_t build_request_head(const struct request *r, const struct http1_header *up,
-                                 char *start)
-{
-    char *p = start;
-    p = put(p, r->h.method.p, r->h.method.len);
-    p = put(p, " ", 1);
-    p = put(p, r->h.target.p, r->h.target.len);
-    p = put(p, " HTTP/1.1\r\n", 11);
-    if (r->h.host.len == 0) { /* HTTP/1.0 without Host: the upstream's name, as signed */
-        p = put(p, "Host: ", 6);
-        p = put(p, r->upstream->name, strlen(r->upstream->name));
-        p = put(p, "\r\n", 2);
-    }
-    for (size_t i = 0; i < r->h.num_headers; i++) {
-        if (r->hflags[i] & HFLAG_DROP || identity_is_hop_by_hop(r->h.headers[i].name))
-            continue;
-        p = put_header(p, r->h.headers[i].name, r->h.headers[i].value);
-    }
-    p = put(p, r->add_headers, r->add_len);
-    p = put_framing(p, r);
-    if (up) {
-        p = put(p, "Connection: Upgrade\r\n", 21);
-        p = put_header(p, up->name, up->value);
-    }
-    p = put(p, "\r\n", 2);
-    return (size_t)(p - start);
-}
-
 /*
- * Sends the request head. A head that fits HEAD_STACK goes to the upstream
- * socket at once when nothing is queued before it (upstream_send): write
- * interest is then never registered with epoll for a request without a body,
- * two epoll_ctl() calls per request saved. Larger heads take the output buffer.
+ * Sends the request head, serialized by request_head.c into a buffer of its
+ * exact size. A head that fits HEAD_STACK goes to the upstream socket at once
+ * when nothing is queued before it (upstream_send): write interest is then never
+ * registered with epoll for a request without a body, two epoll_ctl() calls per
+ * request saved. Larger heads are written into the output buffer's own space.
  */
 #define HEAD_STACK 8192
 static int write_request_head(struct request *r)
 {
-    const struct http1_header *up =
-        r->h.framing.upgrade_websocket
-            ? http1_find_header(r->h.headers, r->h.num_headers, "Upgrade")
-            : NULL;
-    size_t cap = request_head_cap(r, up);
-    if (cap <= HEAD_STACK) {
+    uint8_t drop[HTTP1_MAX_HEADERS_CAP];
+    for (size_t i = 0; i < r->h.num_headers; i++)
+        drop[i] = (r->hflags[i] & HFLAG_DROP) || identity_is_hop_by_hop(r->h.headers[i].name);
+    struct request_head_spec spec = {
+        .h = &r->h,
+        .drop = drop,
+        .host = r->upstream->name,
+        .host_len = strlen(r->upstream->name),
+        .extra = r->add_headers,
+        .extra_len = r->add_len,
+        .upgrade = r->h.framing.upgrade_websocket
+                       ? http1_find_header(r->h.headers, r->h.num_headers, "Upgrade")
+                       : NULL,
+    };
+    size_t size = request_head_size(&spec);
+    if (size <= HEAD_STACK) {
         char buf[HEAD_STACK];
-        return upstream_send(r->uc, buf, build_request_head(r, up, buf));
+        size_t n = request_head_write(&spec, buf, sizeof buf);
+        return n ? upstream_send(r->uc, buf, n) : -1;
     }
     struct evbuffer *out = bufferevent_get_output(r->uc->bev);
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ssize_t)cap, &v, 1) < 1)
+    if (evbuffer_reserve_space(out, (ssize_t)size, &v, 1) < 1 || v.iov_len < size)
         return -1;
-    v.iov_len = build_request_head(r, up, v.iov_base);
+    v.iov_len = request_head_write(&spec, v.iov_base, size);
+    if (v.iov_len == 0)
+        return -1;
     return evbuffer_commit_space(out, &v, 1);
 }
 
@@ -204,9 +155,13 @@ static int write_request_head(struct request *r)
 
 enum relay_result { RELAY_OK = 0, RELAY_BAD = -1, RELAY_TOO_BIG = -2 };
 
+/*
+ * Decodes a chunked body from in and writes it to out: re-chunked by moat when
+ * frame is set, else as bare payload (for a client that cannot take chunked).
+ */
 static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out,
                                        struct http1_chunked *ck, uint64_t *total, uint64_t max,
-                                       bool *done)
+                                       bool frame, bool *done)
 {
     while (!*done) {
         struct evbuffer_iovec v;
@@ -221,7 +176,8 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
         if (res == HTTP1_CHUNK_ERROR)
             return RELAY_BAD;
         if (res == HTTP1_CHUNK_DONE) {
-            evbuffer_add(out, "0\r\n\r\n", 5);
+            if (frame)
+                evbuffer_add(out, "0\r\n\r\n", 5);
             *done = true;
             break;
         }
@@ -236,9 +192,11 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
             break;
         if (max && *total + n > max)
             return RELAY_TOO_BIG;
-        evbuffer_add_printf(out, "%zx\r\n", n);
+        if (frame)
+            evbuffer_add_printf(out, "%zx\r\n", n);
         move_bytes(in, out, n);
-        evbuffer_add(out, "\r\n", 2);
+        if (frame)
+            evbuffer_add(out, "\r\n", 2);
         http1_chunked_data_done(ck, n);
         *total += n;
     }
@@ -266,7 +224,7 @@ static enum relay_result relay_request_body(struct request *r)
         r->req_body_done = r->req_remaining == 0;
     } else {
         res = relay_chunked(in, out, &r->req_chunk, &r->body_received,
-                            req_cfg(r)->limits.max_body_bytes, &r->req_body_done);
+                            req_cfg(r)->limits.max_body_bytes, true, &r->req_body_done);
     }
     r->bytes_in += before - evbuffer_get_length(in);
     if (res == RELAY_OK && r->bytes_in - r->head_len > raw_body_cap(req_cfg(r)))
@@ -303,12 +261,25 @@ static void relay_tunnel(struct evbuffer *from, struct evbuffer *to, uint64_t *c
     *count += n;
 }
 
+/*
+ * Tunnel, client to upstream. An upstream that does not read would otherwise
+ * let a client park any amount in its output buffer: past the watermark the
+ * client is not read until up_write reports the output drained.
+ */
+static void tunnel_from_client(struct request *r)
+{
+    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+    relay_tunnel(client_in(r), out, &r->bytes_in);
+    if (evbuffer_get_length(out) > UP_OUT_HIGH)
+        conn_set_reading(r->conn, false);
+}
+
 void proxy_client_readable(struct request *r)
 {
     if (!r->uc || !r->head_sent)
         return;
     if (r->tunnel) {
-        relay_tunnel(client_in(r), bufferevent_get_output(r->uc->bev), &r->bytes_in);
+        tunnel_from_client(r);
         conn_arm_timer(r->conn, req_cfg(r)->limits.idle_timeout_ms);
         return;
     }
@@ -340,12 +311,35 @@ static void send_request(struct request *r)
     request_body_progress(r);
 }
 
+/*
+ * Whether a request the upstream may have received can be sent again: the
+ * upstream may have acted on it before closing. Safe methods always (RFC 9110
+ * §9.2.1); PUT and DELETE only when the pool opts in (idempotent by the RFC,
+ * but an application's handler often is not); never the others.
+ */
+static bool method_replayable(const struct request *r)
+{
+    switch (r->h.method_id) {
+    case HTTP1_M_GET:
+    case HTTP1_M_HEAD:
+    case HTTP1_M_OPTIONS:
+        return true;
+    case HTTP1_M_PUT:
+    case HTTP1_M_DELETE:
+        return r->upstream->retry_idempotent;
+    default:
+        return false;
+    }
+}
+
 static bool can_retry(const struct request *r)
 {
-    /* A kept-alive connection the upstream closed just before our request:
-       safe to replay only when nothing of the request is lost with it. */
+    /* A kept-alive connection the upstream closed after our request was sent and
+       before any answer: the usual race with its keep-alive timeout. Replayed only
+       when nothing of the request is lost with it and the method allows it. */
     return r->uc->reused && !r->resp_head_done && r->resp_scan.offset == 0 &&
-           r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS;
+           r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS &&
+           method_replayable(r);
 }
 
 static void retry(struct request *r, const struct upstream_server *skip)
@@ -439,17 +433,46 @@ static void write_response_head(struct request *r, const struct http1_response *
     r->resp_started = true;
 }
 
-static void choose_framing(struct request *r, const struct http1_response *resp)
+/*
+ * Transfer codings other than chunked (gzip, ...) in a response: HTTP/1.0 has no
+ * Transfer-Encoding (RFC 9112 §6.1), so an HTTP/1.0 client could not be told.
+ */
+static bool has_other_coding(const struct http1_response *resp)
+{
+    const struct http1_header *te =
+        http1_find_header(resp->headers, resp->num_headers, "Transfer-Encoding");
+    if (!te)
+        return false;
+    struct http1_str v = te->value;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t'))
+        v.len--;
+    return !(v.len == 7 && !strncasecmp(v.p, "chunked", 7));
+}
+
+/*
+ * The framing towards the client. HTTP/1.1: a close-delimited upstream body is
+ * re-chunked, which keeps the client connection reusable. HTTP/1.0 clients never
+ * get chunked (RFC 9112 §6.1): a chunked upstream body is decoded and ends with
+ * the connection. Returns -1 when the response cannot be represented.
+ */
+static int choose_framing(struct request *r, const struct http1_response *resp)
 {
     struct conn *c = r->conn;
     r->resp_in = resp->framing.body;
     r->resp_out = r->resp_in;
-    if (r->resp_in == HTTP1_BODY_UNTIL_CLOSE && r->h.minor_version == 1)
-        r->resp_out = HTTP1_BODY_CHUNKED; /* keeps the client connection reusable */
+    if (r->h.minor_version == 0) {
+        if (r->resp_in != HTTP1_BODY_NONE && has_other_coding(resp))
+            return -1;
+        if (r->resp_in == HTTP1_BODY_CHUNKED)
+            r->resp_out = HTTP1_BODY_UNTIL_CLOSE;
+    } else if (r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
+        r->resp_out = HTTP1_BODY_CHUNKED;
+    }
     r->resp_remaining = resp->framing.content_length;
     r->up_keep_alive = resp->framing.keep_alive;
     if (r->resp_out == HTTP1_BODY_UNTIL_CLOSE || c->w->draining || !r->h.framing.keep_alive)
         c->keep_alive = false;
+    return 0;
 }
 
 static void start_tunnel(struct request *r)
@@ -460,7 +483,7 @@ static void start_tunnel(struct request *r)
     c->state = CONN_TUNNEL;
     set_timeout(r->uc->bev, 0);
     conn_arm_timer(c, req_cfg(r)->limits.idle_timeout_ms);
-    relay_tunnel(client_in(r), bufferevent_get_output(r->uc->bev), &r->bytes_in);
+    tunnel_from_client(r);
 }
 
 /* Returns 1 when a final head was handled, 0 when more bytes are needed, -1 when failed. */
@@ -493,7 +516,10 @@ static int read_response_head(struct request *r)
             fail(r, 502, "unexpected 101 from upstream");
             return -1;
         }
-        choose_framing(r, &resp);
+        if (choose_framing(r, &resp) < 0) {
+            fail(r, 502, "transfer coding an HTTP/1.0 client cannot receive");
+            return -1;
+        }
         r->status = r->resp_status = resp.status;
         if (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining <= COALESCE_MAX)
             evbuffer_expand(client_out(r), (size_t)n + 1024 + r->resp_remaining); /* one chain */
@@ -523,7 +549,8 @@ static enum relay_result relay_response_body(struct request *r)
         r->resp_remaining -= n;
         r->resp_done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {
-        res = relay_chunked(in, out, &r->resp_chunk, &total, 0, &r->resp_done);
+        res = relay_chunked(in, out, &r->resp_chunk, &total, 0, r->resp_out == HTTP1_BODY_CHUNKED,
+                            &r->resp_done);
     } else if (r->resp_out == HTTP1_BODY_CHUNKED) { /* until close, re-chunked */
         size_t n = evbuffer_get_length(in);
         if (n) {
@@ -593,7 +620,13 @@ static void up_write(struct bufferevent *bev, void *arg)
     conn_leave(c);
 }
 
-static void on_upstream_closed(struct request *r)
+/*
+ * The upstream closed. clean: a FIN (and over TLS its close_notify), the only
+ * end that completes a close-delimited body. After a reset the body may be cut
+ * short: the client connection ends without the final chunk or close_notify,
+ * so the client cannot take a truncated response for a complete one.
+ */
+static void on_upstream_closed(struct request *r, bool clean)
 {
     struct conn *c = r->conn;
     if (r->tunnel) {
@@ -601,6 +634,11 @@ static void on_upstream_closed(struct request *r)
         proxy_abort(r);
         c->keep_alive = false;
         conn_exchange_done(c);
+    } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE && !clean) {
+        metrics_inc(&c->w->metrics, M_UPSTREAM_ERROR);
+        r->error = "upstream response truncated (reset)";
+        proxy_abort(r);
+        conn_abort(c);
     } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
         relay_response_body(r);
         if (r->resp_out == HTTP1_BODY_CHUNKED)
@@ -628,7 +666,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     } else if (what & BEV_EVENT_TIMEOUT) {
         fail(r, 504, "upstream timeout");
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        on_upstream_closed(r);
+        on_upstream_closed(r, upstream_closed_cleanly(r->uc, what));
     }
     conn_leave(c);
 }

@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "log.h"
@@ -190,12 +192,39 @@ static struct upstream_server *pick(struct upstream_pool *p, const struct upstre
     return best;
 }
 
+/*
+ * An idle connection may be reused only if the upstream has said nothing since
+ * its last response: bytes that arrived while it sat in the pool (a body after a
+ * 204, a second response) would be read as the answer to the next request,
+ * perhaps another client's. idle_read closes such a connection, but only on a
+ * later loop turn: bytes (or a FIN) that arrived in this turn are still in the
+ * socket, so look there too.
+ */
+static bool idle_quiet(struct upstream_conn *uc)
+{
+    if (evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0)
+        return false;
+    if (uc->srv->pool->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(uc->bev);
+        if (!ssl || SSL_pending(ssl) > 0)
+            return false;
+    }
+    char byte;
+    ssize_t n = recv(bufferevent_getfd(uc->bev), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 static struct upstream_conn *take_idle(struct upstream_server *srv)
 {
-    struct upstream_conn *uc = srv->idle;
+    struct upstream_conn *uc;
+    while ((uc = srv->idle) != NULL) {
+        unlink_idle(uc);
+        if (idle_quiet(uc))
+            break;
+        conn_close(uc); /* spoke or closed while idle: never reused */
+    }
     if (!uc)
         return NULL;
-    unlink_idle(uc);
     uc->reused = true;
     uc->uses++;
     bufferevent_set_timeouts(uc->bev, NULL, NULL);
@@ -277,6 +306,17 @@ int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
     if (sent == len)
         return 0;
     return evbuffer_add(out, (const char *)p + sent, len - sent);
+}
+
+bool upstream_closed_cleanly(const struct upstream_conn *uc, short what)
+{
+    if (!(what & BEV_EVENT_EOF) || (what & BEV_EVENT_ERROR))
+        return false; /* a reset or another error */
+    if (!uc->srv->pool->tls)
+        return true;
+    /* dirty shutdowns are allowed on the bufferevent: only close_notify is an end */
+    SSL *ssl = bufferevent_openssl_get_ssl(uc->bev);
+    return ssl && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
 }
 
 static void idle_event(struct bufferevent *bev, short what, void *arg)

@@ -55,6 +55,12 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
 int upstream_send(struct upstream_conn *uc, const void *p, size_t len);
 /* Returns a connection after a complete exchange: pooled if reusable, else closed. */
 void upstream_release(struct upstream_conn *uc, bool reusable);
+/*
+ * Whether an upstream close reported to the event callback (what) was a clean
+ * end: a FIN, and over TLS a close_notify. A reset, another error or a TLS close
+ * without close_notify may have cut a close-delimited body short.
+ */
+bool upstream_closed_cleanly(const struct upstream_conn *uc, short what);
 /* Marks the server as failing (connect refused or timed out). */
 void upstream_mark_failed(struct upstream_conn *uc);
 const char *upstream_server_addr(const struct upstream_server *srv);

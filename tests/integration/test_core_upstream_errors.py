@@ -83,8 +83,9 @@ def test_upstream_closing_without_response_is_502(proxy):
 
 def test_kept_alive_connection_dropped_by_upstream_is_replayed_once(upstream, moat_factory):
     """The head goes straight to a pooled upstream socket (upstream_send). When the
-    upstream drops that connection without answering, a request without a body is
-    replayed on a new connection (nothing of it is lost), and one with a body is not."""
+    upstream drops that connection without answering, a GET without a body is
+    replayed on a new connection (nothing of it is lost), and one with a body is not.
+    Other methods: tests/integration/test_hostile_proxy.py (only safe ones are replayed)."""
     up = upstream("app")
     m = moat_factory({"workers": 1}, upstream=up)
     with Conn.tls(m.https_port) as c:

@@ -335,6 +335,7 @@ static void test_defaults(void **state)
     assert_false(u->tls.enabled);
     assert_true(u->tls.verify);
     assert_int_equal(u->keepalive, 32);
+    assert_false(u->retry_idempotent); /* replays of PUT/DELETE are an opt-in */
 
     assert_int_equal(c->num_tenants, 0);
     assert_int_equal(c->num_routes, 1);
