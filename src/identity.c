@@ -73,11 +73,52 @@ bool identity_response_drop(const struct config *cfg, struct http1_str name)
     return false;
 }
 
-/* Names only moat may set: dropped from every client, trusted or not. */
+static bool eq_loose_any(struct http1_str n, const char *const *names, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (headername_eq_loose(n, names[i]))
+            return true;
+    return false;
+}
+
+#define EQ_LOOSE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names)
+
+/*
+ * Names no client may send, trusted or not: the identity moat sets; look-alikes
+ * of the framing and hop-by-hop names ("Transfer_Encoding", "Content.Length":
+ * a CGI/WSGI app reads them as the real ones, which moat rewrote); and the
+ * headers some servers and frameworks take as the request's real URL or method
+ * (IIS/Symfony/Zend X-Original-URL, X-Rewrite-URL; method overrides). moat
+ * routed and rate-limited the request line it received, and replays only safe
+ * methods: an upstream must not serve another URL or method than that one.
+ */
 static bool always_owned(struct http1_str n)
 {
-    return headername_eq_loose(n, "X-Tenant-ID") || headername_eq_loose(n, "X-User-ID") ||
-           headername_eq_loose(n, "X-Session-MFA") || headername_has_prefix_loose(n, "X-Moat-");
+    static const char *const owned[] = {"X-Tenant-ID", "X-User-ID", "X-Session-MFA"};
+    static const char *const framing[] = {
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "HTTP2-Settings"};
+    static const char *const overrides[] = {
+        "X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Override-URL",
+        "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"};
+    if (headername_has_prefix_loose(n, "X-Moat-") || EQ_LOOSE_ANY(n, owned) ||
+        EQ_LOOSE_ANY(n, overrides))
+        return true;
+    /* the exact names are moat's own framing (proxy.c drops and rewrites them) */
+    return EQ_LOOSE_ANY(n, framing) && !identity_is_hop_by_hop(n);
+}
+
+/* Client-address headers other proxies and CDNs set, which apps read as the
+ * client's IP: kept from trusted proxies only, like X-Forwarded-For. */
+static bool is_client_ip_header(struct http1_str n)
+{
+    static const char *const names[] = {
+        "Forwarded", "Forwarded-For", "X-Forwarded", "X-Real-IP", "True-Client-IP",
+        "X-Client-IP", "Client-IP", "X-Original-Forwarded-For", "X-Cluster-Client-IP",
+        "CF-Connecting-IP", "CF-Connecting-IPv6", "Fastly-Client-IP", "X-ProxyUser-IP",
+        "X-Originating-IP", "X-Remote-IP", "X-Remote-Addr", "X-Envoy-External-Address",
+        "X-Azure-ClientIP", "X-Azure-SocketIP"};
+    return EQ_LOOSE_ANY(n, names);
 }
 
 /* Names a trusted proxy in front of moat may set. */
@@ -93,8 +134,7 @@ static enum forwarded_kind forwarded_kind(struct http1_str n)
         return FWD_HOST;
     if (headername_eq_loose(n, "X-Request-ID"))
         return FWD_REQUEST_ID;
-    if (headername_has_prefix_loose(n, "X-Forwarded-") || headername_eq_loose(n, "Forwarded") ||
-        headername_eq_loose(n, "X-Real-IP"))
+    if (headername_has_prefix_loose(n, "X-Forwarded-") || is_client_ip_header(n))
         return FWD_OTHER;
     return FWD_NONE;
 }
