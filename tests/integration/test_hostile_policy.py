@@ -16,9 +16,15 @@ The upstreams log exactly what they receive (upstream_server.py's request log an
 identutil.CaptureUpstream's raw bytes).
 """
 
+import socket
+import subprocess
+import threading
+
 import pytest
 
+import authutil as au
 import identutil as iu
+from authutil import redis_factory  # noqa: F401  (fixture)
 from identutil import capture_upstream, sessions  # noqa: F401  (fixtures)
 
 
@@ -114,6 +120,73 @@ def test_client_ip_headers_from_a_trusted_proxy_pass(capture_upstream, moat_fact
         assert (n, SPOOF_IP) in hdrs, (n, raw)
 
 
+# ---- item 6: route rules and path spellings ---------------------------------------------------
+
+BYPASS = [
+    # path parameters (Tomcat, Jetty, Spring strip them; "..;" is "..")
+    "/admin;jsessionid=x", "/admin;", "/ADMIN;x", "/public/..;/admin", "/public/..;/admin/x",
+    "/.;/admin", "/public/.;/../admin",
+    # encoded ';', space, controls, '%' (double decoding)
+    "/admin%3bx", "/admin%3B/x", "/public/..%3b/admin", "/admin%20", "/admin%20/x", "/admin%09",
+    "/admin%00", "/admin%0d%0a", "/%2561dmin", "/public/%252e%252e/admin",
+    # case (apps on IIS, case-insensitive Spring / ASP.NET routing)
+    "/ADMIN", "/Admin/x", "/aDmIn/",
+    # needless encoding, dot segments, slashes, trailing dots (Windows)
+    "/%61dmin", "/public/../admin", "/public/%2e%2e/admin", "/public/..%2fadmin", "//admin",
+    "/public//../admin", "/public%2f..%2fadmin", "/admin.", "/admin./x", "/admin..",
+    # overlong UTF-8, characters that fold to ASCII (dotless i, fullwidth a)
+    "/%c0%ae%c0%ae/admin", "/public/%c0%af../admin", "/adm%C4%B1n", "/%EF%BD%81dmin",
+]
+
+
+@pytest.fixture
+def routed(redis_server, sessions, upstream, moat_factory):  # noqa: F811
+    """/admin needs a session, /public and everything else do not."""
+    up = upstream("app")
+    m = moat_factory(iu.identity_overrides(
+        redis=redis_server, upstreams={"app": up},
+        routes=[{"match": {"path_prefix": "/admin"}, "auth": "required", "upstream": "app"},
+                {"match": {"path_prefix": "/public"}, "auth": "none", "upstream": "app"},
+                {"match": {"path_prefix": "/"}, "auth": "none", "upstream": "app"}]))
+    return m, up, sessions.add("acme", "alice")
+
+
+def test_admin_route_cannot_be_bypassed_by_spelling(routed):
+    m, up, token = routed
+    got = {}
+    for path in BYPASS:
+        r = iu.raw_request(m.https_port, ["GET %s HTTP/1.1" % path, "Host: localhost"])
+        got[path] = r.status if r is not None else None
+    assert all(s in (400, 401) for s in got.values()), got
+    assert up.requests() == [], "reached the upstream without a session: %r" % up.requests()
+    # what is refused is refused as a bad request, what is routed is routed to /admin
+    assert got["/ADMIN"] == got["/Admin/x"] == got["/aDmIn/"] == 401, got
+    assert got["/admin;jsessionid=x"] == got["/public/..;/admin"] == got["/admin%3bx"] == 400
+
+
+def test_canonical_paths_still_routed(routed):
+    m, up, token = routed
+    for path, auth, want in (("/public/x", [], 200), ("/admin/x", [], 401),
+                             ("/admin/x", [iu.bearer(token)], 200),
+                             ("/ADMIN/x", [iu.bearer(token)], 200),
+                             ("/public/a%3Fb/caf%C3%A9?q=;x%3b", [], 200),
+                             ("/other/x", [], 200)):
+        r = iu.request(m.https_port, "GET", path, auth)
+        assert r is not None and r.status == want, (path, r)
+    assert [e["path"] for e in up.requests()][-1].startswith("/other"), up.requests()
+
+
+def test_path_prefix_must_be_canonical(moat_factory):
+    """A prefix no canonical path can spell is refused at load, not silently unmatched."""
+    for prefix in ("/admin;x", "/a/../b", "/%61dmin", "/admin.", "//x"):
+        m = moat_factory({"routes": [{"match": {"path_prefix": prefix}, "auth": "none",
+                                      "upstream": "app"}]},
+                         start=False)
+        p = subprocess.run([m.binary, "-t", "-c", m.config_path], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode != 0 and "match.path_prefix" in p.stdout + p.stderr, (prefix, p)
+
+
 # ---- test gap: X-Moat-* response headers with a custom strip list ---------------------------
 
 def test_moat_response_headers_stripped_with_a_custom_strip_list(upstream, moat_factory):
@@ -128,3 +201,130 @@ def test_moat_response_headers_stripped_with_a_custom_strip_list(upstream, moat_
     assert r.header_all("X-Keep") == ["yes"]
     assert "gunicorn" not in r.header_all("Server")
     assert len(up.requests()) == 1  # the upstream did send them
+
+
+# ---- item 11: a revocation that arrives while the lookup is in flight -------------------------
+
+class GateProxy:
+    """A TCP relay in front of a real Redis (threads of the test process). While held,
+    replies on a connection that has sent HGETALL (moat's lookup connection) are kept
+    back until release(); the revocation connection (CLIENT TRACKING, SUBSCRIBE) always
+    flows. Events: reply_held (a lookup reply is being kept back) and pushed (bytes
+    containing .watch went to moat on a connection that is not held)."""
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.lock = threading.Lock()
+        self.holding = False
+        self.released = threading.Event()
+        self.reply_held = threading.Event()
+        self.pushed = threading.Event()
+        self.watch = None
+        self.socks = []
+        self.stopping = threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def hold(self, watch):
+        with self.lock:
+            self.holding, self.watch = True, watch
+
+    def release(self):
+        self.released.set()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.redis_port))
+            with self.lock:
+                self.socks += [c, s]
+            state = {"lookup": False}
+            threading.Thread(target=self._up, args=(c, s, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(s, c, state), daemon=True).start()
+
+    def _up(self, src, dst, state):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if b"HGETALL" in data.upper():
+                    state["lookup"] = True
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, src, dst, state):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    held = self.holding and state["lookup"] and not self.released.is_set()
+                    watch = self.watch
+                if held:
+                    self.reply_held.set()
+                    self.released.wait(30)
+                dst.sendall(data)
+                if not held and watch and watch in data:
+                    self.pushed.set()
+        except OSError:
+            pass
+
+    def stop(self):
+        self.stopping.set()
+        self.released.set()
+        for s in [self.lsock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_revocation_during_lookup_is_not_undone_by_the_reply(upstream, start_moat,
+                                                              redis_factory):
+    """The session is deleted (push revocation on) while moat's HGETALL reply for it is
+    in flight: that request may use the reply, but it must not be cached for cache_ttl
+    (5 minutes here): the next request is refused."""
+    r = redis_factory()
+    gate = GateProxy(r.port)
+    try:
+        up = upstream("app")
+        m = start_moat(au.auth_overrides(gate.addr, redis={"timeout": "20s"},
+                                         sessions={"push_revocation": True, "cache_ttl": "5m"},
+                                         workers=1), upstream=up)
+        au.wait_sessions_ready(m, r, workers=1, push=True)
+        tok = au.put_session(r)
+        gate.hold(au.session_key(tok).encode())
+        first = {}
+        t = threading.Thread(target=lambda: first.update(r=au.get(m.https_port, "/echo",
+                                                                   token=tok, timeout=30)))
+        t.start()
+        assert gate.reply_held.wait(15), "moat never looked the session up"
+        assert au.delete_session(r, tok) == 1
+        assert gate.pushed.wait(15), "the invalidation never reached moat"
+        # a request on the same (single) worker: its loop has run since the push arrived
+        assert au.get(m.https_port, "/public/x").status == 200
+        gate.release()
+        t.join(30)
+        assert first["r"].status == 200, first["r"]  # the reply predates the revocation
+        for _ in range(3):
+            resp = au.get(m.https_port, "/echo", token=tok)
+            assert resp.status == 401, "a session revoked during its lookup was cached: %r" % resp
+    finally:
+        gate.stop()
