@@ -73,20 +73,23 @@ bool identity_response_drop(const struct config *cfg, struct http1_str name)
     return false;
 }
 
-static bool eq_loose_any(struct http1_str n, const char *const *names, size_t count)
+/* exact: also true for the name spelled exactly (case aside); else only for look-alikes */
+static bool eq_loose_any(struct http1_str n, const char *const *names, size_t count, bool exact)
 {
     for (size_t i = 0; i < count; i++)
-        if (headername_eq_loose(n, names[i]))
+        if (headername_eq_loose(n, names[i]) && (exact || !http1_str_ieq(n, names[i])))
             return true;
     return false;
 }
 
-#define EQ_LOOSE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names)
+#define EQ_LOOSE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names, true)
+#define LOOKALIKE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names, false)
 
 /*
  * Names no client may send, trusted or not: the identity moat sets; look-alikes
- * of the framing and hop-by-hop names ("Transfer_Encoding", "Content.Length":
- * a CGI/WSGI app reads them as the real ones, which moat rewrote); and the
+ * of the framing, hop-by-hop and body-type names ("Transfer_Encoding",
+ * "Content.Length", "Content_Type": a CGI/WSGI app may read them as the real
+ * ones, which moat rewrote or forwards as received); and the
  * headers some servers and frameworks take as the request's real URL or method
  * (IIS/Symfony/Zend X-Original-URL, X-Rewrite-URL; method overrides). moat
  * routed and rate-limited the request line it received, and replays only safe
@@ -95,17 +98,18 @@ static bool eq_loose_any(struct http1_str n, const char *const *names, size_t co
 static bool always_owned(struct http1_str n)
 {
     static const char *const owned[] = {"X-Tenant-ID", "X-User-ID", "X-Session-MFA"};
-    static const char *const framing[] = {
+    static const char *const real[] = {
         "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "HTTP2-Settings"};
+        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "HTTP2-Settings",
+        "Content-Type"};
     static const char *const overrides[] = {
         "X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Override-URL",
         "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"};
     if (headername_has_prefix_loose(n, "X-Moat-") || EQ_LOOSE_ANY(n, owned) ||
         EQ_LOOSE_ANY(n, overrides))
         return true;
-    /* the exact names are moat's own framing (proxy.c drops and rewrites them) */
-    return EQ_LOOSE_ANY(n, framing) && !identity_is_hop_by_hop(n);
+    /* the exact names are not for this phase: proxy.c rewrites the framing */
+    return LOOKALIKE_ANY(n, real);
 }
 
 /* Client-address headers other proxies and CDNs set, which apps read as the
