@@ -73,11 +73,20 @@ bool identity_response_drop(const struct config *cfg, struct http1_str name)
     return false;
 }
 
+/* A name with its length, so that most names are told apart without folding
+ * (the parser's names carry no surrounding whitespace). */
+struct name {
+    const char *s;
+    size_t len;
+};
+#define NAME(lit) {lit, sizeof lit - 1}
+
 /* exact: also true for the name spelled exactly (case aside); else only for look-alikes */
-static bool eq_loose_any(struct http1_str n, const char *const *names, size_t count, bool exact)
+static bool eq_loose_any(struct http1_str n, const struct name *names, size_t count, bool exact)
 {
     for (size_t i = 0; i < count; i++)
-        if (headername_eq_loose(n, names[i]) && (exact || !http1_str_ieq(n, names[i])))
+        if (n.len == names[i].len && headername_eq_loose(n, names[i].s) &&
+            (exact || !http1_str_ieq(n, names[i].s)))
             return true;
     return false;
 }
@@ -89,22 +98,25 @@ static bool eq_loose_any(struct http1_str n, const char *const *names, size_t co
  * Names no client may send, trusted or not: the identity moat sets; look-alikes
  * of the framing, hop-by-hop and body-type names ("Transfer_Encoding",
  * "Content.Length", "Content_Type": a CGI/WSGI app may read them as the real
- * ones, which moat rewrote or forwards as received); and the
- * headers some servers and frameworks take as the request's real URL or method
- * (IIS/Symfony/Zend X-Original-URL, X-Rewrite-URL; method overrides). moat
- * routed and rate-limited the request line it received, and replays only safe
+ * ones, which moat rewrote or forwards as received); and the headers some
+ * servers and frameworks take as the request's real URL or method (IIS,
+ * Symfony, Zend: X-Original-URL, X-Rewrite-URL; method overrides). moat routed
+ * and rate-limited the request line it received, and replays only safe
  * methods: an upstream must not serve another URL or method than that one.
  */
 static bool always_owned(struct http1_str n)
 {
-    static const char *const owned[] = {"X-Tenant-ID", "X-User-ID", "X-Session-MFA"};
-    static const char *const real[] = {
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "HTTP2-Settings",
-        "Content-Type"};
-    static const char *const overrides[] = {
-        "X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Override-URL",
-        "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"};
+    static const struct name owned[] = {NAME("X-Tenant-ID"), NAME("X-User-ID"),
+                                        NAME("X-Session-MFA")};
+    static const struct name real[] = {
+        NAME("Connection"), NAME("Keep-Alive"), NAME("Proxy-Connection"), NAME("TE"),
+        NAME("Trailer"), NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Content-Length"),
+        NAME("Expect"), NAME("Proxy-Authorization"), NAME("HTTP2-Settings"),
+        NAME("Content-Type")};
+    static const struct name overrides[] = {
+        NAME("X-Original-URL"), NAME("X-Original-URI"), NAME("X-Rewrite-URL"),
+        NAME("X-Override-URL"), NAME("X-HTTP-Method-Override"), NAME("X-HTTP-Method"),
+        NAME("X-Method-Override")};
     if (headername_has_prefix_loose(n, "X-Moat-") || EQ_LOOSE_ANY(n, owned) ||
         EQ_LOOSE_ANY(n, overrides))
         return true;
@@ -116,12 +128,13 @@ static bool always_owned(struct http1_str n)
  * client's IP: kept from trusted proxies only, like X-Forwarded-For. */
 static bool is_client_ip_header(struct http1_str n)
 {
-    static const char *const names[] = {
-        "Forwarded", "Forwarded-For", "X-Forwarded", "X-Real-IP", "True-Client-IP",
-        "X-Client-IP", "Client-IP", "X-Original-Forwarded-For", "X-Cluster-Client-IP",
-        "CF-Connecting-IP", "CF-Connecting-IPv6", "Fastly-Client-IP", "X-ProxyUser-IP",
-        "X-Originating-IP", "X-Remote-IP", "X-Remote-Addr", "X-Envoy-External-Address",
-        "X-Azure-ClientIP", "X-Azure-SocketIP"};
+    static const struct name names[] = {
+        NAME("Forwarded"), NAME("Forwarded-For"), NAME("X-Forwarded"), NAME("X-Real-IP"),
+        NAME("True-Client-IP"), NAME("X-Client-IP"), NAME("Client-IP"),
+        NAME("X-Original-Forwarded-For"), NAME("X-Cluster-Client-IP"), NAME("CF-Connecting-IP"),
+        NAME("CF-Connecting-IPv6"), NAME("Fastly-Client-IP"), NAME("X-ProxyUser-IP"),
+        NAME("X-Originating-IP"), NAME("X-Remote-IP"), NAME("X-Remote-Addr"),
+        NAME("X-Envoy-External-Address"), NAME("X-Azure-ClientIP"), NAME("X-Azure-SocketIP")};
     return EQ_LOOSE_ANY(n, names);
 }
 
