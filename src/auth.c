@@ -201,7 +201,8 @@ static void on_session(redisReply *reply, const char *err, void *arg)
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;
         if (c->w->auth_cache)
-            auth_cache_put(c->w->auth_cache, r->ident.token_sha, st, &r->ident, now_ms(), ttl);
+            auth_cache_put(c->w->auth_cache, r->ident.token_sha, st, &r->ident, now_ms(), ttl,
+                           r->auth_epoch); /* not if revoked meanwhile: this reply may predate it */
         res = decide(r, st);
     }
     if (res == PHASE_CONTINUE)
@@ -235,6 +236,8 @@ static enum phase_result lookup(struct request *r)
             return decide(r, st);
         }
     }
+    if (w->auth_cache)
+        r->auth_epoch = auth_cache_epoch(w->auth_cache); /* before the question leaves */
     char key[320];
     int klen = snprintf(key, sizeof key, "%s%s", cfg->key_prefix, r->ident.token_hash);
     const char *argv[] = {"HGETALL", key};

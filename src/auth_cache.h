@@ -8,6 +8,14 @@
  * negative_cache_ttl. Entries are kept a little longer than their TTL, up to
  * stale_grace, to let known sessions continue while Redis is down.
  * Only the worker thread touches its cache.
+ *
+ * Invalidations win over replies in flight: a lookup captures the cache's
+ * epoch before asking Redis, and its reply is cached only if no invalidation
+ * of its key (drop: recorded per set, so even for a key not cached yet) and no
+ * clear (lost revocation connection, FLUSHALL) happened since. Otherwise a
+ * session revoked while its lookup was in flight would live for cache_ttl.
+ * Epochs come from one process-wide counter, so a cache created by a reload
+ * refuses replies to lookups started on the one it replaced.
  */
 #ifndef MOAT_AUTH_CACHE_H
 #define MOAT_AUTH_CACHE_H
@@ -34,10 +42,20 @@ enum auth_cache_hit { AUTH_CACHE_MISS = 0, AUTH_CACHE_FRESH, AUTH_CACHE_STALE };
 enum auth_cache_hit auth_cache_get(struct auth_cache *c, const uint8_t sha[32], uint64_t now_ms,
                                    uint64_t grace_ms, enum session_status *status,
                                    struct session_identity *id);
-void auth_cache_put(struct auth_cache *c, const uint8_t sha[32], enum session_status status,
-                    const struct session_identity *id, uint64_t now_ms, uint64_t ttl_ms);
-/* Drops one token (push revocation); true if it was cached. */
+/* The epoch to capture when a lookup starts, for auth_cache_put(). */
+uint64_t auth_cache_epoch(const struct auth_cache *c);
+/*
+ * Stores the reply to a lookup started at epoch `since`. Refused (false, and
+ * nothing changes) when the token was dropped or the cache cleared since then.
+ * ttl_ms 0 stores nothing but forgets an older decision for the token.
+ */
+bool auth_cache_put(struct auth_cache *c, const uint8_t sha[32], enum session_status status,
+                    const struct session_identity *id, uint64_t now_ms, uint64_t ttl_ms,
+                    uint64_t since);
+/* Drops one token (push revocation); true if it was cached. Either way, a
+ * reply for it that is in flight will not be cached. */
 bool auth_cache_drop(struct auth_cache *c, const uint8_t sha[32]);
+/* Empties the cache; no reply in flight will be cached. */
 void auth_cache_clear(struct auth_cache *c);
 size_t auth_cache_count(const struct auth_cache *c);
 

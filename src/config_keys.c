@@ -4,6 +4,7 @@
 #include "config_keys.h"
 #include "http1.h"
 #include "netutil.h"
+#include "path.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -267,6 +268,13 @@ static const char *check_path(const char *s)
         if ((unsigned char)*s <= 0x20 || *s == 0x7f || *s == '?' || *s == '#')
             return "must not contain spaces, controls, '?' or '#'";
     return NULL;
+}
+
+/* A route prefix that is not a canonical path could never match (path.h). */
+static const char *check_path_prefix(const char *s)
+{
+    const char *why = check_path(s);
+    return why ? why : path_problem_str(s);
 }
 
 static const char *check_name(const char *s)
@@ -558,7 +566,7 @@ static void route_finish(struct config_loader *L, void *elem, size_t index, cons
 }
 static const struct config_key match_keys[] = {
     {"host", CK_STR, OFF(RT_, host), .flags = CK_NULL, .check = check_host_pattern},
-    {"path_prefix", CK_STR, OFF(RT_, path_prefix), .check = check_path, .def = "/"},
+    {"path_prefix", CK_STR, OFF(RT_, path_prefix), .check = check_path_prefix, .def = "/"},
     CK_END};
 static const struct config_key route_keys[] = {
     {"match", CK_SECTION, 0, .keys = match_keys},

@@ -73,11 +73,69 @@ bool identity_response_drop(const struct config *cfg, struct http1_str name)
     return false;
 }
 
-/* Names only moat may set: dropped from every client, trusted or not. */
+/* A name with its length, so that most names are told apart without folding
+ * (the parser's names carry no surrounding whitespace). */
+struct name {
+    const char *s;
+    size_t len;
+};
+#define NAME(lit) {lit, sizeof lit - 1}
+
+/* exact: also true for the name spelled exactly (case aside); else only for look-alikes */
+static bool eq_loose_any(struct http1_str n, const struct name *names, size_t count, bool exact)
+{
+    for (size_t i = 0; i < count; i++)
+        if (n.len == names[i].len && headername_eq_loose(n, names[i].s) &&
+            (exact || !http1_str_ieq(n, names[i].s)))
+            return true;
+    return false;
+}
+
+#define EQ_LOOSE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names, true)
+#define LOOKALIKE_ANY(n, names) eq_loose_any(n, names, sizeof names / sizeof *names, false)
+
+/*
+ * Names no client may send, trusted or not: the identity moat sets; look-alikes
+ * of the framing, hop-by-hop and body-type names ("Transfer_Encoding",
+ * "Content.Length", "Content_Type": a CGI/WSGI app may read them as the real
+ * ones, which moat rewrote or forwards as received); and the headers some
+ * servers and frameworks take as the request's real URL or method (IIS,
+ * Symfony, Zend: X-Original-URL, X-Rewrite-URL; method overrides). moat routed
+ * and rate-limited the request line it received, and replays only safe
+ * methods: an upstream must not serve another URL or method than that one.
+ */
 static bool always_owned(struct http1_str n)
 {
-    return headername_eq_loose(n, "X-Tenant-ID") || headername_eq_loose(n, "X-User-ID") ||
-           headername_eq_loose(n, "X-Session-MFA") || headername_has_prefix_loose(n, "X-Moat-");
+    static const struct name owned[] = {NAME("X-Tenant-ID"), NAME("X-User-ID"),
+                                        NAME("X-Session-MFA")};
+    static const struct name real[] = {
+        NAME("Connection"), NAME("Keep-Alive"), NAME("Proxy-Connection"), NAME("TE"),
+        NAME("Trailer"), NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Content-Length"),
+        NAME("Expect"), NAME("Proxy-Authorization"), NAME("HTTP2-Settings"),
+        NAME("Content-Type")};
+    static const struct name overrides[] = {
+        NAME("X-Original-URL"), NAME("X-Original-URI"), NAME("X-Rewrite-URL"),
+        NAME("X-Override-URL"), NAME("X-HTTP-Method-Override"), NAME("X-HTTP-Method"),
+        NAME("X-Method-Override")};
+    if (headername_has_prefix_loose(n, "X-Moat-") || EQ_LOOSE_ANY(n, owned) ||
+        EQ_LOOSE_ANY(n, overrides))
+        return true;
+    /* the exact names are not for this phase: proxy.c rewrites the framing */
+    return LOOKALIKE_ANY(n, real);
+}
+
+/* Client-address headers other proxies and CDNs set, which apps read as the
+ * client's IP: kept from trusted proxies only, like X-Forwarded-For. */
+static bool is_client_ip_header(struct http1_str n)
+{
+    static const struct name names[] = {
+        NAME("Forwarded"), NAME("Forwarded-For"), NAME("X-Forwarded"), NAME("X-Real-IP"),
+        NAME("True-Client-IP"), NAME("X-Client-IP"), NAME("Client-IP"),
+        NAME("X-Original-Forwarded-For"), NAME("X-Cluster-Client-IP"), NAME("CF-Connecting-IP"),
+        NAME("CF-Connecting-IPv6"), NAME("Fastly-Client-IP"), NAME("X-ProxyUser-IP"),
+        NAME("X-Originating-IP"), NAME("X-Remote-IP"), NAME("X-Remote-Addr"),
+        NAME("X-Envoy-External-Address"), NAME("X-Azure-ClientIP"), NAME("X-Azure-SocketIP")};
+    return EQ_LOOSE_ANY(n, names);
 }
 
 /* Names a trusted proxy in front of moat may set. */
@@ -93,8 +151,7 @@ static enum forwarded_kind forwarded_kind(struct http1_str n)
         return FWD_HOST;
     if (headername_eq_loose(n, "X-Request-ID"))
         return FWD_REQUEST_ID;
-    if (headername_has_prefix_loose(n, "X-Forwarded-") || headername_eq_loose(n, "Forwarded") ||
-        headername_eq_loose(n, "X-Real-IP"))
+    if (headername_has_prefix_loose(n, "X-Forwarded-") || is_client_ip_header(n))
         return FWD_OTHER;
     return FWD_NONE;
 }

@@ -3,8 +3,10 @@
  *
  * Request side (the identity phase): every client-supplied identity header is
  * dropped in every spelling an upstream could read as the same name (any
- * case, '_' for '-', surrounding whitespace, duplicates); X-Forwarded-*,
- * Forwarded, X-Real-IP and X-Request-ID are dropped unless the peer is a
+ * case, '_' for '-', surrounding whitespace, duplicates), and so are
+ * look-alikes of the framing headers and URL/method override headers;
+ * X-Forwarded-*, the other client-address headers (Forwarded, X-Real-IP,
+ * True-Client-IP...) and X-Request-ID are dropped unless the peer is a
  * trusted proxy; headers named in Connection are dropped. Then moat adds
  * X-Request-ID, X-Forwarded-For/Proto/Host, the session identity
  * (X-Tenant-ID, X-User-ID, X-Session-MFA) and X-Moat-Signature.

@@ -60,6 +60,7 @@ struct request {
     struct session_identity ident;
     void *pending;                     /* an outstanding async operation (e.g. redis) */
     void (*cancel_pending)(struct request *);
+    uint64_t auth_epoch;               /* auth_cache epoch when the session lookup started */
 
     /* rate limiting (ratelimit.c): next rule to evaluate, the most restrictive verdict */
     unsigned rl_next;

@@ -42,7 +42,10 @@ bool route_host_matches(const char *pattern, struct http1_str host)
 bool route_path_matches(const char *prefix, struct http1_str path)
 {
     size_t n = strlen(prefix);
-    if (path.len < n || memcmp(path.p, prefix, n) != 0)
+    /* case-insensitive: an app on IIS, or Spring/ASP.NET routing configured so,
+     * serves "/ADMIN" as "/admin"; the path is canonical (path.h), so ASCII
+     * folding is the only one left to apply */
+    if (path.len < n || strncasecmp(path.p, prefix, n) != 0)
         return false;
     return path.len == n || prefix[n - 1] == '/' || path.p[n] == '/';
 }

@@ -16,7 +16,9 @@ struct config_route;
 
 /* Host matching: exact (case-insensitive, port ignored) or "*.suffix" (one or more labels). */
 bool route_host_matches(const char *pattern, struct http1_str host);
-/* Path prefix matching at a segment boundary: "/api" matches "/api", "/api/x", not "/apix". */
+/* Path prefix matching at a segment boundary, ASCII case-insensitive: "/api" matches "/api",
+ * "/API/x", not "/apix". path must be canonical (path_problem() NULL, checked by the limits
+ * phase), so no other spelling of the prefix can reach another route. */
 bool route_path_matches(const char *prefix, struct http1_str path);
 const struct config_route *route_match(const struct config *cfg, struct http1_str host,
                                        struct http1_str path);

@@ -63,7 +63,7 @@ static void test_miss_and_hit(void **state)
     assert_int_equal(auth_cache_count(c), 0);
 
     struct session_identity in = ident("acme", "u-1", true);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 5000);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 5000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 1);
     assert_int_equal(get(c, a, T0, 0, &st, &id), AUTH_CACHE_FRESH);
     assert_int_equal(st, SESSION_OK);
@@ -76,7 +76,7 @@ static void test_miss_and_hit(void **state)
     assert_int_equal(get(c, b, T0, 0, &st, &id), AUTH_CACHE_MISS);
 
     /* a negative decision: status only, the identity is not touched */
-    auth_cache_put(c, b, SESSION_UNKNOWN, NULL, T0, 1000);
+    auth_cache_put(c, b, SESSION_UNKNOWN, NULL, T0, 1000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 2);
     assert_int_equal(get(c, b, T0 + 10, 0, &st, &id), AUTH_CACHE_FRESH);
     assert_int_equal(st, SESSION_UNKNOWN);
@@ -94,8 +94,8 @@ static void test_expiry(void **state)
     sha_of(2, b);
     enum session_status st;
     struct session_identity id, in = ident("t", "u", false);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 5000);
-    auth_cache_put(c, b, SESSION_EXPIRED, NULL, T0, 1000);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 5000, auth_cache_epoch(c));
+    auth_cache_put(c, b, SESSION_EXPIRED, NULL, T0, 1000, auth_cache_epoch(c));
     assert_int_equal(get(c, a, T0 + 4999, 0, &st, &id), AUTH_CACHE_FRESH);
     assert_int_equal(get(c, a, T0 + 5000, 0, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(get(c, a, T0 + 60000, 0, &st, &id), AUTH_CACHE_MISS);
@@ -113,7 +113,7 @@ static void test_ttl_zero_is_not_cached(void **state)
     sha_of(1, a);
     enum session_status st;
     struct session_identity id, in = ident("t", "u", false);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 0);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 0, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 0);
     assert_int_equal(get(c, a, T0, 0, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(get(c, a, T0, 30000, &st, &id), AUTH_CACHE_MISS); /* not even stale */
@@ -131,13 +131,13 @@ static void test_ttl_zero_put_forgets_the_old_decision(void **state)
     sha_of(1, a);
     enum session_status st;
     struct session_identity id, in = ident("t", "u", false);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 100);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 100, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 1);
-    auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0 + 200, 0);
+    auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0 + 200, 0, auth_cache_epoch(c));
     assert_int_equal(get(c, a, T0 + 300, 30000, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(auth_cache_count(c), 0);
-    auth_cache_put(c, a, SESSION_OK, &in, T0 + 400, 100000);
-    auth_cache_put(c, a, SESSION_OK, &in, T0 + 500, 0);
+    auth_cache_put(c, a, SESSION_OK, &in, T0 + 400, 100000, auth_cache_epoch(c));
+    auth_cache_put(c, a, SESSION_OK, &in, T0 + 500, 0, auth_cache_epoch(c));
     assert_int_equal(get(c, a, T0 + 501, 0, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(auth_cache_count(c), 0);
     auth_cache_free(c);
@@ -152,8 +152,8 @@ static void test_stale_grace(void **state)
     sha_of(2, n);
     enum session_status st;
     struct session_identity id, in = ident("acme", "u", true);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 100);
-    auth_cache_put(c, n, SESSION_UNKNOWN, NULL, T0, 100);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 100, auth_cache_epoch(c));
+    auth_cache_put(c, n, SESSION_UNKNOWN, NULL, T0, 100, auth_cache_epoch(c));
 
     /* within the TTL it is fresh whatever the grace */
     assert_int_equal(get(c, a, T0 + 50, 30000, &st, &id), AUTH_CACHE_FRESH);
@@ -172,7 +172,7 @@ static void test_stale_grace(void **state)
 
     /* a later negative decision for the same token ends the stale grace at once
      * (a revoked session must not be served stale during an outage) */
-    auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0 + 200, 100);
+    auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0 + 200, 100, auth_cache_epoch(c));
     assert_int_equal(get(c, a, T0 + 250, 30000, &st, &id), AUTH_CACHE_FRESH);
     assert_int_equal(st, SESSION_UNKNOWN);
     assert_int_equal(get(c, a, T0 + 400, 30000, &st, &id), AUTH_CACHE_MISS);
@@ -187,8 +187,8 @@ static void test_update_in_place(void **state)
     sha_of(1, a);
     enum session_status st;
     struct session_identity id, in1 = ident("t1", "u1", false), in2 = ident("t2", "u2", true);
-    auth_cache_put(c, a, SESSION_OK, &in1, T0, 1000);
-    auth_cache_put(c, a, SESSION_OK, &in2, T0 + 500, 1000);
+    auth_cache_put(c, a, SESSION_OK, &in1, T0, 1000, auth_cache_epoch(c));
+    auth_cache_put(c, a, SESSION_OK, &in2, T0 + 500, 1000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 1);
     assert_int_equal(get(c, a, T0 + 1200, 0, &st, &id), AUTH_CACHE_FRESH); /* TTL renewed */
     assert_string_equal(id.tenant, "t2");
@@ -205,8 +205,8 @@ static void test_drop_and_clear(void **state)
     sha_of(2, b);
     enum session_status st;
     struct session_identity id, in = ident("t", "u", false);
-    auth_cache_put(c, a, SESSION_OK, &in, T0, 300000);
-    auth_cache_put(c, b, SESSION_OK, &in, T0, 300000);
+    auth_cache_put(c, a, SESSION_OK, &in, T0, 300000, auth_cache_epoch(c));
+    auth_cache_put(c, b, SESSION_OK, &in, T0, 300000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 2);
     assert_true(auth_cache_drop(c, a));
     assert_int_equal(auth_cache_count(c), 1);
@@ -216,7 +216,7 @@ static void test_drop_and_clear(void **state)
     assert_int_equal(auth_cache_count(c), 1);
     assert_int_equal(get(c, b, T0, 0, &st, &id), AUTH_CACHE_FRESH);
     /* a dropped slot is reused */
-    auth_cache_put(c, a, SESSION_OK, &in, T0 + 1, 1000);
+    auth_cache_put(c, a, SESSION_OK, &in, T0 + 1, 1000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 2);
 
     auth_cache_clear(c);
@@ -224,7 +224,7 @@ static void test_drop_and_clear(void **state)
     assert_int_equal(get(c, a, T0 + 2, 300000, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(get(c, b, T0 + 2, 300000, &st, &id), AUTH_CACHE_MISS);
     assert_false(auth_cache_drop(c, b));
-    auth_cache_put(c, b, SESSION_OK, &in, T0 + 3, 1000);
+    auth_cache_put(c, b, SESSION_OK, &in, T0 + 3, 1000, auth_cache_epoch(c));
     assert_int_equal(get(c, b, T0 + 3, 0, &st, &id), AUTH_CACHE_FRESH);
     auth_cache_free(c);
 }
@@ -242,22 +242,22 @@ static void test_replaces_oldest(void **state)
     /* stored in a shuffled time order: token 3 is the oldest */
     const uint64_t when[8] = {T0 + 5, T0 + 7, T0 + 2, T0 + 1, T0 + 8, T0 + 3, T0 + 6, T0 + 4};
     for (unsigned i = 0; i < 8; i++)
-        auth_cache_put(c, s[i], SESSION_OK, &in, when[i], 100000);
+        auth_cache_put(c, s[i], SESSION_OK, &in, when[i], 100000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 8);
-    auth_cache_put(c, s[8], SESSION_OK, &in, T0 + 10, 100000);
+    auth_cache_put(c, s[8], SESSION_OK, &in, T0 + 10, 100000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 8);
     assert_int_equal(get(c, s[3], T0 + 10, 0, &st, &id), AUTH_CACHE_MISS);
     for (unsigned i = 0; i < 9; i++)
         if (i != 3)
             assert_int_equal(get(c, s[i], T0 + 10, 0, &st, &id), AUTH_CACHE_FRESH);
     /* next oldest is token 2 */
-    auth_cache_put(c, s[9], SESSION_UNKNOWN, NULL, T0 + 11, 100000);
+    auth_cache_put(c, s[9], SESSION_UNKNOWN, NULL, T0 + 11, 100000, auth_cache_epoch(c));
     assert_int_equal(get(c, s[2], T0 + 11, 0, &st, &id), AUTH_CACHE_MISS);
     assert_int_equal(get(c, s[9], T0 + 11, 0, &st, &id), AUTH_CACHE_FRESH);
     assert_int_equal(auth_cache_count(c), 8);
     /* after a drop the free slot is used before anything is evicted */
     assert_true(auth_cache_drop(c, s[0]));
-    auth_cache_put(c, s[3], SESSION_OK, &in, T0 + 12, 100000);
+    auth_cache_put(c, s[3], SESSION_OK, &in, T0 + 12, 100000, auth_cache_epoch(c));
     assert_int_equal(auth_cache_count(c), 8);
     for (unsigned i = 1; i < 10; i++)
         if (i != 2)
@@ -276,7 +276,7 @@ static void test_bounded(void **state)
     uint8_t s[32];
     for (unsigned i = 0; i < 20000; i++) {
         sha_of(i, s);
-        auth_cache_put(c, s, (i % 2) ? SESSION_UNKNOWN : SESSION_OK, &in, T0 + i, 1000000);
+        auth_cache_put(c, s, (i % 2) ? SESSION_UNKNOWN : SESSION_OK, &in, T0 + i, 1000000, auth_cache_epoch(c));
         assert_true(auth_cache_count(c) <= 1000);
     }
     assert_true(auth_cache_count(c) >= 900); /* the table is actually used */
@@ -294,15 +294,82 @@ static void test_bounded(void **state)
     struct auth_cache *z = auth_cache_new(0);
     assert_non_null(z);
     sha_of(1, s);
-    auth_cache_put(z, s, SESSION_OK, &in, T0, 1000);
+    auth_cache_put(z, s, SESSION_OK, &in, T0, 1000, auth_cache_epoch(z));
     assert_int_equal(get(z, s, T0, 0, &st, &id), AUTH_CACHE_FRESH);
     for (unsigned i = 0; i < 100; i++) {
         sha_of(1000 + i, s);
-        auth_cache_put(z, s, SESSION_OK, &in, T0 + i + 1, 1000);
+        auth_cache_put(z, s, SESSION_OK, &in, T0 + i + 1, 1000, auth_cache_epoch(z));
     }
     assert_true(auth_cache_count(z) <= 8);
     auth_cache_free(z);
     auth_cache_free(NULL);
+}
+
+/*
+ * A reply to a lookup that was in flight when its key was invalidated (push
+ * revocation) is not cached: the invalidation wins. So does a clear (a lost
+ * revocation connection), and a new cache after a reload. Others are cached.
+ */
+static void test_invalidation_wins_over_reply_in_flight(void **state)
+{
+    (void)state;
+    struct auth_cache *c = auth_cache_new(64);
+    enum session_status st;
+    struct session_identity id, in = ident("acme", "alice", false);
+    uint8_t a[32], b[32];
+    sha_of(1, a);
+    sha_of(2, b);
+
+    /* the lookup of a starts; a is revoked (not cached yet); the old reply arrives */
+    uint64_t since = auth_cache_epoch(c);
+    assert_false(auth_cache_drop(c, a));
+    assert_false(auth_cache_put(c, a, SESSION_OK, &in, T0, 60000, since));
+    assert_int_equal(get(c, a, T0, 0, &st, &id), AUTH_CACHE_MISS);
+    assert_int_equal(get(c, a, T0, 600000, &st, &id), AUTH_CACHE_MISS);
+    /* a lookup started after the invalidation is cached */
+    assert_true(auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0, 1000, auth_cache_epoch(c)));
+    assert_int_equal(get(c, a, T0, 0, &st, &id), AUTH_CACHE_FRESH);
+    assert_int_equal(st, SESSION_UNKNOWN);
+
+    /* an invalidation of another key in another set does not stop b being cached */
+    since = auth_cache_epoch(c);
+    uint8_t other[32];
+    for (unsigned n = 3;; n++) { /* a key outside b's set (8 sets of 8 entries) */
+        uint64_t hb, ho;
+        sha_of(n, other);
+        memcpy(&hb, b, 8);
+        memcpy(&ho, other, 8);
+        if (hb % 8 != ho % 8)
+            break;
+    }
+    auth_cache_drop(c, other);
+    assert_true(auth_cache_put(c, b, SESSION_OK, &in, T0, 60000, since));
+    assert_int_equal(get(c, b, T0, 0, &st, &id), AUTH_CACHE_FRESH);
+
+    /* a clear (revocation connection lost, FLUSHALL) wins over every reply in flight */
+    since = auth_cache_epoch(c);
+    auth_cache_clear(c);
+    assert_false(auth_cache_put(c, b, SESSION_OK, &in, T0, 60000, since));
+    assert_int_equal(get(c, b, T0, 600000, &st, &id), AUTH_CACHE_MISS);
+    assert_int_equal(auth_cache_count(c), 0);
+
+    /* a reply to a lookup started on the cache a reload replaced */
+    since = auth_cache_epoch(c);
+    struct auth_cache *fresh = auth_cache_new(64);
+    assert_false(auth_cache_put(fresh, b, SESSION_OK, &in, T0, 60000, since));
+    assert_int_equal(auth_cache_count(fresh), 0);
+    assert_true(auth_cache_put(fresh, b, SESSION_OK, &in, T0, 60000, auth_cache_epoch(fresh)));
+    auth_cache_free(fresh);
+
+    /* a refused reply leaves a newer decision alone */
+    since = auth_cache_epoch(c);
+    auth_cache_drop(c, a);
+    assert_true(auth_cache_put(c, a, SESSION_UNKNOWN, NULL, T0, 1000, auth_cache_epoch(c)));
+    assert_false(auth_cache_put(c, a, SESSION_OK, &in, T0, 60000, since));
+    assert_false(auth_cache_put(c, a, SESSION_OK, &in, T0, 0, since));
+    assert_int_equal(get(c, a, T0, 0, &st, &id), AUTH_CACHE_FRESH);
+    assert_int_equal(st, SESSION_UNKNOWN);
+    auth_cache_free(c);
 }
 
 int main(void)
@@ -317,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_drop_and_clear),
         cmocka_unit_test(test_replaces_oldest),
         cmocka_unit_test(test_bounded),
+        cmocka_unit_test(test_invalidation_wins_over_reply_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
