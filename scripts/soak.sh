@@ -28,7 +28,7 @@
 #
 # Needs: wrk (scripts/install-deps.sh --bench), /usr/bin/python3, build/moat.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 repo="$(pwd)"
 
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
@@ -77,10 +77,10 @@ work="${keep:-$(mktemp -d "${TMPDIR:-/tmp}/moat-soak.XXXXXX")}"
 mkdir -p "$work"
 moat_pid="" up_pid="" idle_pid="" wrk_pid=""
 stop_pid() { # PID: SIGTERM, up to 15 s, then SIGKILL
-    local pid="$1" i
+    local pid="$1"
     [ -n "$pid" ] || return 0
     kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     return 0
