@@ -3,7 +3,9 @@
 Each test floods one worker while another, well-behaved client (hostile.LatencyProbe) is
 served, bounds moat's RSS during the flood (hostile.RssWatch), and checks that memory and
 file descriptors return to their baseline once the hostile clients are gone. The measured
-figures are printed (pytest -s shows them).
+figures are printed (pytest -s shows them). Under a sanitizer build (MOAT_SANITIZED=1)
+the RSS bounds do not hold and are not checked; everything else is: these floods are
+worth running under ASan.
 """
 
 import os
@@ -75,6 +77,8 @@ class Env:
                                   interval=0.2), \
             "%s: moat keeps %d fds (baseline %d)" % (what, fd_count(self.m.pid), fds0)
         # moat trims its heap after a quiet tick, or every 10 s under churn
+        if hostile.SANITIZED:
+            return fd_count(self.m.pid), hostile.rss_kib(self.m.pid)
         rss = watch.settle_kib(timeout=12, slack_kib=4 * MIB)
         assert rss - watch.base <= RSS_SLACK_KIB, \
             "%s: RSS %d KiB stays %d KiB above the baseline %d KiB" % (
@@ -101,7 +105,6 @@ SLOW_SECONDS = 6.0
 
 
 def test_slow_readers_do_not_make_moat_buffer_their_responses(env):
-    hostile.skip_if_sanitized()
     rss0, fds0 = env.baseline()
     conns = []
     for _ in range(SLOW_CONNS):
@@ -134,7 +137,8 @@ def test_slow_readers_do_not_make_moat_buffer_their_responses(env):
     assert env.m.alive(), env.m.stderr()
     assert probe.ok(), probe.report() + " %r" % probe.errors[:3]
     # bounded per connection (a few socket/TLS buffers), far from the 2 GiB asked for
-    assert growth < 48 * MIB, "RSS grew %d KiB for %d slow readers" % (growth, SLOW_CONNS)
+    assert hostile.SANITIZED or growth < 48 * MIB, \
+        "RSS grew %d KiB for %d slow readers" % (growth, SLOW_CONNS)
     for c in conns:
         c.close()
     fds1, rss1 = env.back_to_baseline(watch, fds0, "after the slow readers left")
@@ -172,7 +176,6 @@ def stall_round(port, hello):
 
 
 def test_clients_stalled_mid_handshake_are_closed_by_the_timeout(env):
-    hostile.skip_if_sanitized()
     rss0, fds0 = env.baseline()
     hello = client_hello()
     assert len(hello) > 100 and hello[0] == 0x16, hello[:8]
@@ -197,7 +200,7 @@ def test_clients_stalled_mid_handshake_are_closed_by_the_timeout(env):
         growth, growth / STALLED, probe.report()))
     assert env.m.alive(), env.m.stderr()
     assert probe.ok(), probe.report() + " %r" % probe.errors[:3]
-    assert growth < 32 * MIB, growth
+    assert hostile.SANITIZED or growth < 32 * MIB, growth
 
 
 # ---- resets everywhere ----------------------------------------------------------------
@@ -259,7 +262,6 @@ RESET_ROUNDS = 15
 
 
 def test_resets_everywhere(env):
-    hostile.skip_if_sanitized()
     rss0, fds0 = env.baseline()
     hello = client_hello()
     done = {f.__name__: 0 for f in RESETS}
@@ -289,7 +291,7 @@ def test_resets_everywhere(env):
     assert sum(done.values()) >= len(RESETS) * RESET_ROUNDS * 4 * 0.8, (done, failures[:5])
     assert env.m.alive(), env.m.stderr()
     assert probe.ok(), probe.report() + " %r" % probe.errors[:3]
-    assert growth < 64 * MIB, growth
+    assert hostile.SANITIZED or growth < 64 * MIB, growth
     fds1, rss1 = env.back_to_baseline(watch, fds0, "after the resets")
     print("after: fds %d (baseline %d), RSS %d KiB (baseline %d KiB)" % (fds1, fds0, rss1, rss0))
     # and moat still works end to end
