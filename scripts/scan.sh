@@ -23,6 +23,10 @@
 # Environment: MOAT_BIN (moat binary for --start, default build/moat), TESTSSL (the
 # testssl.sh command), SCAN_TIMEOUT (seconds for testssl.sh, default 900).
 # Exit status: 0 grade A or A+; 1 below A; 2 the scan or the grading failed; 64 usage.
+# testssl.sh's remarks about its own environment are not findings against the server:
+# engine_problem (the local openssl has no GOST engine) is listed as "not tested" and
+# graded around; a stopped scan (FATAL, scanProblem) or an openssl testssl.sh calls too
+# old (old_fart, too_old_openssl) is exit 2 (scripts/ssllabs_grade.py, scan_problems).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"

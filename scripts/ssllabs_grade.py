@@ -8,7 +8,11 @@ written against the ids of testssl.sh 3.0.8 (Debian 12), tolerant of the 3.1 nam
 (FS/PFS, "<cert#N>" / "<hostCert#N>" suffixes). It prints the three category scores,
 the weighted score and its letter, every cap that applied with its reason, and the
 final grade. Exit status: 0 for A or A+, 1 for anything below A (A-, B ... F, T, M),
-2 when the file cannot be graded (unreadable, no protocol results, scan problems).
+2 when the file cannot be graded (unreadable, no protocol or certificate results, scan
+problems: a FATAL finding, scanProblem, a local openssl testssl.sh calls too old).
+testssl.sh's remarks about its own environment that only keep it from testing some
+checks (engine_problem: no GOST engine in the local openssl) are not findings against
+the server: they are listed as "not tested" and do not change the grade or the status.
 
 The method is the Qualys SSL Labs "SSL Server Rating Guide" (version 2009, the
 revision letters 2009a..2009r are amendments to the same text) as we read it. Rule
@@ -294,6 +298,7 @@ class Result:
         self.caps = []          # (grade, reason, rule)
         self.warnings = []      # (reason, rule): cap A- (rating guide 2009d "warnings")
         self.notes = []         # informative, no effect on the grade
+        self.skipped = []       # checks the scanner could not run on its side (no finding)
         self.trust = []         # reasons for T
         self.mismatch = []      # reasons for M
         self.a_plus = []        # reasons A+ was granted or refused
@@ -312,6 +317,7 @@ class Result:
                 "caps": [{"grade": g, "reason": r, "rule": rule} for g, r, rule in self.caps],
                 "warnings": [{"reason": r, "rule": rule} for r, rule in self.warnings],
                 "trust": self.trust, "mismatch": self.mismatch, "notes": self.notes,
+                "skipped": self.skipped,
                 "a_plus": self.a_plus, "target": self.target, "errors": self.errors}
 
 
@@ -334,6 +340,37 @@ def _any_id(fs, *ids):
     return None
 
 
+# testssl.sh's remarks about its own environment (the local openssl), written with
+# fileout_insert_warning ("clientProblemN" in its pretty JSON). They are not findings
+# against the server. Each id maps to what the scan could not test because of it, or to
+# None when the remark makes the whole scan unreliable (testssl.sh itself says so).
+ENVIRONMENT_NOTES = {
+    "engine_problem": "GOST cipher suites (the local openssl has no GOST engine); "
+                      "every other suite is tested",
+    "old_fart": None,
+    "too_old_openssl": None,
+}
+
+
+def scan_problems(fs, r):
+    """Tells testssl.sh's notes about itself from findings about the server.
+
+    An environment note that only skips some checks goes to r.skipped; one that makes
+    the scan unreliable, a FATAL anything (the scan stopped) and scanProblem are errors.
+    scanProblem WARN means testssl.sh skipped a whole section (HTTP headers, server
+    defaults): what it did not test cannot be graded, so it is an error too."""
+    for f in fs:
+        if f.id in ENVIRONMENT_NOTES and f.severity != "FATAL":
+            what = ENVIRONMENT_NOTES[f.id]
+            if what is None:
+                r.errors.append("testssl.sh cannot scan reliably with this openssl: %s: %s"
+                                % (f.raw_id, f.finding))
+            else:
+                r.skipped.append("%s (testssl.sh %s: %s)" % (what, f.raw_id, f.finding))
+        elif f.id == "scanProblem" or f.severity == "FATAL":
+            r.errors.append("testssl.sh reported a scan problem: %s: %s" % (f.raw_id, f.finding))
+
+
 def grade(findings):
     """Grades a list of Finding; returns a Result."""
     r = Result()
@@ -342,10 +379,7 @@ def grade(findings):
     if f0 is not None:
         r.target = "%s:%s" % (f0.ip, f0.port)
 
-    problems = [f for f in fs if f.id in ("scanProblem", "engine_problem") or
-                f.severity == "FATAL"]
-    for f in problems:
-        r.errors.append("testssl.sh reported a scan problem: %s: %s" % (f.raw_id, f.finding))
+    scan_problems(fs, r)
 
     # -- protocols (guide "Protocol Support", Table 2) --
     protos = {}
@@ -404,6 +438,10 @@ def grade(findings):
                                       cipher_score(weakest), cipher_src))
 
     # -- certificates --
+    if not any(f.id.startswith("cert_") for f in fs):
+        # without them T, M and the key caps would pass unseen
+        r.errors.append("no certificate results (cert_*): testssl.sh did not inspect it")
+        return r
     cert_ids = sorted({f.cert for f in fs if f.id.startswith("cert") and f.cert is not None})
     cert_groups = [[f for f in fs if f.cert == n] for n in cert_ids] or \
         [[f for f in fs if f.id.startswith("cert") and f.cert is None]]
@@ -763,6 +801,10 @@ def report(r, out=sys.stdout):
     if r.notes:
         w("notes:\n")
         for n in r.notes:
+            w("  - %s\n" % n)
+    if r.skipped:
+        w("not tested (scanner environment, not a finding against the server):\n")
+        for n in r.skipped:
             w("  - %s\n" % n)
     for e in r.errors:
         w("ERROR: %s\n" % e)

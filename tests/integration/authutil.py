@@ -386,8 +386,8 @@ ROUTES = [
 def auth_overrides(redis_address, redis=None, sessions=None, **top):
     """Overrides for moatctl.write_config: a redis section, sessions, and ROUTES:
     /public none, /opt optional, /admin required+mfa, /web browser, / required."""
-    r = {"address": redis_address}
-    r.update(redis or {})
+    r = {"address": redis_address, "timeout": moatctl.TEST_REDIS_TIMEOUT}
+    r.update(redis or {})  # a test about timeouts sets its own
     s = {"login_url": "/login"}
     s.update(sessions or {})
     out = {"redis": r, "sessions": s, "routes": ROUTES}

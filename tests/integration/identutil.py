@@ -102,7 +102,7 @@ def identity_overrides(redis=None, upstreams=None, routes=None, tenants=None,
     upstreams: {name: Upstream or [Upstream, ...]}; "app" replaces the base one."""
     ov = {}
     if redis is not None:
-        ov["redis"] = {"address": redis.addr, "timeout": "2s"}
+        ov["redis"] = {"address": redis.addr, "timeout": moatctl.TEST_REDIS_TIMEOUT}
     if upstreams:
         ups = {}
         for name, u in upstreams.items():

@@ -259,6 +259,7 @@ class Moat:
                                  "to use another)" % self.binary)
         self.out = open(self.stdout_path, "ab")
         self.err = open(self.stderr_path, "ab")
+        self.err_start = self.err.tell()  # this run's part of an appended stderr file
         self.proc = subprocess.Popen([self.binary, "-c", self.config_path], cwd=REPO,
                                      stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err,
                                      start_new_session=True)
@@ -268,11 +269,30 @@ class Moat:
                 raise AssertionError("moat exited with %s before listening on %d\nstderr:\n%s"
                                      % (self.proc.returncode, self.https_port, self.stderr()))
             if self._listening():
+                self._wait_redis()
                 return self
             time.sleep(0.05)
         rc = self.stop(sig=signal.SIGKILL)
         raise AssertionError("moat did not accept on https port %d within %.0fs (rc %s)\n"
                              "stderr:\n%s" % (self.https_port, timeout, rc, self.stderr()))
+
+    def _wait_redis(self, timeout=15.0):
+        """With a redis-server of the tests configured, waits (bounded, never failing) until
+        each worker has logged its connection: moat listens before its workers' Redis
+        clients are up, and a request that comes first gets 503 "session store
+        unavailable". Tests pointing moat at anything else (a fake or dead Redis) wait
+        for nothing here."""
+        if (self.cfg.get("redis") or {}).get("address") not in LIVE_REDIS:
+            return
+        workers = self.cfg.get("workers", 2)
+        workers = workers if isinstance(workers, int) else (os.cpu_count() or 1)
+        pat = re.compile(rb"worker (\d+): redis: connected")
+
+        def connected():
+            with open(self.stderr_path, "rb") as f:
+                f.seek(self.err_start)
+                return len(set(pat.findall(f.read()))) >= workers or not self.alive()
+        wait_until(connected, timeout)
 
     def _listening(self):
         """Ready when the https port is in LISTEN state. Looked up in /proc rather than by
@@ -400,6 +420,16 @@ class Upstream:
                 and e.get("path") != "/healthz"]
 
 
+# Addresses of the redis-servers (Redis) the tests started and have not stopped: a moat
+# configured with one of them is started only once its workers are connected to it.
+LIVE_REDIS = set()
+
+# Generous for a test that is not about Redis timeouts: a loaded 2-core machine can keep
+# Redis (or moat) from answering for far longer than the 250 ms default. Tests about
+# timeouts and outages set their own short redis.timeout.
+TEST_REDIS_TIMEOUT = "5s"
+
+
 class Redis:
     """redis-server --port N --save '' --appendonly no, in its own tmpdir."""
 
@@ -428,6 +458,7 @@ class Redis:
             self.stop()
             raise AssertionError("redis-server did not start:\n"
                                  + read_text(os.path.join(self.dir, "redis.out")))
+        LIVE_REDIS.add(self.addr)
         return self
 
     def command(self, *args, timeout=5.0):
@@ -447,6 +478,7 @@ class Redis:
             return False
 
     def stop(self):
+        LIVE_REDIS.discard(self.addr)
         rc = stop_process(self.proc, sig=signal.SIGTERM, timeout=5)
         if getattr(self, "out", None):
             self.out.close()

@@ -107,7 +107,7 @@ def overrides(routes, redis=None, ratelimit=None, limits=None, workers=2, **extr
           "routes": list(routes) + [{"match": {"path_prefix": "/"}, "auth": "none",
                                       "upstream": "app"}]}
     if redis is not None:
-        ov["redis"] = {"address": redis.addr, "timeout": "2s"}
+        ov["redis"] = {"address": redis.addr, "timeout": moatctl.TEST_REDIS_TIMEOUT}
     if ratelimit:
         ov["ratelimit"] = ratelimit
     lim = {"drain_timeout": "2s"}

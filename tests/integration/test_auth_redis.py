@@ -348,7 +348,8 @@ GARBAGE = {
 def test_garbage_redis_does_not_crash_moat(upstream, start_moat, fake_redis, kind):
     f = fake_redis("ok") if kind == "ok_to_everything" else fake_redis("garbage", GARBAGE[kind])
     up = upstream("app")
-    m = start_moat(auth_overrides(f.addr), upstream=up)
+    # short: some garbage never completes a reply, and only the timeout ends the wait
+    m = start_moat(auth_overrides(f.addr, redis={"timeout": "250ms"}), upstream=up)
     assert moatctl.wait_until(lambda: f.connections >= 1, 5.0)
     for i in range(10):
         r = get(m.https_port, "/echo", token=new_token())
