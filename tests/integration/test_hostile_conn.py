@@ -130,14 +130,15 @@ class Pipeliner:
         self.sock.close()
 
 
-def wait_quiet(m, stable=1.0, timeout=30.0):
-    """Waits until moat parses no more requests (it has read all it will); returns the
-    number parsed."""
-    last, since = -1, time.monotonic()
+def wait_quiet(m, probe, stable=1.0, timeout=30.0):
+    """Waits until moat parses no more requests on the flooding connection (it has read
+    all it will; the probe's own requests are not counted, give or take the one in
+    flight); returns the number parsed."""
+    last, since = -10, time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = metrics(m)["moat_requests_total"]
-        if n != last:
+        n = metrics(m)["moat_requests_total"] - len(probe.lat)
+        if abs(n - last) > 1:
             last, since = n, time.monotonic()
         elif time.monotonic() - since >= stable:
             break
@@ -175,13 +176,18 @@ def pipeline_flood(m, request, expect_status, count, push_seconds=5.0):
     try:
         with hostile.RssWatch(m.pid) as rss, probe:
             sent = p.push(push_seconds)
-            parsed = wait_quiet(m)
+            parsed = wait_quiet(m, probe)
+            buffered = metrics(m).get("moat_buffered_bytes", -1)
         growth = rss.peak_growth_kib()
-        print("\n%s x%d: %d KiB sent, %d requests parsed while unread; RSS peak growth %d KiB;"
-              " %s" % (request.split(b" ")[1][:40].decode(), count, sent // 1024, parsed,
-                       growth, probe.report()))
+        print("\n%s x%d: %d KiB sent, %d requests parsed while unread, moat_buffered_bytes %d;"
+              " RSS peak growth %d KiB; %s" % (request.split(b" ")[1][:40].decode(), count,
+                                               sent // 1024, parsed, buffered, growth,
+                                               probe.report()))
         assert probe.ok(), probe.report()
         assert growth < RSS_BOUND_KIB, growth
+        assert parsed < count  # moat stopped reading the client
+        # connection_buffer (64 KiB) + one answer, + the unparsed input (32 KiB)
+        assert 0 < buffered < 160 * 1024, buffered
         statuses = p.drain(count)
         assert statuses == [expect_status] * count
     finally:
