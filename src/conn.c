@@ -42,6 +42,13 @@ size_t conn_out_high(const struct conn *c)
     return conn_cfg(c)->limits.connection_buffer;
 }
 
+/* Client input above which the socket is not read: a whole head plus some body
+ * (more waits until the pipeline has taken it). */
+static void set_read_high(struct conn *c)
+{
+    tlsio_set_read_high(&c->io, conn_cfg(c)->limits.max_header_bytes + 16 * 1024);
+}
+
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -74,7 +81,7 @@ static void conn_use_current_gen(struct conn *c)
         return;
     wgen_unref(c->gen);
     c->gen = wgen_ref(cur);
-    tlsio_set_read_high(&c->io, conn_cfg(c)->limits.max_header_bytes + 16 * 1024);
+    set_read_high(c);
 }
 
 
@@ -525,8 +532,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
         return;
     }
     const struct config *cfg = conn_cfg(c);
-    /* a whole head plus some body: more waits until the pipeline has taken it */
-    tlsio_set_read_high(&c->io, cfg->limits.max_header_bytes + 16 * 1024);
+    set_read_high(c);
     tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
     arm_timer(c, cfg->limits.header_timeout_ms);
     c->next = w->conns;

@@ -169,8 +169,8 @@ def one_worker(upstream, moat_factory):
 
 def pipeline_flood(m, request, expect_status, count, push_seconds=5.0):
     """Sends count copies of request without reading; checks RSS stays bounded and another
-    client is served meanwhile; then reads every response in order."""
-    hostile.skip_if_sanitized()
+    client is served meanwhile; then reads every response in order. Under ASan the RSS
+    bounds do not hold (hostile.skip_if_sanitized): the rest is still checked."""
     probe = hostile.LatencyProbe(m.https_port, path="/healthz")
     p = Pipeliner(m.https_port, request * count, head=request.startswith(b"HEAD "))
     try:
@@ -184,7 +184,7 @@ def pipeline_flood(m, request, expect_status, count, push_seconds=5.0):
                                                sent // 1024, parsed, buffered, growth,
                                                probe.report()))
         assert probe.ok(), probe.report()
-        assert growth < RSS_BOUND_KIB, growth
+        assert hostile.SANITIZED or growth < RSS_BOUND_KIB, growth
         assert parsed < count  # moat stopped reading the client
         # connection_buffer (64 KiB) + one answer, + the unparsed input (32 KiB)
         assert 0 < buffered < 160 * 1024, buffered
@@ -192,10 +192,10 @@ def pipeline_flood(m, request, expect_status, count, push_seconds=5.0):
         assert statuses == [expect_status] * count
     finally:
         p.close()
-    settled = rss.settle_kib(timeout=15, slack_kib=RSS_BOUND_KIB)
+    settled = rss.settle_kib(timeout=1 if hostile.SANITIZED else 15, slack_kib=RSS_BOUND_KIB)
     print("RSS after the client read everything and left: %+d KiB from baseline"
           % (settled - rss.base))
-    assert settled - rss.base <= RSS_BOUND_KIB
+    assert hostile.SANITIZED or settled - rss.base <= RSS_BOUND_KIB
 
 
 def test_pipelined_401s_without_reading_stop_being_read(one_worker):
@@ -341,10 +341,13 @@ def test_reload_new_upstream_reaches_kept_alive_connection(upstream, moat_factor
     m = moat_factory({"workers": 1}, upstream=one)
     with Conn.tls(m.https_port) as c:
         assert get_echo(c)["upstream"] == "one"
+        c.request("GET", "/slow?ms=1500")  # in flight across the reload
         cfg = json.loads(json.dumps(m.cfg))
         cfg["upstreams"]["app"]["servers"] = [two.addr]
         rewrite_config(m, cfg)
         reload_and_wait(m, 2)
+        r = c.read_response()
+        assert r.status == 200 and r.json()["upstream"] == "one", r  # finished on its own
         assert get_echo(c)["upstream"] == "two"
     assert two.requests(), "the new upstream got nothing"
 
