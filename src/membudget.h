@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct evbuffer;
 struct worker;
 
 /* From the worker's tick (and when it stops): adds its change since the last call. */
@@ -21,5 +22,14 @@ void membudget_publish(struct worker *w);
 uint64_t membudget_total(const struct worker *w);
 /* True when max (bytes, 0 = no limit) is exceeded: new requests are shed. */
 bool membudget_exceeded(const struct worker *w, uint64_t max);
+
+/*
+ * Counts an evbuffer of the worker (e.g. an upstream connection's input and
+ * output) into its buffered bytes as it grows and shrinks, from now on (what it
+ * holds already is added). membudget_untrack() before freeing it takes out
+ * what it still holds: evbuffer_free() runs no callback. -1 if out of memory.
+ */
+int membudget_track(struct worker *w, struct evbuffer *b);
+void membudget_untrack(struct worker *w, struct evbuffer *b);
 
 #endif
