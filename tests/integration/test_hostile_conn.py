@@ -284,7 +284,7 @@ def test_flooding_connection_does_not_starve_the_others(one_worker, path):
     probe, answered = run_flood_with_probe(m, path)
     print("\nflood of %s: %d requests answered on the flooding connection; %s"
           % (path, answered, probe.report()))
-    assert answered > 2000, answered  # the flood itself was served too
+    assert answered > 500, answered  # the flood itself was served too
     # ~4.5 s of probing at one round trip per 50 ms + latency: starving probes got 1-3
     assert probe.ok(min_requests=20), probe.report()
 
