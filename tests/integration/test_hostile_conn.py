@@ -126,6 +126,17 @@ class Pipeliner:
                 select.select([self.sock], want_w, [], 0.05)
         return self.responses.statuses
 
+    def read_to_eof(self, timeout=30):
+        """Reads without sending more until moat closes; returns the statuses."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._recv_some()
+            except (ConnectionError, ssl.SSLError, OSError):
+                return self.responses.statuses
+            select.select([self.sock], [], [], 0.05)
+        raise AssertionError("moat did not close")
+
     def close(self):
         self.sock.close()
 
@@ -391,6 +402,29 @@ def test_max_connection_age_closes_kept_alive_connections(upstream, moat_factory
     with Conn.tls(m.https_port) as c:
         get_echo(c)
         assert c.wait_closed(10)
+
+
+def test_max_connection_age_sends_what_a_paused_client_has_not_read(upstream, moat_factory):
+    """A pipelining client that stopped reading passes its age while idle: the answers
+    already made still go out whole before the connection ends."""
+    up = upstream("app")
+    m = moat_factory({"workers": 1, "routes": ROUTES,
+                      "redis": {"address": "127.0.0.1:%d" % moatctl.free_port()},
+                      "sessions": {"login_url": "https://login.example/"},
+                      "limits": {"max_connection_age": "1s"}}, upstream=up)
+    p = Pipeliner(m.https_port, b"GET /private HTTP/1.1\r\nHost: localhost\r\n\r\n" * 20000)
+    try:
+        p.push(1.0)
+        time.sleep(2)  # past the age, answers unread
+        statuses = p.read_to_eof()
+    finally:
+        p.close()
+    print("\nanswers read after the age passed: %d" % len(statuses))
+    assert statuses and set(statuses) == {401}, statuses[:5]
+    assert p.responses.buf == b"", bytes(p.responses.buf[:200])  # nothing cut short
+    # every answer moat made reached the client (closing at once reset most of them away)
+    assert moatctl.wait_until(lambda: len(m.access_log()) >= len(statuses), 5)
+    assert len(m.access_log()) == len(statuses)
 
 
 def test_max_connection_age_zero_keeps_connections(upstream, moat_factory):
