@@ -173,6 +173,10 @@ struct config_limits {
     size_t max_connections;         /* total per instance, 0 = unlimited */
     size_t max_connections_per_ip;  /* 0 = unlimited */
     double handshakes_per_ip;       /* new TLS handshakes per IP per second, 0 = off */
+    /* memory budget (docs/limits.md) */
+    size_t connection_buffer;        /* output watermark per connection and direction */
+    uint64_t max_memory;             /* buffered bytes per instance, 0 = unlimited */
+    uint64_t max_connection_age_ms;  /* 0 = unlimited */
 };
 
 struct config_ratelimit {

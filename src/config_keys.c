@@ -606,6 +606,12 @@ static const struct config_key limits_keys[] = {
      .def = "0"},
     {"handshakes_per_ip", CK_RATE, OFF(LM_, handshakes_per_ip), .max = 1000000, .flags = CK_ZERO,
      .def = "0"},
+    {"connection_buffer", CK_SIZE, OFF(LM_, connection_buffer), .min = 16384, .max = 1 << 26,
+     .def = "65536"},
+    {"max_memory", CK_U64, OFF(LM_, max_memory), .min = 0, .max = (int64_t)1 << 40,
+     .def = "536870912"},
+    {"max_connection_age", CK_DURATION, OFF(LM_, max_connection_age_ms), .min = 0,
+     .max = 7 * 24 * MS_H, .def = "1h"},
     CK_END};
 #undef LM_
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -14,6 +15,7 @@
 #include "accesslog.h"
 #include "config.h"
 #include "connlimit.h"
+#include "membudget.h"
 #include "netutil.h"
 #include "pipeline.h"
 #include "proxy.h"
@@ -33,6 +35,53 @@ static void conn_read_heads(struct conn *c);
 static const struct config *conn_cfg(const struct conn *c)
 {
     return c->gen->snap->cfg;
+}
+
+size_t conn_out_high(const struct conn *c)
+{
+    return conn_cfg(c)->limits.connection_buffer;
+}
+
+/* Client input above which the socket is not read: a whole head plus some body
+ * (more waits until the pipeline has taken it). */
+static void set_read_high(struct conn *c)
+{
+    tlsio_set_read_high(&c->io, conn_cfg(c)->limits.max_header_bytes + 16 * 1024);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left before limits.max_connection_age; UINT64_MAX without a limit. */
+static uint64_t age_left_ms(const struct conn *c)
+{
+    uint64_t max = conn_cfg(c)->limits.max_connection_age_ms;
+    if (!max)
+        return UINT64_MAX;
+    uint64_t age = mono_ms() - c->born_ms;
+    return age >= max ? 0 : max - age;
+}
+
+/*
+ * A reload reaches kept-alive connections: each request starts on the
+ * worker's newest generation (config, keys, upstream pools, TLS policy for
+ * what moat decides; the TLS session itself stays as negotiated). Only called
+ * between requests, with no part of a head scanned yet: the head buffer and
+ * the scan's size limit come from the generation.
+ */
+static void conn_use_current_gen(struct conn *c)
+{
+    worker_catch_up(c->w);
+    struct wgen *cur = c->w->gen;
+    if (c->gen == cur)
+        return;
+    wgen_unref(c->gen);
+    c->gen = wgen_ref(cur);
+    set_read_high(c);
 }
 
 
@@ -154,11 +203,34 @@ static void conn_close_after_flush(struct conn *c)
     arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
 }
 
+/*
+ * Between requests: read the next one, unless the client has not read what it
+ * was sent. A client that pipelines requests without reading the answers
+ * would otherwise make moat queue answers without bound (401s, redirects,
+ * proxied responses alike); it is not read again until its output drains to
+ * the write low-water mark (on_write), and TCP pushes back on it meanwhile.
+ */
+static void conn_await_request(struct conn *c)
+{
+    if (tlsio_output_len(&c->io) > conn_out_high(c)) {
+        c->out_paused = true;
+        tlsio_set_reading(&c->io, false);
+        return;
+    }
+    c->out_paused = false;
+    tlsio_set_reading(&c->io, true);
+    if (tlsio_input_len(&c->io) > 0)
+        tlsio_trigger_read(&c->io); /* a pipelined request */
+    else
+        tlsio_idle(&c->io);
+}
+
 void conn_exchange_done(struct conn *c)
 {
     struct request *r = c->req;
     struct worker *w = c->w;
-    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after && !w->draining;
+    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after &&
+                !w->draining && age_left_ms(c) > 0;
     if (r && !r->req_body_done)
         c->linger = true; /* part of the body may still be on its way */
     if (r) {
@@ -173,12 +245,9 @@ void conn_exchange_done(struct conn *c)
     c->state = CONN_READ_HEAD;
     c->idle = true;
     memset(&c->scan, 0, sizeof c->scan);
-    arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
-    tlsio_set_reading(&c->io, true);
-    if (tlsio_input_len(&c->io) > 0)
-        tlsio_trigger_read(&c->io); /* a pipelined request */
-    else
-        tlsio_idle(&c->io);
+    uint64_t idle = conn_cfg(c)->limits.idle_timeout_ms, left = age_left_ms(c);
+    arm_timer(c, left < idle ? left : idle); /* an idle connection past its age is closed */
+    conn_await_request(c);
 }
 
 void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
@@ -254,9 +323,16 @@ static void conn_start_request(struct conn *c)
         return;
     }
     memset(r->hflags, 0, r->h.num_headers);
-    c->keep_alive = r->h.framing.keep_alive;
+    c->keep_alive = r->h.framing.keep_alive && age_left_ms(c) > 0; /* the last one says so */
     if (r->h.framing.body == HTTP1_BODY_NONE)
         r->req_body_done = true;
+    if (membudget_exceeded(c->w, cfg->limits.max_memory)) {
+        /* shed instead of growing: closing also frees what this connection holds */
+        metrics_inc(&c->w->metrics, M_SHED_MEMORY);
+        r->error = "memory limit";
+        conn_respond(c, 503, "Retry-After: 1\r\n", "server busy", true);
+        return;
+    }
     pipeline_run(r);
 }
 
@@ -273,6 +349,8 @@ static void skip_leading_crlf(struct evbuffer *in)
 
 static void conn_read_heads(struct conn *c)
 {
+    if (c->scan.offset == 0)
+        conn_use_current_gen(c);
     struct evbuffer *in = tlsio_input(&c->io);
     const struct config *cfg = conn_cfg(c);
     size_t max = cfg->limits.max_header_bytes;
@@ -337,6 +415,8 @@ static void on_write(void *arg)
     if (c->state == CONN_CLOSING) {
         if (tlsio_output_len(&c->io) == 0)
             conn_finish_close(c);
+    } else if (c->state == CONN_READ_HEAD && c->out_paused) {
+        conn_await_request(c); /* the client read its answers: on to its next request */
     } else if (c->req) {
         proxy_client_drained(c->req);
     }
@@ -383,6 +463,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         proxy_abort(c->req);
         c->req->error = "request body timeout";
         conn_respond(c, 408, NULL, "request body timeout", true);
+    } else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) &&
+               age_left_ms(c) == 0) {
+        conn_close_after_flush(c); /* past its age: answers it has not read still go out */
     } else if (c->state == CONN_READ_HEAD && c->idle) {
         conn_close_clean(c); /* idle keep-alive timeout */
     } else {
@@ -396,8 +479,10 @@ void conn_drain(struct conn *c)
     conn_enter(c);
     if (c->state == CONN_HANDSHAKE)
         conn_abort(c);
-    else if (c->state == CONN_READ_HEAD && c->idle)
+    else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) == 0)
         conn_close_clean(c);
+    else if (c->state == CONN_READ_HEAD && c->idle)
+        conn_close_after_flush(c); /* answers it has not read yet (paused) still go out */
     else
         c->keep_alive = false;
     conn_leave(c);
@@ -427,6 +512,8 @@ static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa
     }
     c->w = w;
     c->gen = wgen_ref(w->gen);
+    c->born_ms = mono_ms();
+    tlsio_set_accounting(&c->io, &w->metrics.v[M_BUFFERED_BYTES]);
     memcpy(&c->peer, sa, (size_t)salen < sizeof c->peer ? (size_t)salen : sizeof c->peer);
     netutil_addr_to_str(sa, c->peer_ip, sizeof c->peer_ip);
     evtimer_assign(&c->timer, w->base, on_timer, c);
@@ -448,8 +535,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
         return;
     }
     const struct config *cfg = conn_cfg(c);
-    /* a whole head plus some body: more waits until the pipeline has taken it */
-    tlsio_set_read_high(&c->io, cfg->limits.max_header_bytes + 16 * 1024);
+    set_read_high(c);
     tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
     arm_timer(c, cfg->limits.header_timeout_ms);
     c->next = w->conns;

@@ -47,9 +47,11 @@ struct conn {
     bool keep_alive;   /* the current exchange allows another request */
     bool idle;         /* between requests with no byte of the next one yet */
     bool linger;       /* the client may still be sending: linger before closing */
+    bool out_paused;   /* not reading the next request until the client reads its answers */
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
+    uint64_t born_ms;  /* accepted at (monotonic), for limits.max_connection_age */
     union { /* the listeners are TCP: no sockaddr_storage (100 bytes more per connection) */
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -85,6 +87,13 @@ void conn_set_reading(struct conn *c, bool on);
 /* (Re)arms or stops the connection's single timer (header, body, idle). */
 void conn_arm_timer(struct conn *c, uint64_t ms);
 void conn_disarm_timer(struct conn *c);
+
+/*
+ * limits.connection_buffer: pending output, towards the client or towards the
+ * upstream, above which the side feeding it stops reading until it drains
+ * (docs/limits.md). From the connection's current generation.
+ */
+size_t conn_out_high(const struct conn *c);
 
 /* Drain: close if idle, else close after the current response. */
 void conn_drain(struct conn *c);

@@ -32,6 +32,8 @@ static const struct {
     [M_RL_GLOBAL_DECISIONS] = {"moat_ratelimit_global_decisions_total", "counter", "Global rate-limit decisions made by Redis"},
     [M_RL_GLOBAL_CALLS] = {"moat_ratelimit_global_calls_total", "counter", "Redis script calls for global rate limits (requests for one key share a call)"},
     [M_RL_STORE_FALLBACK] = {"moat_ratelimit_store_fallbacks_total", "counter", "Global rate-limit decisions made by on_store_error (Redis unavailable)"},
+    [M_BUFFERED_BYTES] = {"moat_buffered_bytes", "gauge", "Bytes buffered for client connections (received not yet processed, and responses not yet sent)"},
+    [M_SHED_MEMORY] = {"moat_requests_shed_memory_total", "counter", "Requests answered 503 because buffered bytes passed limits.max_memory"},
 };
 
 void metrics_count_status(struct metrics *m, int status)

@@ -37,6 +37,8 @@ enum metric {
     M_RL_GLOBAL_DECISIONS,
     M_RL_GLOBAL_CALLS,
     M_RL_STORE_FALLBACK,
+    M_BUFFERED_BYTES,      /* gauge: bytes in client connection buffers (tlsio) */
+    M_SHED_MEMORY,
     M_COUNT
 };
 

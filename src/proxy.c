@@ -19,8 +19,8 @@
 #include "worker.h"
 
 /* Above these, the side feeding the buffer stops reading until it drains. */
-#define UP_OUT_HIGH (256 * 1024)
-#define CLIENT_OUT_HIGH (256 * 1024)
+#define UP_OUT_HIGH conn_out_high(r->conn)
+#define CLIENT_OUT_HIGH conn_out_high(r->conn)
 /* Upstream response heads may be larger than client request heads (cookies). */
 #define RESP_HEAD_MAX (64 * 1024)
 #define MAX_ATTEMPTS 3

@@ -27,8 +27,18 @@ static bool input_full(const struct tlsio *t)
 static void on_input(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg);
 static void on_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg);
 
+/* The owner's count of buffered bytes: a plain load and store, one writer. */
+static void account(struct tlsio *t, size_t added, size_t deleted)
+{
+    if (!t->acct || added == deleted)
+        return;
+    uint64_t cur = atomic_load_explicit(t->acct, memory_order_relaxed);
+    atomic_store_explicit(t->acct, cur + added - deleted, memory_order_relaxed);
+}
+
 static void free_buffers(struct tlsio *t)
 {
+    account(t, 0, len_of(t->in) + len_of(t->out)); /* freeing runs no callback */
     if (t->in)
         evbuffer_free(t->in); /* with its callback */
     if (t->out)
@@ -300,6 +310,7 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 static void on_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     struct tlsio *t = arg;
+    account(t, info->n_added, info->n_deleted);
     if (info->n_added && !t->stopped && !t->handshaking && !(t->registered & EV_WRITE))
         activate(t, EV_WRITE);
 }
@@ -309,6 +320,7 @@ static void on_output(struct evbuffer *b, const struct evbuffer_cb_info *info, v
 static void on_input(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     struct tlsio *t = arg;
+    account(t, info->n_added, info->n_deleted);
     if (!info->n_deleted || t->stopped || t->handshaking || !t->reading)
         return;
     update_events(t);
@@ -400,6 +412,11 @@ void tlsio_set_read_high(struct tlsio *t, size_t high)
 void tlsio_set_write_low(struct tlsio *t, size_t low)
 {
     t->write_low = low;
+}
+
+void tlsio_set_accounting(struct tlsio *t, _Atomic uint64_t *counter)
+{
+    t->acct = counter;
 }
 
 void tlsio_trigger_read(struct tlsio *t)

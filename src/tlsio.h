@@ -27,8 +27,10 @@
 #ifndef MOAT_TLSIO_H
 #define MOAT_TLSIO_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -53,6 +55,7 @@ struct tlsio {
     struct evbuffer *in, *out;
     const struct tlsio_ops *ops;
     void *arg;
+    _Atomic uint64_t *acct; /* bytes in both buffers are added here (NULL: not counted) */
     size_t read_high; /* 0: no limit */
     size_t write_low;
     bool reading;       /* the owner wants input */
@@ -103,6 +106,12 @@ static inline bool tlsio_reading(const struct tlsio *t)
 void tlsio_set_reading(struct tlsio *t, bool on);
 void tlsio_set_read_high(struct tlsio *t, size_t high);
 void tlsio_set_write_low(struct tlsio *t, size_t low);
+/*
+ * Counts the bytes held in both buffers into *counter (single writer: the
+ * thread that drives the stream; readers load it relaxed), kept exact as the
+ * buffers grow, shrink and are freed. Set before the first byte is buffered.
+ */
+void tlsio_set_accounting(struct tlsio *t, _Atomic uint64_t *counter);
 /* Runs the read callback from the event loop soon, even if nothing new arrives. */
 void tlsio_trigger_read(struct tlsio *t);
 

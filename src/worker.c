@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "digest.h"
 #include "listener.h"
+#include "membudget.h"
 #include "redirect.h"
 #include "request.h"
 #include "signature.h"
@@ -27,6 +28,16 @@
 /* After the last connection: time for goodbye messages (heartbeat) to be flushed. */
 #define EXIT_GRACE_MS 100
 #define ACCESS_BUFFER_BYTES (64 * 1024)
+/*
+ * Callbacks run before the loop looks at the sockets again. A connection that
+ * always has more to do (a pipelining client keeping its input full) makes its
+ * event active again from its own callback, and libevent would otherwise run
+ * it again and again without polling: the other connections and the listeners
+ * starved for seconds. Each callback does a bounded amount of work (one
+ * request parsed, reads up to the input watermark, writes up to the output
+ * watermark), so this bounds a flooding connection's share of the loop.
+ */
+#define MAX_CALLBACKS_PER_POLL 16
 
 struct wgen *wgen_ref(struct wgen *g)
 {
@@ -189,21 +200,40 @@ static void start_drain(struct worker *w)
         exit_soon(w);
 }
 
+/* Takes the posted snapshot, if any, and whether a stop was asked for. */
+static struct snapshot *take_mailbox(struct worker *w, bool *stop)
+{
+    pthread_mutex_lock(&w->mbox_lock);
+    struct snapshot *snap = w->mbox_snap;
+    w->mbox_snap = NULL;
+    atomic_store_explicit(&w->mbox_has_snap, false, memory_order_relaxed);
+    if (stop)
+        *stop = w->mbox_stop;
+    pthread_mutex_unlock(&w->mbox_lock);
+    return snap;
+}
+
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     uint64_t v;
     ssize_t n = read(fd, &v, sizeof v);
     (void)n;
-    pthread_mutex_lock(&w->mbox_lock);
-    struct snapshot *snap = w->mbox_snap;
-    bool stop = w->mbox_stop;
-    w->mbox_snap = NULL;
-    pthread_mutex_unlock(&w->mbox_lock);
+    bool stop;
+    struct snapshot *snap = take_mailbox(w, &stop);
     if (snap)
         apply_snapshot(w, snap);
     if (stop)
         start_drain(w);
+}
+
+void worker_catch_up(struct worker *w)
+{
+    if (!atomic_load_explicit(&w->mbox_has_snap, memory_order_acquire))
+        return;
+    struct snapshot *snap = take_mailbox(w, NULL); /* a stop waits for the wake event */
+    if (snap)
+        apply_snapshot(w, snap);
 }
 
 /*
@@ -238,6 +268,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     log_access_flush(&w->access);
+    membudget_publish(w);
     maybe_trim(w);
 }
 
@@ -283,6 +314,7 @@ struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, s
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* only this thread touches it */
     /* batch epoll_ctl: a write interest added and dropped in one loop turn costs nothing */
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_max_dispatch_interval(ec, NULL, MAX_CALLBACKS_PER_POLL, 0);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -332,6 +364,7 @@ void worker_post_snapshot(struct worker *w, struct snapshot *snap)
     pthread_mutex_lock(&w->mbox_lock);
     struct snapshot *old = w->mbox_snap;
     w->mbox_snap = snapshot_ref(snap);
+    atomic_store_explicit(&w->mbox_has_snap, true, memory_order_release);
     pthread_mutex_unlock(&w->mbox_lock);
     if (old)
         snapshot_unref(old); /* superseded before the worker saw it */
@@ -354,6 +387,7 @@ void worker_join_and_free(struct worker *w)
         pthread_join(w->thread, NULL);
     while (w->conns)
         conn_abort(w->conns);
+    membudget_publish(w); /* what its connections held is gone from the instance total */
     close_listeners(w);
     worker_ext_free(w);
     if (w->wake) {

@@ -12,6 +12,7 @@
 #define MOAT_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,6 +59,7 @@ struct worker {
     struct event *wake;
     pthread_mutex_t mbox_lock;
     struct snapshot *mbox_snap;
+    atomic_bool mbox_has_snap; /* mbox_snap is set: read without the lock per request */
     bool mbox_stop;
 
     struct conn *conns; /* all client connections, for drain */
@@ -67,6 +69,8 @@ struct worker {
     struct event *tick; /* 100 ms housekeeping: log flush, memory trim */
     unsigned churn;     /* connections opened or closed since the last malloc_trim() */
     unsigned churn_at_tick, ticks_since_trim;
+
+    uint64_t buffered_published; /* M_BUFFERED_BYTES as last added to the instance total */
 
     struct request *free_reqs;
     size_t num_free_reqs;
@@ -100,6 +104,13 @@ void wgen_unref(struct wgen *g);
 
 /* Fills out with a fresh 32-hex-digit request id (unique, not secret). */
 void worker_request_id(struct worker *w, char out[33]);
+
+/*
+ * Applies a snapshot the main thread has published but the wake event has not
+ * delivered yet, so that a request starting after a reload was announced runs
+ * on it. Called between requests; costs one atomic load when there is none.
+ */
+void worker_catch_up(struct worker *w);
 
 /* Called by conn when a connection ends, so drain can finish. */
 void worker_conn_closed(struct worker *w);

@@ -492,6 +492,26 @@ static void test_out_of_range(void **state)
                   "t.yaml:4:18: hsts.max_age: must be between 0 and 63072000", NULL);
 }
 
+/* The memory budget (docs/limits.md): defaults, "off" values, bounds. */
+static void test_memory_budget_keys(void **state)
+{
+    struct config *c = load_ok(BASE);
+    assert_int_equal(c->limits.connection_buffer, 65536);
+    assert_int_equal(c->limits.max_memory, 536870912);
+    assert_int_equal(c->limits.max_connection_age_ms, 3600000);
+    config_unref(c);
+    c = load_ok(BASE "limits: { connection_buffer: 16384, max_memory: 0, max_connection_age: 0s }\n");
+    assert_int_equal(c->limits.connection_buffer, 16384);
+    assert_int_equal(c->limits.max_memory, 0);
+    assert_int_equal(c->limits.max_connection_age_ms, 0);
+    config_unref(c);
+    expect_errors(BASE "limits: { connection_buffer: 4096, max_connection_age: 8d }\n",
+                  "t.yaml:4:30: limits.connection_buffer: must be between 16384 and 67108864",
+                  "t.yaml:4:56: limits.max_connection_age: invalid duration \"8d\": expected a "
+                  "number with a unit ms, s, m or h (e.g. 250ms, 10s)",
+                  NULL);
+}
+
 static void test_bad_duration(void **state)
 {
     expect_errors(BASE "limits:\n"
@@ -1056,6 +1076,7 @@ int main(void)
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_values_stored),
+        cmocka_unit_test(test_memory_budget_keys),
         cmocka_unit_test(test_rate_rule_defaults),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_wrong_type),

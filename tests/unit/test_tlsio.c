@@ -80,11 +80,15 @@ struct owner {
     size_t ack_at;      /* answer one byte once this much was consumed */
     uint64_t sum;       /* of the bytes consumed */
     bool received_shutdown;
+    _Atomic uint64_t acct; /* tlsio_set_accounting() */
+    bool check_acct;       /* the count equals what the buffers hold, at every callback */
 };
 
 static void o_read(void *arg)
 {
     struct owner *o = arg;
+    if (o->check_acct)
+        assert_int_equal(o->acct, tlsio_input_len(&o->io) + tlsio_output_len(&o->io));
     struct evbuffer *in = tlsio_input(&o->io);
     size_t n = evbuffer_get_length(in);
     if (o->take_per_cb && n > o->take_per_cb)
@@ -303,6 +307,36 @@ static void test_backpressure(void **state)
     free(data);
 }
 
+static bool got_half(const struct owner *o)
+{
+    return o->consumed >= 256 * 1024 || o->eof || o->error;
+}
+
+/* The count of buffered bytes (moat_buffered_bytes, limits.max_memory) follows the
+ * buffers exactly through pauses, echoes and idle frees, and drops what they still
+ * held when the stream is freed with bytes in them. */
+static void test_accounting(void **state)
+{
+    size_t n = 1024 * 1024;
+    unsigned char *data = calloc(1, n);
+    struct rig r = {0};
+    r.o.take_per_cb = 1000;
+    r.o.echo = true; /* the client reads nothing back: the output fills too */
+    r.o.check_acct = true;
+    rig_start(&r, (struct client){.send = data, .send_len = n, .end = END_NONE});
+    tlsio_set_accounting(&r.o.io, &r.o.acct);
+    tlsio_set_read_high(&r.o.io, 16 * 1024);
+    rig_run(&r, got_half);
+    assert_true(r.o.consumed >= 256 * 1024);
+    assert_int_equal(r.o.acct, tlsio_input_len(&r.o.io) + tlsio_output_len(&r.o.io));
+    assert_true(r.o.acct > 0);
+    tlsio_cleanup(&r.o.io); /* with bytes in both buffers; the client's writes fail */
+    assert_int_equal(r.o.acct, 0);
+    pthread_join(r.th, NULL);
+    event_base_free(r.base);
+    free(data);
+}
+
 /* The peer closes the TCP connection without close_notify: EOF, not an error. */
 static void test_fin_without_close_notify(void **state)
 {
@@ -337,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_echo_then_close_notify),
         cmocka_unit_test(test_idle_frees_buffers),
         cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_accounting),
         cmocka_unit_test(test_fin_without_close_notify),
         cmocka_unit_test(test_not_tls),
     };
