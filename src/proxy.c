@@ -18,9 +18,8 @@
 #include "upstream.h"
 #include "worker.h"
 
-/* Above these, the side feeding the buffer stops reading until it drains. */
-#define UP_OUT_HIGH conn_out_high(r->conn)
-#define CLIENT_OUT_HIGH conn_out_high(r->conn)
+/* Above conn_out_high() (limits.connection_buffer), the side feeding a buffer
+   stops reading until it drains. */
 /* Upstream response heads may be larger than client request heads (cookies). */
 #define RESP_HEAD_MAX (64 * 1024)
 #define MAX_ATTEMPTS 3
@@ -250,7 +249,7 @@ static void request_body_progress(struct request *r)
         return;
     }
     conn_arm_timer(c, req_cfg(r)->limits.body_timeout_ms);
-    if (evbuffer_get_length(bufferevent_get_output(r->uc->bev)) > UP_OUT_HIGH)
+    if (evbuffer_get_length(bufferevent_get_output(r->uc->bev)) > conn_out_high(r->conn))
         conn_set_reading(c, false); /* resumed by up_write */
 }
 
@@ -270,7 +269,7 @@ static void tunnel_from_client(struct request *r)
 {
     struct evbuffer *out = bufferevent_get_output(r->uc->bev);
     relay_tunnel(client_in(r), out, &r->bytes_in);
-    if (evbuffer_get_length(out) > UP_OUT_HIGH)
+    if (evbuffer_get_length(out) > conn_out_high(r->conn))
         conn_set_reading(r->conn, false);
 }
 
@@ -583,7 +582,7 @@ static void process_upstream(struct request *r)
             return;
         }
     }
-    if (evbuffer_get_length(client_out(r)) > CLIENT_OUT_HIGH)
+    if (evbuffer_get_length(client_out(r)) > conn_out_high(r->conn))
         bufferevent_disable(r->uc->bev, EV_READ); /* resumed by proxy_client_drained */
 }
 
@@ -681,7 +680,7 @@ static void proxy_connect(struct request *r, const struct upstream_server *skip)
         return;
     }
     snprintf(r->upstream_addr, sizeof r->upstream_addr, "%s", upstream_server_addr(r->uc->srv));
-    bufferevent_setwatermark(r->uc->bev, EV_WRITE, UP_OUT_HIGH / 2, 0);
+    bufferevent_setwatermark(r->uc->bev, EV_WRITE, conn_out_high(r->conn) / 2, 0);
     if (r->uc->connected)
         send_request(r);
 }

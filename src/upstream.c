@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "membudget.h"
 #include "netutil.h"
 #include "snapshot.h"
 #include "upstream_tls.h"
@@ -114,8 +115,23 @@ fail:
     return NULL;
 }
 
+/* Upstream buffers count into the worker's buffered bytes (limits.max_memory). */
+static int track_buffers(struct upstream_conn *uc, bool on)
+{
+    struct worker *w = uc->srv->pool->set->w;
+    struct evbuffer *bufs[2] = {bufferevent_get_input(uc->bev), bufferevent_get_output(uc->bev)};
+    for (int i = 0; i < 2; i++) {
+        if (!on)
+            membudget_untrack(w, bufs[i]);
+        else if (membudget_track(w, bufs[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void conn_close(struct upstream_conn *uc)
 {
+    track_buffers(uc, false);
     bufferevent_free(uc->bev);
     free(uc);
 }
@@ -252,6 +268,10 @@ static struct upstream_conn *connect_new(struct upstream_server *srv, struct eve
     }
     if (!uc->bev) {
         free(uc);
+        return NULL;
+    }
+    if (track_buffers(uc, true) < 0) {
+        conn_close(uc);
         return NULL;
     }
     uint64_t ms = cfg->limits.upstream_connect_timeout_ms;

@@ -27,15 +27,7 @@ N_PIPELINED = 10000
 RSS_BOUND_KIB = 8 * 1024
 
 
-def metrics(m):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % m.admin_port, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
+metrics = hostile.metrics
 
 
 class ResponseCounter:

@@ -361,6 +361,31 @@ def test_upload_to_upstream_that_never_reads_is_bounded(raw_upstream, moat_facto
     assert settled - rss.base <= SETTLE_KIB, (rss.base, settled)
 
 
+def test_upload_stalled_by_upstream_counts_in_buffered_bytes(raw_upstream, moat_factory):
+    """The upstream side's buffers count toward limits.max_memory: a body moat holds for
+    an upstream that does not read shows in moat_buffered_bytes (the client input alone
+    is bounded at max_header_bytes + 16 KiB = 32 KiB, less than what this asserts)."""
+    stall = threading.Event()
+
+    def handler(c):
+        c.read_head()
+        stall.wait(120)
+
+    up = raw_upstream(handler)
+    m = raw_moat(moat_factory, up, {"limits": {"max_body_bytes": 0}})
+    try:
+        with Conn.tls(m.https_port) as c:
+            c.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                   % FLOOD)
+            send_for(c.sock, FLOOD, os.urandom(64 * 1024))
+            buffered = hostile.metrics(m)["moat_buffered_bytes"]
+            print("stalled upload: moat_buffered_bytes %d" % buffered)
+            assert buffered >= 64 * 1024, buffered
+    finally:
+        stall.set()
+    assert wait_until(lambda: hostile.metrics(m)["moat_buffered_bytes"] == 0, 10)
+
+
 # ---- 3. the rewritten request head: the worst growth reaches the upstream intact ------
 
 def head_of(n_small, pad, version="1.0"):
