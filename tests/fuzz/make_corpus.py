@@ -141,6 +141,21 @@ SESSION = {
 }
 
 
+CONFIG = {
+    # alias expansion: the loader's node budget must stop it
+    "alias_bomb.yaml": b"a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+                       b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c]\n"
+                       b"routes: [*d, *d, *d, *d, *d, *d, *d, *d]\n",
+    "merge_keys.yaml": b"base: &base {servers: ['127.0.0.1:9000']}\n"
+                       b"upstreams: {app: {<<: *base}, other: *base}\n"
+                       b"routes: [{match: {path_prefix: /}, auth: none, upstream: app}]\n",
+    "types.yaml": b"workers: 0x10\nlimits: {max_headers: 1e3, max_header_bytes: -1, "
+                  b"header_timeout: 10y, drain_timeout: ''}\nlisten: {admin: 'unix:/tmp/a'}\n",
+    "multi_doc.yaml": b"workers: 1\n---\nworkers: 2\n",
+    "tags.yaml": b"!!binary workers: !!str 2\nroutes: !custom [1]\n",
+}
+
+
 def write(target, name, knob, body):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -171,6 +186,8 @@ def main():
     for name, body in SESSION.items():
         # cookie "sid", bearer, min 16 / max 256, now = 1700000000
         write("session", name, struct.pack(">I", (255 << 16) | (15 << 8) | 8 | 4 | 1), body)
+    for name, body in CONFIG.items():
+        write("config", name, b"", body)
     for root, _, files in os.walk(os.path.join(REPO, "conf")):
         for n in sorted(files):
             if n.endswith(".yaml"):
