@@ -2,11 +2,13 @@
  * libFuzzer target: the RESP reply path of src/redis.c, as a hostile Redis
  * server drives it: the hiredis reader with moat's bounded object constructors,
  * reply classification (pubsub messages, (un)subscribe confirmations), the
- * matching of replies to pending commands, the handshake replies, and
- * session_parse_reply() on every reply handed to a user callback.
+ * matching of replies to pending commands, the handshake replies,
+ * session_parse_reply() on every reply handed to a user callback, and the
+ * revocation push handler (src/revocation.c: invalidation messages drop
+ * entries of a real auth cache).
  *
- * redis.c is included, not linked: its reply path is static, and a copy here
- * would drift from it. The client struct is set up the way conn_open() leaves
+ * redis.c and revocation.c are included, not linked: their reply paths are
+ * static, and a copy here would drift from them. The client struct is set up the way conn_open() leaves
  * it, on an event base that never runs (timers are only armed).
  *
  * Input: 4 knob bytes (reply size limit, initial subscription state, the
@@ -18,10 +20,13 @@
  * - after a protocol error the connection is gone and nothing else is read.
  */
 #include "redis.c"
+#include "revocation.c"
 
+#include "auth_cache.h"
 #include "fuzz_util.h"
 #include "request.h"
 #include "session.h"
+#include "worker.h"
 
 #define MAX_PENDING 16
 
@@ -79,10 +84,14 @@ static void user_cb(redisReply *reply, const char *err, void *arg)
         check_reply(reply);
 }
 
+static struct worker fz_worker;
+static struct revocation fz_rv = {.w = &fz_worker, .prefix = (char *)"moat:s:"};
+
 static void push_cb(redisReply *msg, void *arg)
 {
     CHECK(msg && msg->type == REDIS_REPLY_ARRAY && msg->elements >= 3);
     check_reply(msg);
+    on_push(msg, &fz_rv); /* what a subscribed revocation connection does with it */
 }
 
 static void setup(struct redis_client *c, uint32_t knob, size_t *npend)
@@ -157,6 +166,7 @@ static void feed(struct redis_client *c, const char *buf, size_t len, uint32_t s
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fz_base) {
+        fz_worker.auth_cache = auth_cache_new(64);
         fz_base = event_base_new();
         for (int i = 0; i < 4; i++)
             fz_ev[i] = evtimer_new(fz_base, noop_cb, NULL);
@@ -165,6 +175,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t knob = fz_take(&in, 4);
     struct redis_client c;
     size_t npend;
+    /* a cached session that the seed's invalidation message names */
+    uint8_t sha[32];
+    struct session_identity id = {.authenticated = true};
+    memset(sha, 0xab, sizeof(sha));
+    auth_cache_put(fz_worker.auth_cache, sha, SESSION_OK, &id, 1, 1000000);
     setup(&c, knob, &npend);
     feed(&c, (const char *)in.p, in.len, knob * 2654435761u);
 
