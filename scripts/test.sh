@@ -14,7 +14,7 @@
 #                 each target is one test
 # 7. sanitizers:  a second build, build-asan (-Db_sanitize=address,undefined
 #                 -Dbuildtype=debug), runs the C unit tests and the integration
-#                 subset SANITIZER_TESTS below with MOAT_BIN=build-asan/moat
+#                 subset default_sanitizer_tests below with MOAT_BIN=build-asan/moat
 #                 MOAT_SANITIZED=1; reports go to files (ASAN_OPTIONS/UBSAN_OPTIONS
 #                 log_path), a report fails the test it appeared in
 #                 (scripts/pytest_sanitizer.py) and the stage
@@ -22,15 +22,20 @@
 # added up (a failed build or setup step counts as one failure). Exit status is
 # non-zero if anything failed.
 #
-# Cost on a loaded 2-core machine (measured 2026-12, see README "Tests"):
-#   dependencies + build ~1 min (first time: +2 min), unit ~1 min,
-#   integration ~8 min, fuzz ~2.5 min (6 x 15 s + build), sanitizers ~9 min
-#   (build-asan 1.5 min first time, unit 1.5 min, integration subset ~6 min):
-#   about 21 minutes in all, first run included.
+# Cost on this project's 2-core machine shared with other jobs (load 5-12),
+# measured 2026-12-02, a second run (the first also builds build-fuzz and
+# build-asan, about 2 minutes each):
+#   dependencies + build   ~1 min
+#   unit                   ~1 min
+#   integration            7-8 min
+#   fuzz                   ~2 min (6 targets x 15 s, plus startup; 109 s measured)
+#   sanitizers             ~5.5 min (unit 50 s, integration subset 300 s: 232 tests,
+#                          before the hostile-client suite; 328 s measured)
+#   about 17 minutes in all, 21 on the first run.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments for stage 5, e.g. "-k smuggling -x"),
 # MOAT_TEST_UPLOAD_MIB (size of the big-upload test, default 64), FUZZ_SECONDS
-# (per fuzz target, default 15).
+# (per fuzz target, default 15), SANITIZER_TESTS (replaces the sanitizer subset).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
