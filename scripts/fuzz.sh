@@ -14,8 +14,9 @@
 # -Db_sanitize=address,undefined -Db_lundef=false), created when missing.
 # Each target runs on a scratch corpus (the committed seeds plus what earlier
 # runs kept in $FUZZ_WORK, default build-fuzz/fuzz-work/<target>), with a
-# per-target -max_len. Reports per target: executions, coverage (cov, ft) at
-# start and end, new corpus entries, crashes with their artifact paths.
+# per-target -max_len and dictionary (tests/fuzz/*.dict). Reports per target:
+# executions, coverage (cov, ft) at start and end, new corpus entries, crash
+# artifacts.
 # Exit status: 0 clean, 1 any crash / sanitizer report / timeout, 2 usage or build.
 #
 # Reproduce a crash: build-fuzz/tests/fuzz/fuzz_<target> <artifact>
@@ -51,6 +52,15 @@ max_len() {
         session) echo 4096 ;;
         request_head) echo 65536 ;;
         *) echo 8192 ;;
+    esac
+}
+
+# libFuzzer dictionary per target (tokens the mutator would take long to guess).
+dict_of() {
+    case "$1" in
+        http1_request|http1_response|chunked|request_head) echo tests/fuzz/http1.dict ;;
+        config) echo tests/fuzz/config.dict ;;
+        resp|session) echo tests/fuzz/resp.dict ;;
     esac
 }
 
@@ -93,7 +103,9 @@ for t in "${targets[@]}"; do
     echo "==> fuzz_$t: ${secs}s, -max_len=$(max_len "$t") (log $log)"
     # The committed seeds are read (second corpus dir), new inputs go to the scratch one.
     # -timeout: one input taking this long is a finding (a hang), not a slow machine.
-    ( cd "$work/$t" && exec "$bin" -max_total_time="$secs" -max_len="$(max_len "$t")" \
+    dict=()
+    [ -n "$(dict_of "$t")" ] && dict=(-dict="$root/$(dict_of "$t")")
+    ( cd "$work/$t" && exec "$bin" -max_total_time="$secs" -max_len="$(max_len "$t")" "${dict[@]}" \
         -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$arts/" \
         "$corpus" "$seeds" ) >"$log" 2>&1
     rc=$?
