@@ -50,7 +50,7 @@ max_len() {
         config) echo 16384 ;;
         resp) echo 8192 ;;
         session) echo 4096 ;;
-        request_head) echo 65536 ;;
+        request_head) echo 16384 ;;
         *) echo 8192 ;;
     esac
 }
