@@ -28,7 +28,7 @@
 #   dependencies + build   ~1 min
 #   unit                   ~1 min
 #   integration            7-8 min
-#   fuzz                   ~2 min (6 targets x 15 s, plus startup; 109 s measured)
+#   fuzz                   ~2 min (7 targets x 15 s, plus startup; 109 s measured for 6)
 #   sanitizers             ~5.5 min (unit 50 s, integration subset 300 s: 232 tests,
 #                          before the hostile-client suite; 328 s measured)
 #   about 17 minutes in all, 21 on the first run.
