@@ -29,9 +29,9 @@
 #   unit                   ~1 min
 #   integration            7-8 min
 #   fuzz                   ~2 min (7 targets x 15 s, plus startup; 109 s measured for 6)
-#   sanitizers             ~5.5 min (unit 50 s, integration subset 300 s: 232 tests,
-#                          before the hostile-client suite; 328 s measured)
-#   about 17 minutes in all, 21 on the first run.
+#   sanitizers             ~8 min (unit 50 s; integration subset: 232 tests in 300 s,
+#                          the hostile-client suite ~2 min)
+#   about 20 minutes in all, 24 on the first run.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments for stage 5, e.g. "-k smuggling -x"),
 # MOAT_TEST_UPLOAD_MIB (size of the big-upload test, default 64), FUZZ_SECONDS
