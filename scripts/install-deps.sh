@@ -7,7 +7,7 @@
 #             cmocka, redis, python3 + pytest, curl, openssl
 #   --test    testssl.sh, sslscan (TLS scanners) and the tools they call
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
-#   --fuzz    clang and its libFuzzer runtime
+#   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
 # Idempotent: asks dpkg which packages are missing and runs apt-get update and
 # apt-get install only when something is. Works as root or through sudo, with no
@@ -21,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) pkgs+=(testssl.sh sslscan bsdmainutils procps) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
-        --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+        --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "install-deps: unknown option $arg (want --test, --bench, --fuzz)" >&2; exit 2 ;;
     esac

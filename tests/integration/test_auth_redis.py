@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import hostile
 import moatctl
 from authutil import (Client, RespError, auth_overrides, delete_session, get, identity, metrics,
                       new_token, poll, put_session, rcall, rcall_many, session_key,
@@ -500,6 +501,7 @@ def test_push_revocation_flushall(push_env):
 # ---- cache bound (informational) ----------------------------------------------------------
 
 def test_cache_bound_with_many_bogus_tokens(upstream, start_moat, redis_factory, capsys):
+    hostile.skip_if_sanitized()  # bounds VmRSS
     r = redis_factory()
     up = upstream("app")
     m = start_moat(auth_overrides(r.addr, sessions={"cache_size": 1000,

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import hostile
 import upstream_server
 from moatctl import Conn, curl, make_file, proc_status, sha256_file
 
@@ -59,6 +60,7 @@ def test_client_cannot_spoof_forwarded_headers(proxy):
 
 def test_large_post_streamed_with_bounded_memory(upstream, moat_factory, tmp_path):
     """A big upload reaches the upstream intact and moat does not buffer it."""
+    hostile.skip_if_sanitized()  # bounds VmHWM
     size = UPLOAD_MIB << 20
     up = upstream("app")
     m = moat_factory({"limits": {"max_body_bytes": size + 1}}, upstream=up)
@@ -89,6 +91,7 @@ def test_large_response_streamed(proxy):
 
 def test_slow_client_large_response_bounded_memory(proxy):
     """Backpressure: a client that does not read must not make moat buffer the response."""
+    hostile.skip_if_sanitized()  # bounds VmHWM
     n = UPLOAD_MIB << 20
     m = proxy.moat
     with Conn.tls(proxy.port, timeout=60) as c:
