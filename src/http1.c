@@ -61,6 +61,11 @@ enum {
 
 static const uint8_t ctype[256] = TABLE(CTYPE);
 static const int8_t hexval[256] = TABLE(HEXVAL);
+
+int http1_hex_digit(unsigned char c)
+{
+    return hexval[c];
+}
 static const uint8_t lower[256] = TABLE(LOWER);
 
 #define HAS(c, cls) ((ctype[(unsigned char)(c)] & (cls)) != 0)

@@ -200,5 +200,7 @@ const char *http1_chunked_state_str(const struct http1_chunked *c);
 
 /* Standard reason phrase for a status code ("Unknown" if none). */
 const char *http1_reason(int status);
+/* The value of a hex digit, or -1. */
+int http1_hex_digit(unsigned char c);
 
 #endif

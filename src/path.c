@@ -7,23 +7,13 @@
 #include <stdint.h>
 #include <string.h>
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The byte %XX at p[i] stands for, or -1 if malformed. */
 static int escape_value(struct http1_str p, size_t i)
 {
     if (i + 2 >= p.len)
         return -1;
-    int hi = hexval((unsigned char)p.p[i + 1]), lo = hexval((unsigned char)p.p[i + 2]);
+    int hi = http1_hex_digit((unsigned char)p.p[i + 1]);
+    int lo = http1_hex_digit((unsigned char)p.p[i + 2]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 

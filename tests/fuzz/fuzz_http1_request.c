@@ -58,12 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (in.len > (1u << 20))
         return 0;
     const char *buf = (const char *)in.p;
-    static const size_t bytes[] = {0, 64, 256, 1024, 4096, 16384, 65536, 1048576};
-    struct http1_limits lim = {
-        /* mostly the allowed config range (1 KiB .. 1 MiB), sometimes tiny */
-        .max_header_bytes = (knob & 8) ? 1 + (knob >> 16) % 1048576 : bytes[knob & 7],
-        .max_headers = (knob >> 4) % (HTTP1_MAX_HEADERS_CAP + 1),
-    };
+    struct http1_limits lim = fz_limits(knob);
     uint32_t seed = knob * 2654435761u;
 
     ssize_t head = fz_check_scan(buf, in.len, lim.max_header_bytes, seed);

@@ -16,16 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "http1.h"
 #include "request_head.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x))                                                                                  \
-            __builtin_trap();                                                                      \
-    } while (0)
 
 #define PREFIX 6
 #define EXTRA "X-Request-ID: 0123456789abcdef0123456789abcdef\r\nX-Forwarded-Proto: https\r\n"

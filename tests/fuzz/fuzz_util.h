@@ -59,6 +59,18 @@ static inline size_t fz_next_cut(uint32_t *s, size_t at, size_t len)
     return at + step < len ? at + step : len;
 }
 
+/* Parser limits from a knob: mostly the allowed config range (1 KiB .. 1 MiB),
+   sometimes tiny, and any header count up to the cap. */
+static inline struct http1_limits fz_limits(uint32_t knob)
+{
+    static const size_t bytes[] = {0, 64, 256, 1024, 4096, 16384, 65536, 1048576};
+    struct http1_limits lim = {
+        .max_header_bytes = (knob & 8) ? 1 + (knob >> 16) % 1048576 : bytes[knob & 7],
+        .max_headers = (knob >> 4) % (HTTP1_MAX_HEADERS_CAP + 1),
+    };
+    return lim;
+}
+
 /* ---- head scanner ------------------------------------------------------- */
 
 /* The scanner fed whatever the split, resumed with the same state. */
