@@ -73,9 +73,6 @@ meson_counts() {
     printf -v "$2_fail" '%s' "$fail"
 }
 
-py=/usr/bin/python3
-[ -x "$py" ] || py="$(command -v python3)"
-
 # Counts of a pytest junit XML: sets $2_pass, $2_fail, $2_skip.
 junit_counts() {
     local xml="$1" rc="$3" p f sk
@@ -99,6 +96,8 @@ for case in root.iter("testcase"):
 print(p, f, s)
 PY
 )
+    # no number at all: the interpreter itself could not run
+    [[ "$p" =~ ^-?[0-9]+$ ]] || p=-1
     if [ "$p" -lt 0 ]; then
         p=0 f=0 sk=0
         if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
@@ -117,6 +116,10 @@ PY
 t0=$SECONDS
 step "dependencies"
 scripts/install-deps.sh --test --fuzz || problem "scripts/install-deps.sh --test --fuzz failed"
+# Debian's python3 (with python3-pytest), known only once the packages are in:
+# on a fresh machine it does not exist before this step.
+py=/usr/bin/python3
+[ -x "$py" ] || py="$(command -v python3 || echo python3)"
 
 step "build"
 built=1
