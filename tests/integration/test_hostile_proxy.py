@@ -363,8 +363,11 @@ def test_upload_to_upstream_that_never_reads_is_bounded(raw_upstream, moat_facto
 
 def test_upload_stalled_by_upstream_counts_in_buffered_bytes(raw_upstream, moat_factory):
     """The upstream side's buffers count toward limits.max_memory: a body moat holds for
-    an upstream that does not read shows in moat_buffered_bytes (the client input alone
-    is bounded at max_header_bytes + 16 KiB = 32 KiB, less than what this asserts)."""
+    an upstream that does not read shows in moat_buffered_bytes. The client input alone
+    is bounded at max_header_bytes + 16 KiB = 32 KiB. Once stalled, the upstream output
+    holds more than its low watermark (connection_buffer / 2 = 32 KiB: at or below it,
+    moat would read the client again), so the sum exceeds 32 KiB only if it is counted.
+    How far above depends on how much the kernel took last (CI under ASan: 48 KiB)."""
     stall = threading.Event()
 
     def handler(c):
@@ -380,7 +383,7 @@ def test_upload_stalled_by_upstream_counts_in_buffered_bytes(raw_upstream, moat_
             send_for(c.sock, FLOOD, os.urandom(64 * 1024))
             buffered = hostile.metrics(m)["moat_buffered_bytes"]
             print("stalled upload: moat_buffered_bytes %d" % buffered)
-            assert buffered >= 64 * 1024, buffered
+            assert buffered > 32 * 1024, buffered
     finally:
         stall.set()
     assert wait_until(lambda: hostile.metrics(m)["moat_buffered_bytes"] == 0, 10)
