@@ -5,7 +5,7 @@
 #
 #   (always)  build + run: compiler, meson, ninja, libevent, OpenSSL, hiredis, libyaml,
 #             cmocka, redis, python3 + pytest, curl, openssl
-#   --test    testssl.sh, sslscan (TLS scanners) and the tools they call
+#   --test    testssl.sh, sslscan (TLS scanners) and the tools they call, clang-format
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
 #   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
@@ -19,7 +19,7 @@ pkgs=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev libhi
       ca-certificates)
 for arg in "$@"; do
     case "$arg" in
-        --test) pkgs+=(testssl.sh sslscan bsdmainutils procps) ;;
+        --test) pkgs+=(testssl.sh sslscan bsdmainutils procps clang-format) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
         --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;

@@ -85,9 +85,10 @@ static void reject(struct request *r, enum session_status why)
         conn_respond(c, 302, extra, NULL, false);
         return;
     }
-    const char *extra = why == SESSION_MISSING
-                            ? "WWW-Authenticate: Bearer realm=\"moat\"\r\n"
-                            : "WWW-Authenticate: Bearer realm=\"moat\", error=\"invalid_token\"\r\n";
+    const char *extra =
+        why == SESSION_MISSING
+            ? "WWW-Authenticate: Bearer realm=\"moat\"\r\n"
+            : "WWW-Authenticate: Bearer realm=\"moat\", error=\"invalid_token\"\r\n";
     conn_respond(c, 401, extra, NULL, false);
 }
 
@@ -196,8 +197,8 @@ static void on_session(redisReply *reply, const char *err, void *arg)
         int64_t exp = 0;
         enum session_status st = session_parse_reply(reply, (int64_t)time(NULL), &r->ident, &exp);
         if (st == SESSION_INVALID)
-            log_msg_limited(&malformed_log, LOG_WARN, "auth: malformed session record for request %s",
-                            r->id);
+            log_msg_limited(&malformed_log, LOG_WARN,
+                            "auth: malformed session record for request %s", r->id);
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;
         if (c->w->auth_cache)

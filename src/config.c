@@ -560,8 +560,8 @@ static void validate_misc(struct config_loader *L, struct config *c,
                                 "for 1 s (passive checks); leave health.path null");
     }
     if (c->log.syslog_address.text) /* refused rather than silently ignored */
-        config_loader_error(L, pos_of(L, &c->log.syslog_address, &c->log, ROOT),
-                            "log.syslog", "not supported yet: use log.audit (a file or stderr) "
+        config_loader_error(L, pos_of(L, &c->log.syslog_address, &c->log, ROOT), "log.syslog",
+                            "not supported yet: use log.audit (a file or stderr) "
                             "and forward it with the host's syslog daemon");
     if (s->token_min_len > s->token_max_len)
         config_loader_error(L, pos_of(L, &s->token_min_len, s, ROOT), "sessions.token_min_len",

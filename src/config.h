@@ -21,35 +21,35 @@
 #define CONFIG_MAX_LISTEN 16
 
 struct config_addr {
-    char *text;   /* as written, for logs: "0.0.0.0:8443", "[::1]:8443", "unix:/path" */
-    char *host;   /* "0.0.0.0", "::1"; NULL for unix */
-    char *path;   /* unix socket path, or NULL */
+    char *text; /* as written, for logs: "0.0.0.0:8443", "[::1]:8443", "unix:/path" */
+    char *host; /* "0.0.0.0", "::1"; NULL for unix */
+    char *path; /* unix socket path, or NULL */
     uint16_t port;
 };
 
 struct config_tls_cert {
-    char *cert;   /* PEM chain file: leaf first, then intermediates */
-    char *key;    /* PEM private key file */
-    char *ocsp;   /* DER OCSP response file, or NULL */
-    int line;     /* YAML line, for later error messages */
-    int column;   /* YAML column (1-based), ditto */
+    char *cert; /* PEM chain file: leaf first, then intermediates */
+    char *key;  /* PEM private key file */
+    char *ocsp; /* DER OCSP response file, or NULL */
+    int line;   /* YAML line, for later error messages */
+    int column; /* YAML column (1-based), ditto */
 };
 
 struct config_tls {
     struct config_tls_cert *certs;
     size_t num_certs;
-    int min_version;         /* TLS1_2_VERSION or TLS1_3_VERSION (openssl constants) */
-    char *ciphers;           /* TLS 1.2 cipher list */
-    char *ciphersuites;      /* TLS 1.3 suites */
+    int min_version;    /* TLS1_2_VERSION or TLS1_3_VERSION (openssl constants) */
+    char *ciphers;      /* TLS 1.2 cipher list */
+    char *ciphersuites; /* TLS 1.3 suites */
     char *groups;
     bool allow_weak;
     bool tickets_enabled;
     uint64_t ticket_rotate_ms;
-    char *ticket_key_file;   /* or NULL: keys generated in memory */
-    bool session_cache;      /* server-side session cache for TLS 1.2 resumption */
-    char *client_ca;         /* PEM CA bundle for mTLS, or NULL */
-    bool client_verify;      /* require a client certificate on the https listener */
-    bool ocsp_fetch;         /* fetch staples from the AIA responder */
+    char *ticket_key_file; /* or NULL: keys generated in memory */
+    bool session_cache;    /* server-side session cache for TLS 1.2 resumption */
+    char *client_ca;       /* PEM CA bundle for mTLS, or NULL */
+    bool client_verify;    /* require a client certificate on the https listener */
+    bool ocsp_fetch;       /* fetch staples from the AIA responder */
     uint64_t ocsp_refresh_ms;
 };
 
@@ -64,7 +64,7 @@ struct config_tls_client { /* TLS from moat to Redis or an upstream */
     char *ca;          /* PEM bundle; NULL: system default store */
     char *server_name; /* SNI + hostname to verify; NULL: the address host */
     bool verify;
-    char *cert;        /* optional client certificate */
+    char *cert; /* optional client certificate */
     char *key;
 };
 
@@ -80,17 +80,17 @@ struct config_redis {
 };
 
 struct config_sessions {
-    char *cookie;          /* cookie name, or NULL to not read cookies */
+    char *cookie; /* cookie name, or NULL to not read cookies */
     bool bearer;
     char *key_prefix;
     uint64_t cache_ttl_ms;
     uint64_t negative_cache_ttl_ms;
-    size_t cache_size;     /* entries per worker */
+    size_t cache_size; /* entries per worker */
     uint64_t stale_grace_ms;
     size_t token_min_len;
     size_t token_max_len;
-    bool push_revocation;  /* CLIENT TRACKING invalidation */
-    char *login_url;       /* 302 target for browser routes, or NULL */
+    bool push_revocation; /* CLIENT TRACKING invalidation */
+    char *login_url;      /* 302 target for browser routes, or NULL */
 };
 
 struct config_identity {
@@ -100,7 +100,7 @@ struct config_identity {
     char *previous_signing_key_file; /* documented for upstreams during rotation */
     char **strip_response_headers;
     size_t num_strip_response_headers;
-    char *referrer_policy;  /* NULL: not added */
+    char *referrer_policy; /* NULL: not added */
     bool nosniff;
 };
 
@@ -111,18 +111,18 @@ struct config_upstream {
     struct config_addr *servers;
     size_t num_servers;
     enum config_balance balance;
-    char *health_path;          /* NULL: no active health checks */
+    char *health_path; /* NULL: no active health checks */
     uint64_t health_interval_ms;
     struct config_tls_client tls;
-    size_t keepalive;           /* idle connections kept per server per worker */
-    bool retry_idempotent;      /* PUT/DELETE may be replayed like GET (opt-in) */
+    size_t keepalive;      /* idle connections kept per server per worker */
+    bool retry_idempotent; /* PUT/DELETE may be replayed like GET (opt-in) */
     int line;
     int column;
 };
 
 struct config_tenant {
     char *name;
-    char *upstream;             /* dedicated upstream name */
+    char *upstream;                   /* dedicated upstream name */
     const struct config_upstream *up; /* resolved */
 };
 
@@ -131,11 +131,11 @@ enum config_rl_scope { RL_SCOPE_LOCAL = 0, RL_SCOPE_GLOBAL };
 enum config_rl_on_error { RL_ON_ERROR_LOCAL = 0, RL_ON_ERROR_DENY, RL_ON_ERROR_ALLOW };
 
 struct config_rate_rule {
-    char *id;                   /* stable rule name used in Redis keys and logs */
+    char *id; /* stable rule name used in Redis keys and logs */
     enum config_rl_key key;
-    char *header;               /* for RL_KEY_HEADER */
-    double rate;                /* events per second */
-    char *rate_text;            /* as written: "100/s" */
+    char *header;    /* for RL_KEY_HEADER */
+    double rate;     /* events per second */
+    char *rate_text; /* as written: "100/s" */
     uint64_t burst;
     enum config_rl_scope scope;
     enum config_rl_on_error on_store_error;
@@ -144,18 +144,18 @@ struct config_rate_rule {
 enum config_auth_mode { AUTH_NONE = 0, AUTH_OPTIONAL, AUTH_REQUIRED };
 
 struct config_route {
-    char *host;                 /* exact, "*.suffix", or NULL for any */
-    char *path_prefix;          /* "/" matches all */
+    char *host;        /* exact, "*.suffix", or NULL for any */
+    char *path_prefix; /* "/" matches all */
     enum config_auth_mode auth;
     bool mfa_required;
-    bool browser;               /* 302 to login instead of 401 */
+    bool browser; /* 302 to login instead of 401 */
     char *upstream;
     const struct config_upstream *up; /* resolved */
-    char **tenants;             /* restrict to these tenants; NULL = any */
+    char **tenants;                   /* restrict to these tenants; NULL = any */
     size_t num_tenants;
     struct config_rate_rule *rate_limits;
     size_t num_rate_limits;
-    bool ratelimit_headers;     /* add RateLimit headers to allowed responses */
+    bool ratelimit_headers; /* add RateLimit headers to allowed responses */
     int line;
     int column;
 };
@@ -170,28 +170,28 @@ struct config_limits {
     uint64_t upstream_connect_timeout_ms;
     uint64_t upstream_timeout_ms;
     uint64_t drain_timeout_ms;
-    size_t max_connections;         /* total per instance, 0 = unlimited */
-    size_t max_connections_per_ip;  /* 0 = unlimited */
-    double handshakes_per_ip;       /* new TLS handshakes per IP per second, 0 = off */
+    size_t max_connections;        /* total per instance, 0 = unlimited */
+    size_t max_connections_per_ip; /* 0 = unlimited */
+    double handshakes_per_ip;      /* new TLS handshakes per IP per second, 0 = off */
     /* memory budget (docs/limits.md) */
-    size_t connection_buffer;        /* output watermark per connection and direction */
-    uint64_t max_memory;             /* buffered bytes per instance, 0 = unlimited */
-    uint64_t max_connection_age_ms;  /* 0 = unlimited */
+    size_t connection_buffer;       /* output watermark per connection and direction */
+    uint64_t max_memory;            /* buffered bytes per instance, 0 = unlimited */
+    uint64_t max_connection_age_ms; /* 0 = unlimited */
 };
 
 struct config_ratelimit {
-    size_t max_keys;               /* bound on the local key table */
+    size_t max_keys; /* bound on the local key table */
     uint64_t redis_timeout_ms;
     uint64_t heartbeat_ms;
-    char *key_prefix;              /* "moat:rl:" */
+    char *key_prefix; /* "moat:rl:" */
 };
 
 struct config_log {
-    char *access;  /* "stdout", "stderr", a path, or NULL/"off" */
+    char *access; /* "stdout", "stderr", a path, or NULL/"off" */
     char *audit;
     struct config_addr syslog_address; /* text NULL: off */
     bool syslog_tls;
-    char *level;   /* "info" | "debug" | "warn" | "error" */
+    char *level; /* "info" | "debug" | "warn" | "error" */
 };
 
 struct config_listen {
@@ -199,26 +199,26 @@ struct config_listen {
     size_t num_https;
     struct config_addr http[CONFIG_MAX_LISTEN];
     size_t num_http;
-    struct config_addr admin;      /* text NULL: no admin listener */
-    char *admin_mode;              /* octal file mode of a unix: admin socket, "0600" */
+    struct config_addr admin; /* text NULL: no admin listener */
+    char *admin_mode;         /* octal file mode of a unix: admin socket, "0600" */
     uint16_t redirect_https_port;
-    char **acme_challenge_dir;     /* unused placeholder kept NULL */
+    char **acme_challenge_dir; /* unused placeholder kept NULL */
 };
 
 struct config {
     atomic_int refs;
-    char *path;                     /* the file it came from */
-    int workers;                    /* resolved: "auto" -> number of cores */
+    char *path;  /* the file it came from */
+    int workers; /* resolved: "auto" -> number of cores */
     struct config_listen listen;
     struct config_tls tls;
     struct config_hsts hsts;
-    bool redis_enabled;             /* a redis: section is present */
+    bool redis_enabled; /* a redis: section is present */
     struct config_redis redis;
     struct config_sessions sessions;
     struct config_identity identity;
     struct config_upstream *upstreams;
     size_t num_upstreams;
-    struct config_tenant *tenants;  /* sorted by name (config_find_tenant bisects) */
+    struct config_tenant *tenants; /* sorted by name (config_find_tenant bisects) */
     size_t num_tenants;
     struct config_route *routes;
     size_t num_routes;
@@ -252,7 +252,8 @@ void config_unref(struct config *c);
 
 /* Lookups on a validated snapshot. */
 const struct config_upstream *config_find_upstream(const struct config *c, const char *name);
-const struct config_tenant *config_find_tenant(const struct config *c, const char *name, size_t len);
+const struct config_tenant *config_find_tenant(const struct config *c, const char *name,
+                                               size_t len);
 
 /* Parses "10s", "250ms", "5m", "1h" into milliseconds; -1 on error. Exposed for tests. */
 int config_parse_duration(const char *s, uint64_t *ms);

@@ -84,7 +84,6 @@ static void conn_use_current_gen(struct conn *c)
     set_read_high(c);
 }
 
-
 static void arm_timer(struct conn *c, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -229,8 +228,8 @@ void conn_exchange_done(struct conn *c)
 {
     struct request *r = c->req;
     struct worker *w = c->w;
-    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after &&
-                !w->draining && age_left_ms(c) > 0;
+    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after && !w->draining &&
+                age_left_ms(c) > 0;
     if (r && !r->req_body_done)
         c->linger = true; /* part of the body may still be on its way */
     if (r) {

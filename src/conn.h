@@ -43,15 +43,15 @@ struct conn {
     struct event timer; /* the one timer: handshake, header, body, idle, linger */
     enum conn_state state;
     int depth;
-    bool dead;         /* close requested; freed at depth 0 */
-    bool keep_alive;   /* the current exchange allows another request */
-    bool idle;         /* between requests with no byte of the next one yet */
-    bool linger;       /* the client may still be sending: linger before closing */
-    bool out_paused;   /* not reading the next request until the client reads its answers */
+    bool dead;       /* close requested; freed at depth 0 */
+    bool keep_alive; /* the current exchange allows another request */
+    bool idle;       /* between requests with no byte of the next one yet */
+    bool linger;     /* the client may still be sending: linger before closing */
+    bool out_paused; /* not reading the next request until the client reads its answers */
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
-    uint64_t born_ms;  /* accepted at (monotonic), for limits.max_connection_age */
+    uint64_t born_ms; /* accepted at (monotonic), for limits.max_connection_age */
     union { /* the listeners are TCP: no sockaddr_storage (100 bytes more per connection) */
         struct sockaddr sa;
         struct sockaddr_in in4;

@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define HTTP1_MAX_HEADERS_CAP 256 /* hard upper bound for limits.max_headers */
+#define HTTP1_MAX_HEADERS_CAP 256            /* hard upper bound for limits.max_headers */
 #define HTTP1_DEFAULT_MAX_HEADER_BYTES 16384 /* used when a byte limit is 0 */
 #define HTTP1_DEFAULT_MAX_HEADERS 100        /* used when limits.max_headers is 0 */
 #define HTTP1_DEFAULT_MAX_TRAILER_BYTES 8192 /* used when max_trailer_bytes is 0 */
@@ -46,9 +46,9 @@ struct http1_header {
 };
 
 enum http1_body_kind {
-    HTTP1_BODY_NONE = 0, /* no body (no CL/TE on a request; HEAD/1xx/204/304 responses) */
-    HTTP1_BODY_LENGTH,   /* Content-Length bytes follow */
-    HTTP1_BODY_CHUNKED,  /* chunked transfer coding */
+    HTTP1_BODY_NONE = 0,    /* no body (no CL/TE on a request; HEAD/1xx/204/304 responses) */
+    HTTP1_BODY_LENGTH,      /* Content-Length bytes follow */
+    HTTP1_BODY_CHUNKED,     /* chunked transfer coding */
     HTTP1_BODY_UNTIL_CLOSE, /* responses only: body ends when the upstream closes */
 };
 
@@ -113,8 +113,8 @@ struct http1_scan {
  * may grow between calls. max_bytes 0 means HTTP1_DEFAULT_MAX_HEADER_BYTES.
  * Once complete or failed, further calls return the same result.
  */
-ssize_t http1_head_scan(struct http1_scan *scan, const char *buf, size_t len,
-                        size_t max_bytes, int *status);
+ssize_t http1_head_scan(struct http1_scan *scan, const char *buf, size_t len, size_t max_bytes,
+                        int *status);
 
 /*
  * Parses a complete request head of length len (as returned by http1_head_scan).
@@ -168,9 +168,9 @@ enum http1_chunk_result {
 };
 
 struct http1_chunked {
-    uint64_t remaining;  /* payload bytes left in the current chunk */
-    unsigned state;      /* internal */
-    size_t line_len;     /* bytes in the current size/trailer line, bounded */
+    uint64_t remaining; /* payload bytes left in the current chunk */
+    unsigned state;     /* internal */
+    size_t line_len;    /* bytes in the current size/trailer line, bounded */
     size_t trailer_bytes;
     size_t max_trailer_bytes; /* set by caller before use; 0 means 8192 */
 };
@@ -191,8 +191,7 @@ struct http1_chunked {
  * A chunk-size above INT64_MAX is an error.
  */
 enum http1_chunk_result http1_chunked_step(struct http1_chunked *c, const char *in, size_t len,
-                                           size_t *consumed, uint64_t *data_len,
-                                           const char **err);
+                                           size_t *consumed, uint64_t *data_len, const char **err);
 void http1_chunked_data_done(struct http1_chunked *c, uint64_t n);
 
 /* Name of the decoder's current state, for logs ("size", "data", "trailer-name"...). */

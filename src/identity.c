@@ -20,9 +20,9 @@
 bool identity_is_hop_by_hop(struct http1_str n)
 {
     static const char *const names[] = {
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Content-Length", "Expect", "Proxy-Authorization", "Proxy-Authenticate",
-        "HTTP2-Settings"};
+        "Connection",         "Keep-Alive",    "Proxy-Connection", "TE",     "Trailer",
+        "Transfer-Encoding",  "Upgrade",       "Content-Length",   "Expect", "Proxy-Authorization",
+        "Proxy-Authenticate", "HTTP2-Settings"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (http1_str_ieq(n, names[i]))
             return true;
@@ -79,7 +79,10 @@ struct name {
     const char *s;
     size_t len;
 };
+/* clang-format would spread this initializer macro over four lines */
+// clang-format off
 #define NAME(lit) {lit, sizeof lit - 1}
+// clang-format on
 
 /* exact: also true for the name spelled exactly (case aside); else only for look-alikes */
 static bool eq_loose_any(struct http1_str n, const struct name *names, size_t count, bool exact)
@@ -108,15 +111,16 @@ static bool always_owned(struct http1_str n)
 {
     static const struct name owned[] = {NAME("X-Tenant-ID"), NAME("X-User-ID"),
                                         NAME("X-Session-MFA")};
-    static const struct name real[] = {
-        NAME("Connection"), NAME("Keep-Alive"), NAME("Proxy-Connection"), NAME("TE"),
-        NAME("Trailer"), NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Content-Length"),
-        NAME("Expect"), NAME("Proxy-Authorization"), NAME("HTTP2-Settings"),
-        NAME("Content-Type")};
-    static const struct name overrides[] = {
-        NAME("X-Original-URL"), NAME("X-Original-URI"), NAME("X-Rewrite-URL"),
-        NAME("X-Override-URL"), NAME("X-HTTP-Method-Override"), NAME("X-HTTP-Method"),
-        NAME("X-Method-Override")};
+    static const struct name real[] = {NAME("Connection"),       NAME("Keep-Alive"),
+                                       NAME("Proxy-Connection"), NAME("TE"),
+                                       NAME("Trailer"),          NAME("Transfer-Encoding"),
+                                       NAME("Upgrade"),          NAME("Content-Length"),
+                                       NAME("Expect"),           NAME("Proxy-Authorization"),
+                                       NAME("HTTP2-Settings"),   NAME("Content-Type")};
+    static const struct name overrides[] = {NAME("X-Original-URL"),         NAME("X-Original-URI"),
+                                            NAME("X-Rewrite-URL"),          NAME("X-Override-URL"),
+                                            NAME("X-HTTP-Method-Override"), NAME("X-HTTP-Method"),
+                                            NAME("X-Method-Override")};
     if (headername_has_prefix_loose(n, "X-Moat-") || EQ_LOOSE_ANY(n, owned) ||
         EQ_LOOSE_ANY(n, overrides))
         return true;
@@ -128,13 +132,25 @@ static bool always_owned(struct http1_str n)
  * client's IP: kept from trusted proxies only, like X-Forwarded-For. */
 static bool is_client_ip_header(struct http1_str n)
 {
-    static const struct name names[] = {
-        NAME("Forwarded"), NAME("Forwarded-For"), NAME("X-Forwarded"), NAME("X-Real-IP"),
-        NAME("True-Client-IP"), NAME("X-Client-IP"), NAME("Client-IP"),
-        NAME("X-Original-Forwarded-For"), NAME("X-Cluster-Client-IP"), NAME("CF-Connecting-IP"),
-        NAME("CF-Connecting-IPv6"), NAME("Fastly-Client-IP"), NAME("X-ProxyUser-IP"),
-        NAME("X-Originating-IP"), NAME("X-Remote-IP"), NAME("X-Remote-Addr"),
-        NAME("X-Envoy-External-Address"), NAME("X-Azure-ClientIP"), NAME("X-Azure-SocketIP")};
+    static const struct name names[] = {NAME("Forwarded"),
+                                        NAME("Forwarded-For"),
+                                        NAME("X-Forwarded"),
+                                        NAME("X-Real-IP"),
+                                        NAME("True-Client-IP"),
+                                        NAME("X-Client-IP"),
+                                        NAME("Client-IP"),
+                                        NAME("X-Original-Forwarded-For"),
+                                        NAME("X-Cluster-Client-IP"),
+                                        NAME("CF-Connecting-IP"),
+                                        NAME("CF-Connecting-IPv6"),
+                                        NAME("Fastly-Client-IP"),
+                                        NAME("X-ProxyUser-IP"),
+                                        NAME("X-Originating-IP"),
+                                        NAME("X-Remote-IP"),
+                                        NAME("X-Remote-Addr"),
+                                        NAME("X-Envoy-External-Address"),
+                                        NAME("X-Azure-ClientIP"),
+                                        NAME("X-Azure-SocketIP")};
     return EQ_LOOSE_ANY(n, names);
 }
 
@@ -189,8 +205,10 @@ static void keep_trusted(struct request *r, size_t i, enum forwarded_kind k, str
         }
         return;
     }
-    bool *flag = k == FWD_PROTO ? &s->proto : k == FWD_HOST ? &s->host
-                 : k == FWD_REQUEST_ID ? &s->request_id : NULL;
+    bool *flag = k == FWD_PROTO        ? &s->proto
+                 : k == FWD_HOST       ? &s->host
+                 : k == FWD_REQUEST_ID ? &s->request_id
+                                       : NULL;
     if (!flag)
         return;
     if (*flag || (k == FWD_REQUEST_ID && !request_id_valid(h->value))) {
@@ -287,18 +305,25 @@ static int add_signature(struct request *r, struct http1_str request_id)
         return 0;
     const struct session_identity *id = &r->ident;
     /* the Host the upstream receives: HTTP/1.0 requests without one get the upstream's name */
-    struct http1_str host = r->h.host.len ? r->h.host
-                                          : (struct http1_str){r->upstream->name,
-                                                               strlen(r->upstream->name)};
+    struct http1_str host = r->h.host.len
+                                ? r->h.host
+                                : (struct http1_str){r->upstream->name, strlen(r->upstream->name)};
     struct signature_fields f = {
         .t = (int64_t)time(NULL),
-        .method = r->h.method.p, .method_len = r->h.method.len,
-        .target = r->h.target.p, .target_len = r->h.target.len,
-        .host = host.p, .host_len = host.len,
-        .tenant = id->authenticated ? id->tenant : "", .tenant_len = id->authenticated ? strlen(id->tenant) : 0,
-        .user = id->authenticated ? id->user : "", .user_len = id->authenticated ? strlen(id->user) : 0,
-        .mfa = id->authenticated ? (id->mfa ? "1" : "0") : "", .mfa_len = id->authenticated ? 1 : 0,
-        .request_id = request_id.p, .request_id_len = request_id.len,
+        .method = r->h.method.p,
+        .method_len = r->h.method.len,
+        .target = r->h.target.p,
+        .target_len = r->h.target.len,
+        .host = host.p,
+        .host_len = host.len,
+        .tenant = id->authenticated ? id->tenant : "",
+        .tenant_len = id->authenticated ? strlen(id->tenant) : 0,
+        .user = id->authenticated ? id->user : "",
+        .user_len = id->authenticated ? strlen(id->user) : 0,
+        .mfa = id->authenticated ? (id->mfa ? "1" : "0") : "",
+        .mfa_len = id->authenticated ? 1 : 0,
+        .request_id = request_id.p,
+        .request_id_len = request_id.len,
     };
     char value[160];
     size_t n = signature_header_value(key, &f, value, sizeof value);
@@ -311,8 +336,7 @@ enum phase_result identity_phase(struct request *r)
 {
     const struct snapshot *snap = r->conn->gen->snap;
     bool trusted = snap->num_trusted &&
-                   netutil_cidr_match(snap->trusted, snap->num_trusted,
-                                      &r->conn->peer.sa);
+                   netutil_cidr_match(snap->trusted, snap->num_trusted, &r->conn->peer.sa);
     struct seen s = {0};
     classify_headers(r, trusted, &s);
     int rc = add_forwarded(r, &s) < 0 || add_session(r) < 0 ? -2 : 0;

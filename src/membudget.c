@@ -32,8 +32,7 @@ void membudget_publish(struct worker *w)
 
 uint64_t membudget_total(const struct worker *w)
 {
-    return atomic_load_explicit(&published, memory_order_relaxed) + own(w) -
-           w->buffered_published;
+    return atomic_load_explicit(&published, memory_order_relaxed) + own(w) - w->buffered_published;
 }
 
 bool membudget_exceeded(const struct worker *w, uint64_t max)

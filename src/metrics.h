@@ -13,7 +13,7 @@ struct evbuffer;
 
 enum metric {
     M_CONN_ACCEPTED = 0,
-    M_CONN_ACTIVE,         /* gauge */
+    M_CONN_ACTIVE, /* gauge */
     M_CONN_REFUSED,
     M_TLS_HANDSHAKE_FAIL,
     M_REQUESTS,
@@ -37,7 +37,7 @@ enum metric {
     M_RL_GLOBAL_DECISIONS,
     M_RL_GLOBAL_CALLS,
     M_RL_STORE_FALLBACK,
-    M_BUFFERED_BYTES,      /* gauge: bytes in client connection buffers (tlsio) */
+    M_BUFFERED_BYTES, /* gauge: bytes in client connection buffers (tlsio) */
     M_SHED_MEMORY,
     M_COUNT
 };

@@ -20,8 +20,8 @@ static int escape_value(struct http1_str p, size_t i)
 /* An encoded ASCII byte an upstream may decode and then route on differently. */
 static const char *escaped_ascii_problem(int v)
 {
-    if ((v >= 'A' && v <= 'Z') || (v >= 'a' && v <= 'z') || (v >= '0' && v <= '9') ||
-        v == '-' || v == '.' || v == '_' || v == '~')
+    if ((v >= 'A' && v <= 'Z') || (v >= 'a' && v <= 'z') || (v >= '0' && v <= '9') || v == '-' ||
+        v == '.' || v == '_' || v == '~')
         return "needlessly percent-encoded character in path";
     if (v == '/' || v == '\\')
         return "percent-encoded slash or backslash in path";
@@ -140,7 +140,7 @@ const char *path_problem(struct http1_str path)
             if (v < 0)
                 return "invalid percent-encoding in path";
             why = v < 0x80 && u.need == 0 ? escaped_ascii_problem(v)
-                                           : utf8_feed(&u, (unsigned char)v);
+                                          : utf8_feed(&u, (unsigned char)v);
             i += 2;
         } else if (u.need) {
             why = "invalid UTF-8 in path"; /* a sequence cut short */

@@ -389,8 +389,8 @@ static void write_response_head(struct request *r, const struct http1_response *
     struct conn *c = r->conn;
     struct evbuffer *out = client_out(r);
     const struct config *cfg = req_cfg(r);
-    const struct http1_header *conn_hdr = http1_find_header(resp->headers, resp->num_headers,
-                                                            "Connection");
+    const struct http1_header *conn_hdr =
+        http1_find_header(resp->headers, resp->num_headers, "Connection");
     size_t before = evbuffer_get_length(out);
     const char *reason = resp->reason.len ? resp->reason.p : http1_reason(resp->status);
     size_t rlen = resp->reason.len ? resp->reason.len : strlen(reason);

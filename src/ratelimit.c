@@ -100,7 +100,8 @@ static bool rule_key(const struct request *r, const struct config_rate_rule *rul
         *key = (struct http1_str){r->ident.tenant, strlen(r->ident.tenant)};
         return r->ident.authenticated;
     case RL_KEY_HEADER: {
-        const struct http1_header *h = http1_find_header(r->h.headers, r->h.num_headers, rule->header);
+        const struct http1_header *h =
+            http1_find_header(r->h.headers, r->h.num_headers, rule->header);
         /* absent: all such requests share one bucket, so omitting it is no way around */
         *key = h ? h->value : (struct http1_str){"", 0};
         return true;
@@ -115,7 +116,7 @@ static uint64_t ceil_seconds(uint64_t ms)
 }
 
 static void remember(struct request *r, const struct config_rate_rule *rule, uint64_t remaining,
-                    uint64_t reset_ms)
+                     uint64_t reset_ms)
 {
     if (r->rl_have && remaining >= r->rl_remaining)
         return;
@@ -131,9 +132,8 @@ static void format_headers(char *out, size_t cap, const struct config_rate_rule 
     uint64_t window = (uint64_t)ceil((double)rule->burst / rule->rate);
     snprintf(out, cap,
              "RateLimit-Policy: \"%s\";q=%llu;w=%llu\r\nRateLimit: \"%s\";r=%llu;t=%llu\r\n",
-             rule->id, (unsigned long long)rule->burst,
-             (unsigned long long)(window ? window : 1), rule->id, (unsigned long long)remaining,
-             (unsigned long long)ceil_seconds(reset_ms));
+             rule->id, (unsigned long long)rule->burst, (unsigned long long)(window ? window : 1),
+             rule->id, (unsigned long long)remaining, (unsigned long long)ceil_seconds(reset_ms));
 }
 
 /* One audit line per rule and key and minute, not per request. */
@@ -156,7 +156,7 @@ static void audit_rejection(struct request *r, const struct config_rate_rule *ru
     jsonw_str(&j, "rule", rule->id);
     jsonw_str(&j, "scope", rule->scope == RL_SCOPE_GLOBAL ? "global" : "local");
     if (rule->key == RL_KEY_SESSION) {
-        jsonw_strn(&j, "key", key.p, 16); /* a prefix of the token hash, never the token */
+        jsonw_strn(&j, "key", key.p, 16);    /* a prefix of the token hash, never the token */
     } else if (rule->key == RL_KEY_HEADER) { /* may be an API key: log its digest */
         uint8_t d[DIGEST_SHA256_LEN];
         char hex[17];
@@ -278,8 +278,8 @@ static enum phase_result evaluate(struct request *r)
             continue;
         if (rule->scope == RL_SCOPE_GLOBAL) {
             const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
-            r->pending = rl_global_decide(r->conn->w->rl_global, rule, key.p, key.len, tenant,
-                                          on_global, r);
+            r->pending =
+                rl_global_decide(r->conn->w->rl_global, rule, key.p, key.len, tenant, on_global, r);
             if (r->pending) {
                 r->cancel_pending = cancel_global;
                 return PHASE_SUSPEND;

@@ -157,8 +157,8 @@ static void log_unexpected(const redisReply *r)
 {
     static _Thread_local struct log_limit lim;
     bool e = r && r->type == REDIS_REPLY_ERROR;
-    log_msg_limited(&lim, LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s",
-                    e ? ": " : "", e ? (int)r->len : 0, e ? r->str : "");
+    log_msg_limited(&lim, LOG_ERROR, "ratelimit: unexpected reply from Redis%s%.*s", e ? ": " : "",
+                    e ? (int)r->len : 0, e ? r->str : "");
 }
 
 static void table_remove(struct group *gr)
@@ -271,8 +271,8 @@ static bool send_call(struct call *c)
     c->lens[0] = c->retried ? 4 : 7;
     c->argv[1] = c->retried ? RL_GCRA_SCRIPT : c->g->gcra_sha;
     c->lens[1] = c->retried ? strlen(RL_GCRA_SCRIPT) : 40;
-    c->pending = redis_command_argv(c->g->rc, on_reply, c, (int)(3 + 6 * c->ngroups), c->argv,
-                                    c->lens);
+    c->pending =
+        redis_command_argv(c->g->rc, on_reply, c, (int)(3 + 6 * c->ngroups), c->argv, c->lens);
     return c->pending != NULL;
 }
 
@@ -371,8 +371,8 @@ static void rl_flush(evutil_socket_t fd, short what, void *arg)
 /* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
  * longer than KEY_MAX allows are replaced by their digest. Prefix and rule id are
  * at most 64 bytes each (config). */
-static void build_key(char *out, const char *prefix, const char *rule, bool digest,
-                      const char *key, size_t keylen)
+static void build_key(char *out, const char *prefix, const char *rule, bool digest, const char *key,
+                      size_t keylen)
 {
     size_t plen = strlen(prefix), rlen = strlen(rule);
     size_t room = KEY_MAX - plen - rlen - 2;
@@ -421,9 +421,8 @@ static void group_init(struct group *gr, struct rl_global *g, const struct confi
     gr->hash = h;
 }
 
-void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
-                       const char *key, size_t keylen, const char *tenant, rl_global_fn fn,
-                       void *arg)
+void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule, const char *key,
+                       size_t keylen, const char *tenant, rl_global_fn fn, void *arg)
 {
     if (!g || g->closing || redis_client_state(g->rc) != REDIS_STATE_CONNECTED)
         return NULL;
@@ -481,8 +480,12 @@ static void beat(evutil_socket_t fd, short what, void *arg)
     snprintf(key, sizeof key, "%sinstances", g->prefix);
     snprintf(live, sizeof live, "%llu", (unsigned long long)(g->heartbeat_ms * LIVENESS_BEATS));
     bool have_sha = g->beat_sha[0] != '\0';
-    const char *argv[] = {have_sha ? "EVALSHA" : "EVAL", have_sha ? g->beat_sha : RL_HEARTBEAT_SCRIPT,
-                          "1", key, g->instance_id, live};
+    const char *argv[] = {have_sha ? "EVALSHA" : "EVAL",
+                          have_sha ? g->beat_sha : RL_HEARTBEAT_SCRIPT,
+                          "1",
+                          key,
+                          g->instance_id,
+                          live};
     size_t lens[6];
     for (int i = 0; i < 6; i++)
         lens[i] = strlen(argv[i]);
@@ -550,7 +553,7 @@ void rl_global_free(struct rl_global *g)
     if (g->beat)
         event_free(g->beat);
     redis_client_free(g->rc); /* calls in flight end with an error */
-    while (g->out) { /* never sent: they fail the same way */
+    while (g->out) {          /* never sent: they fail the same way */
         struct group *gr = g->out;
         g->out = gr->next_out;
         table_remove(gr);

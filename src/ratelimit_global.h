@@ -45,9 +45,8 @@ void rl_global_free(struct rl_global *g);
  * Starts one decision. Returns a handle for rl_global_cancel(), or NULL when
  * the store is unavailable right now (fn is then not called).
  */
-void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule,
-                       const char *key, size_t keylen, const char *tenant, rl_global_fn fn,
-                       void *arg);
+void *rl_global_decide(struct rl_global *g, const struct config_rate_rule *rule, const char *key,
+                       size_t keylen, const char *tenant, rl_global_fn fn, void *arg);
 void rl_global_cancel(void *handle);
 
 /* Drain: removes this instance from the heartbeat set so the others' N drops at once. */

@@ -36,8 +36,8 @@ struct redirect_conn {
 /* Host names and literal addresses only: nothing that could bend the URL. */
 static bool host_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == ':' || c == '[' || c == ']';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == ':' || c == '[' || c == ']';
 }
 
 size_t redirect_location(struct http1_str host, struct http1_str target, uint16_t https_port,
@@ -126,8 +126,8 @@ static void rc_handle(struct redirect_conn *rc, const char *p, size_t n)
         return;
     }
     char loc[8192 + 300];
-    size_t len = redirect_location(h.host, h.target, cfg->listen.redirect_https_port, loc,
-                                   sizeof loc);
+    size_t len =
+        redirect_location(h.host, h.target, cfg->listen.redirect_https_port, loc, sizeof loc);
     rc_answer(rc, &h, len ? 308 : 400, len ? loc : NULL);
 }
 

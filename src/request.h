@@ -30,8 +30,8 @@ struct session_identity {
     char tenant[SESSION_FIELD_MAX];
     char user[SESSION_FIELD_MAX];
     char roles[SESSION_FIELD_MAX];
-    int64_t exp;                      /* session end (unix seconds), 0 if none */
-    char token_hash[65];              /* hex sha256 of the token, for session rate limits */
+    int64_t exp;         /* session end (unix seconds), 0 if none */
+    char token_hash[65]; /* hex sha256 of the token, for session rate limits */
     uint8_t token_sha[32];
 };
 
@@ -52,21 +52,21 @@ struct request {
     uint8_t hflags[HTTP1_MAX_HEADERS_CAP];
 
     char id[REQUEST_ID_LEN + 1];
-    unsigned phase;                    /* index of the next phase to run */
+    unsigned phase; /* index of the next phase to run */
     bool suspended;
 
     const struct config_route *route;
     const struct config_upstream *upstream;
     struct session_identity ident;
-    void *pending;                     /* an outstanding async operation (e.g. redis) */
+    void *pending; /* an outstanding async operation (e.g. redis) */
     void (*cancel_pending)(struct request *);
-    uint64_t auth_epoch;               /* auth_cache epoch when the session lookup started */
+    uint64_t auth_epoch; /* auth_cache epoch when the session lookup started */
 
     /* rate limiting (ratelimit.c): next rule to evaluate, the most restrictive verdict */
     unsigned rl_next;
     bool rl_post_auth;
     bool rl_have;
-    const void *rl_rule;               /* const struct config_rate_rule * */
+    const void *rl_rule; /* const struct config_rate_rule * */
     uint64_t rl_remaining;
     uint64_t rl_reset_ms;
 
@@ -80,14 +80,14 @@ struct request {
     /* proxy state (proxy.c) */
     struct upstream_conn *uc;
     unsigned attempts;
-    bool req_body_done;        /* whole request body forwarded */
+    bool req_body_done; /* whole request body forwarded */
     bool resp_head_done;
     bool resp_done;
     bool tunnel;
-    bool close_after;          /* framing makes the connection unusable afterwards */
-    bool head_sent;            /* request head written to an upstream */
-    bool up_keep_alive;        /* the upstream allows reusing its connection */
-    bool resp_started;         /* at least one response byte queued to the client */
+    bool close_after;              /* framing makes the connection unusable afterwards */
+    bool head_sent;                /* request head written to an upstream */
+    bool up_keep_alive;            /* the upstream allows reusing its connection */
+    bool resp_started;             /* at least one response byte queued to the client */
     enum http1_body_kind resp_in;  /* framing of the upstream response body */
     enum http1_body_kind resp_out; /* framing moat uses towards the client */
     uint64_t req_remaining;
@@ -101,11 +101,11 @@ struct request {
     struct timespec t_start;
     struct timespec t_upstream_start;
     double upstream_ms;
-    uint64_t bytes_in;                 /* head + body bytes from the client */
-    uint64_t bytes_out;                /* bytes written to the client */
-    uint64_t body_received;            /* request body payload bytes so far */
+    uint64_t bytes_in;      /* head + body bytes from the client */
+    uint64_t bytes_out;     /* bytes written to the client */
+    uint64_t body_received; /* request body payload bytes so far */
     int status;
-    const char *error;                 /* short reason for a moat-made response */
+    const char *error; /* short reason for a moat-made response */
     char upstream_addr[64];
     bool logged;
 };
@@ -118,7 +118,8 @@ void request_free_list_trim(struct worker *w, size_t keep);
 
 /* Appends "name: value\r\n" to the forwarded extra headers; -1 if it does not fit. */
 int request_add_header(struct request *r, const char *name, const char *value, size_t vlen);
-/* Appends complete "Name: value\r\n" lines to the response headers moat adds; -1 if they do not fit. */
+/* Appends complete "Name: value\r\n" lines to the response headers moat adds; -1 if they do not
+ * fit. */
 int request_add_response_lines(struct request *r, const char *lines);
 
 /* Milliseconds between two monotonic timestamps. */

@@ -31,7 +31,8 @@ enum phase_result limits_phase(struct request *r)
     }
     if (!status)
         return PHASE_CONTINUE;
-    conn_respond(r->conn, status, status == 405 ? "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" : NULL,
+    conn_respond(r->conn, status,
+                 status == 405 ? "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" : NULL,
                  r->error, status != 405);
     return PHASE_RESPOND;
 }

@@ -70,7 +70,10 @@ static void on_tracking_reply(redisReply *reply, const char *err, void *arg)
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
         log_msg(LOG_ERROR,
                 "worker %d: revocation: CLIENT TRACKING refused: %s; session cache bypassed",
-                rv->w->id, err ? err : reply ? reply->str : "?");
+                rv->w->id,
+                err     ? err
+                : reply ? reply->str
+                        : "?");
         return;
     }
     rv->tracking = true;
@@ -104,7 +107,8 @@ static void on_connect(struct redis_client *c, void *arg)
     }
     char id[32];
     snprintf(id, sizeof id, "%lld", redis_client_id(c));
-    const char *argv[] = {"CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", rv->prefix};
+    const char *argv[] = {"CLIENT", "TRACKING", "ON",     "REDIRECT",
+                          id,       "BCAST",    "PREFIX", rv->prefix};
     size_t lens[8];
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);

@@ -64,8 +64,8 @@ static int ensure_tickets(struct server *s, const struct config *cfg, bool to_lo
 }
 
 /* Loads config + derived state; prints errors to stderr (startup) or the log. */
-static struct snapshot *load_snapshot(struct server *s, const char *path,
-                                      unsigned long generation, bool to_log)
+static struct snapshot *load_snapshot(struct server *s, const char *path, unsigned long generation,
+                                      bool to_log)
 {
     struct config_errors errs = {0};
     struct config *cfg = config_load(path, &errs);

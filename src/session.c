@@ -13,16 +13,16 @@
 
 const char *session_status_str(enum session_status s)
 {
-    static const char *names[] = {"ok", "missing", "malformed", "unknown", "expired", "invalid",
-                                  "mfa"};
+    static const char *names[] = {"ok",      "missing", "malformed", "unknown",
+                                  "expired", "invalid", "mfa"};
     return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
 }
 
 /* base64 / base64url / hex tokens and the usual opaque-token punctuation. */
 static bool token_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
 }
 
 static enum session_status check_shape(const struct config_sessions *cfg, struct http1_str t)

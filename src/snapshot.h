@@ -20,18 +20,19 @@ struct tls_ticket_store;
 
 struct snapshot {
     atomic_int refs;
-    unsigned long generation;          /* 1 for the first, +1 per successful reload */
+    unsigned long generation; /* 1 for the first, +1 per successful reload */
     struct config *cfg;
-    struct tls_policy *tls;            /* NULL when there is no https listener */
-    struct netutil_cidr *trusted;      /* identity.trusted_proxies, parsed */
+    struct tls_policy *tls;       /* NULL when there is no https listener */
+    struct netutil_cidr *trusted; /* identity.trusted_proxies, parsed */
     size_t num_trusted;
-    struct signature_key *sign_key;    /* NULL when identity.signing_key_file is unset */
-    struct ssl_ctx_st **upstream_tls;  /* per cfg->upstreams[i]: client SSL_CTX or NULL */
+    struct signature_key *sign_key;   /* NULL when identity.signing_key_file is unset */
+    struct ssl_ctx_st **upstream_tls; /* per cfg->upstreams[i]: client SSL_CTX or NULL */
 };
 
 /*
  * Builds a snapshot from a loaded config (takes over the caller's reference on
- * cfg, also on failure). tickets: the process-wide session ticket store. Returns NULL and writes a message into err on failure.
+ * cfg, also on failure). tickets: the process-wide session ticket store. Returns NULL and writes a
+ * message into err on failure.
  */
 struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
                                 struct tls_ticket_store *tickets, char *err, size_t errlen);

@@ -44,7 +44,7 @@ struct tls_cert {
     char *path;
     X509 *leaf;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain; /* intermediates sent after the leaf */
+    STACK_OF(X509) * chain; /* intermediates sent after the leaf */
     int key_type;           /* EVP_PKEY_get_base_id(): the SSL_CTX slot */
     char **names;           /* lower case dNSNames (CN if no SAN) */
     size_t num_names;
@@ -608,7 +608,7 @@ static int set_sessions(struct build *b, struct tls_policy *p, SSL_CTX *ctx)
 
 /* mTLS: trust store and CA names shared by every SSL_CTX of the policy. */
 static int set_client_auth(struct build *b, SSL_CTX *ctx, X509_STORE *store,
-                           STACK_OF(X509_NAME) *ca_names)
+                           STACK_OF(X509_NAME) * ca_names)
 {
     if (store == NULL)
         return 0;
@@ -650,7 +650,7 @@ static int set_sid_ctx(struct build *b, struct tls_policy *p, struct tls_ctxset 
 
 struct client_auth {
     X509_STORE *store;
-    STACK_OF(X509_NAME) *names;
+    STACK_OF(X509_NAME) * names;
     unsigned char digest[32];
 };
 

@@ -69,7 +69,7 @@ bool tls_ocsp_must_staple(X509 *leaf)
     return found;
 }
 
-struct tls_ocsp *tls_ocsp_new(X509 *leaf, STACK_OF(X509) *chain, char *err, size_t errlen)
+struct tls_ocsp *tls_ocsp_new(X509 *leaf, STACK_OF(X509) * chain, char *err, size_t errlen)
 {
     X509 *issuer = NULL;
     for (int i = 0; i < sk_X509_num(chain); i++) {

@@ -27,7 +27,7 @@ struct tls_ocsp;
  * Stapling state for `leaf`; its issuer must be in `chain` (the intermediates sent
  * with the leaf), otherwise NULL with err. Takes its own references.
  */
-struct tls_ocsp *tls_ocsp_new(X509 *leaf, STACK_OF(X509) *chain, char *err, size_t errlen);
+struct tls_ocsp *tls_ocsp_new(X509 *leaf, STACK_OF(X509) * chain, char *err, size_t errlen);
 void tls_ocsp_free(struct tls_ocsp *o);
 
 /* Verifies a DER OCSP response (see above) and installs it. 0, or -1 with err. */

@@ -331,10 +331,9 @@ static void on_input(struct evbuffer *b, const struct evbuffer_cb_info *info, vo
 int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
                const struct tlsio_ops *ops, void *arg)
 {
-    *t = (struct tlsio){.ssl = ssl, .fd = fd, .ops = ops, .arg = arg, .reading = true,
-                        .handshaking = true};
-    if (SSL_set_fd(ssl, fd) != 1 ||
-        event_assign(&t->ev, base, fd, EV_PERSIST, on_io, t) < 0)
+    *t = (struct tlsio){
+        .ssl = ssl, .fd = fd, .ops = ops, .arg = arg, .reading = true, .handshaking = true};
+    if (SSL_set_fd(ssl, fd) != 1 || event_assign(&t->ev, base, fd, EV_PERSIST, on_io, t) < 0)
         return -1;
     /* as bufferevent_openssl: write what fits, and retry from a moved buffer */
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

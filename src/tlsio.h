@@ -56,19 +56,19 @@ struct tlsio {
     const struct tlsio_ops *ops;
     void *arg;
     _Atomic uint64_t *acct; /* bytes in both buffers are added here (NULL: not counted) */
-    size_t read_high; /* 0: no limit */
+    size_t read_high;       /* 0: no limit */
     size_t write_low;
-    bool reading;       /* the owner wants input */
+    bool reading; /* the owner wants input */
     bool handshaking;
     bool stopped;
     bool hs_wants_write;   /* the handshake waits for the socket to be writable */
     bool read_wants_write; /* SSL_read needs the socket writable (a TLS 1.3 KeyUpdate reply) */
     bool write_wants_read;
-    bool write_blocked;    /* SSL_write said WANT_WRITE: wait for writable */
+    bool write_blocked; /* SSL_write said WANT_WRITE: wait for writable */
     bool force_read_cb;
-    bool idle_release;     /* free the buffers once the output has drained */
-    short registered; /* EV_READ | EV_WRITE: what epoll watches */
-    short activated;  /* run from the loop without I/O (event_active) */
+    bool idle_release; /* free the buffers once the output has drained */
+    short registered;  /* EV_READ | EV_WRITE: what epoll watches */
+    short activated;   /* run from the loop without I/O (event_active) */
 };
 
 /*

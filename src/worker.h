@@ -80,11 +80,11 @@ struct worker {
     struct log_buffer access;
     struct metrics metrics;
 
-    struct redis_client *redis;       /* sessions and global rate limits */
+    struct redis_client *redis; /* sessions and global rate limits */
     struct auth_cache *auth_cache;
-    struct revocation *revocation;    /* push invalidation, when enabled */
-    char *redis_key;                  /* the redis options the clients were made from */
-    struct rl_global *rl_global;      /* global rate limits (EVALSHA) */
+    struct revocation *revocation; /* push invalidation, when enabled */
+    char *redis_key;               /* the redis options the clients were made from */
+    struct rl_global *rl_global;   /* global rate limits (EVALSHA) */
 };
 
 /*

@@ -8,8 +8,8 @@
  * to a real, empty auth cache).
  *
  * redis.c and revocation.c are included, not linked: their reply paths are
- * static, and a copy here would drift from them. The client struct is set up the way conn_open() leaves
- * it, on an event base that never runs (timers are only armed).
+ * static, and a copy here would drift from them. The client struct is set up the way conn_open()
+ * leaves it, on an event base that never runs (timers are only armed).
  *
  * Input: 4 knob bytes (reply size limit, initial subscription state, the
  * pending commands and their kinds, split seed), then the server's bytes,
@@ -35,9 +35,7 @@ static struct event *fz_ev[4];
 static unsigned calls[MAX_PENDING];
 static size_t fz_max_reply_bytes;
 
-static void noop_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
+static void noop_cb(evutil_socket_t fd, short what, void *arg) {}
 
 /* Objects and payload bytes of a reply tree, nesting bounded by hiredis. */
 static void reply_size(const redisReply *r, size_t *objs, size_t *bytes, int depth)

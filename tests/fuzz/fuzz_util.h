@@ -74,8 +74,7 @@ static inline struct http1_limits fz_limits(uint32_t knob)
 /* ---- head scanner ------------------------------------------------------- */
 
 /* The scanner fed whatever the split, resumed with the same state. */
-static inline ssize_t fz_scan_split(const char *buf, size_t len, size_t max, uint32_t seed,
-                                    int *st)
+static inline ssize_t fz_scan_split(const char *buf, size_t len, size_t max, uint32_t seed, int *st)
 {
     struct http1_scan s = {0};
     ssize_t r = 0;

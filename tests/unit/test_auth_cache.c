@@ -41,11 +41,10 @@ static struct session_identity ident(const char *tenant, const char *user, bool 
 }
 
 static enum auth_cache_hit get(struct auth_cache *c, const uint8_t sha[32], uint64_t now,
-                               uint64_t grace, enum session_status *st,
-                               struct session_identity *id)
+                               uint64_t grace, enum session_status *st, struct session_identity *id)
 {
     memset(id, 0, sizeof *id);
-    *st = (enum session_status)-1;
+    *st = (enum session_status) - 1;
     return auth_cache_get(c, sha, now, grace, st, id);
 }
 
@@ -276,7 +275,8 @@ static void test_bounded(void **state)
     uint8_t s[32];
     for (unsigned i = 0; i < 20000; i++) {
         sha_of(i, s);
-        auth_cache_put(c, s, (i % 2) ? SESSION_UNKNOWN : SESSION_OK, &in, T0 + i, 1000000, auth_cache_epoch(c));
+        auth_cache_put(c, s, (i % 2) ? SESSION_UNKNOWN : SESSION_OK, &in, T0 + i, 1000000,
+                       auth_cache_epoch(c));
         assert_true(auth_cache_count(c) <= 1000);
     }
     assert_true(auth_cache_count(c) >= 900); /* the table is actually used */

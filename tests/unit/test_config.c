@@ -500,7 +500,8 @@ static void test_memory_budget_keys(void **state)
     assert_int_equal(c->limits.max_memory, 536870912);
     assert_int_equal(c->limits.max_connection_age_ms, 3600000);
     config_unref(c);
-    c = load_ok(BASE "limits: { connection_buffer: 16384, max_memory: 0, max_connection_age: 0s }\n");
+    c = load_ok(BASE
+                "limits: { connection_buffer: 16384, max_memory: 0, max_connection_age: 0s }\n");
     assert_int_equal(c->limits.connection_buffer, 16384);
     assert_int_equal(c->limits.max_memory, 0);
     assert_int_equal(c->limits.max_connection_age_ms, 0);

@@ -35,8 +35,8 @@ static void test_publish_and_limit(void **state)
     assert_int_equal(membudget_total(a), base + 1500);
     assert_true(membudget_exceeded(a, base + 1499));
     assert_false(membudget_exceeded(a, base + 1500));
-    assert_false(membudget_exceeded(a, 0)); /* 0: no limit */
-    metrics_add(&b->metrics, M_BUFFERED_BYTES, -500); /* drained */
+    assert_false(membudget_exceeded(a, 0));            /* 0: no limit */
+    metrics_add(&b->metrics, M_BUFFERED_BYTES, -500);  /* drained */
     assert_int_equal(membudget_total(a), base + 1500); /* not published yet */
     membudget_publish(b);
     assert_int_equal(membudget_total(a), base + 1000);

@@ -1037,8 +1037,8 @@ static void test_redis_groups(void **state)
 static void test_redis_groups_bad_args(void **state)
 {
     NEED_REDIS();
-    const char *keys[] = {"moat:rl:t_grpbad:a", "moat:rl:override:t_grpbad",
-                          "moat:rl:t_grpbad:b", "moat:rl:override:t_grpbad"};
+    const char *keys[] = {"moat:rl:t_grpbad:a", "moat:rl:override:t_grpbad", "moat:rl:t_grpbad:b",
+                          "moat:rl:override:t_grpbad"};
     const char *args[] = {"10", "5", "1", "", "10", "0", "1", ""};
     redisReply *r = gcra_groups(2, keys, args);
     assert_int_equal(r->type, REDIS_REPLY_ERROR);
@@ -1046,8 +1046,14 @@ static void test_redis_groups_bad_args(void **state)
     freeReplyObject(r);
     assert_int_equal(redis_int("EXISTS %s", "moat:rl:t_grpbad:a"), 0);
     /* keys and arguments out of step */
-    const char *odd[] = {"3", "moat:rl:t_grpbad:a", "moat:rl:override:t_grpbad",
-                         "moat:rl:t_grpbad:b", "10", "5", "1", ""};
+    const char *odd[] = {"3",
+                         "moat:rl:t_grpbad:a",
+                         "moat:rl:override:t_grpbad",
+                         "moat:rl:t_grpbad:b",
+                         "10",
+                         "5",
+                         "1",
+                         ""};
     r = evalsha(rc, gcra_sha, RL_GCRA_SCRIPT, 8, odd);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ERROR);

@@ -130,7 +130,7 @@ static void test_cookie_name_must_match_exactly(void **state)
     struct config_sessions c = cfg_default();
     char out[300];
     const char *near[] = {"sessionx=" TOK, "xsession=" TOK, "Session=" TOK, "session " TOK,
-                          "session =" TOK, "sess=" TOK, "session"};
+                          "session =" TOK, "sess=" TOK,     "session"};
     for (size_t i = 0; i < sizeof near / sizeof *near; i++) {
         struct hdrs hs = {0};
         add(&hs, "Cookie", near[i]);
@@ -189,8 +189,12 @@ static void test_other_schemes(void **state)
     (void)state;
     struct config_sessions c = cfg_default();
     char out[300];
-    const char *schemes[] = {"Basic dXNlcjpwYXNzd29yZA==", "Digest username=\"x\"",
-                             "Bearer", "Token " TOK, "Bearer" TOK, "Negotiate abc"};
+    const char *schemes[] = {"Basic dXNlcjpwYXNzd29yZA==",
+                             "Digest username=\"x\"",
+                             "Bearer",
+                             "Token " TOK,
+                             "Bearer" TOK,
+                             "Negotiate abc"};
     for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++) {
         struct hdrs hs = {0};
         add(&hs, "Authorization", schemes[i]);
@@ -250,8 +254,9 @@ static void test_malformed_alphabet(void **state)
     struct config_sessions c = cfg_default();
     char out[300];
     const char *bad[] = {
-        TOK "\"", "\"" TOK "\"", TOK "%00", TOK " x", TOK "\t", TOK ",x", TOK "\\", TOK "*",
-        TOK "\x80", TOK "\xc3\xa9", TOK "<script>", TOK "\x01", TOK ":", TOK "@", TOK "!",
+        TOK "\"",       "\"" TOK "\"", TOK "%00", TOK " x",   TOK "\t",
+        TOK ",x",       TOK "\\",      TOK "*",   TOK "\x80", TOK "\xc3\xa9",
+        TOK "<script>", TOK "\x01",    TOK ":",   TOK "@",    TOK "!",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char value[300];
@@ -280,9 +285,9 @@ static void test_length_bounds(void **state)
     struct {
         size_t len;
         enum session_status want;
-    } cases[] = {{0, SESSION_MALFORMED},   {1, SESSION_MALFORMED},  {15, SESSION_MALFORMED},
-                 {16, SESSION_OK},         {17, SESSION_OK},        {255, SESSION_OK},
-                 {256, SESSION_OK},        {257, SESSION_MALFORMED}, {4000, SESSION_MALFORMED}};
+    } cases[] = {{0, SESSION_MALFORMED}, {1, SESSION_MALFORMED},   {15, SESSION_MALFORMED},
+                 {16, SESSION_OK},       {17, SESSION_OK},         {255, SESSION_OK},
+                 {256, SESSION_OK},      {257, SESSION_MALFORMED}, {4000, SESSION_MALFORMED}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *t = tok_of_len(cases[i].len);
         snprintf(value, sizeof value, "Bearer %s", t);
@@ -300,8 +305,7 @@ static void test_length_bounds(void **state)
     /* configured bounds are honoured */
     c.token_min_len = 32;
     c.token_max_len = 40;
-    char *t31 = tok_of_len(31), *t32 = tok_of_len(32), *t40 = tok_of_len(40),
-         *t41 = tok_of_len(41);
+    char *t31 = tok_of_len(31), *t32 = tok_of_len(32), *t40 = tok_of_len(40), *t41 = tok_of_len(41);
     const char *toks[] = {t31, t32, t40, t41};
     enum session_status want[] = {SESSION_MALFORMED, SESSION_OK, SESSION_OK, SESSION_MALFORMED};
     for (int i = 0; i < 4; i++) {
@@ -379,8 +383,7 @@ static redisReply *hash_reply(int n, const char **kv)
     return r;
 }
 
-static enum session_status parse(int n, const char **kv, struct session_identity *id,
-                                 int64_t *exp)
+static enum session_status parse(int n, const char **kv, struct session_identity *id, int64_t *exp)
 {
     redisReply *r = hash_reply(n, kv);
     enum session_status st = session_parse_reply(r, NOW, id, exp);
@@ -396,8 +399,9 @@ static void test_parse_full(void **state)
     strcpy(id.token_hash, "keep-me");
     id.token_sha[0] = 0xab;
     int64_t exp = -1;
-    const char *kv[] = {"tenant", "acme", "user", "user-42@acme.example", "mfa", "1",
-                        "roles",  "admin,billing", "exp", "1700003600", "created", "whatever !"};
+    const char *kv[] = {"tenant", "acme",       "user",    "user-42@acme.example",
+                        "mfa",    "1",          "roles",   "admin,billing",
+                        "exp",    "1700003600", "created", "whatever !"};
     assert_int_equal(parse(12, kv, &id, &exp), SESSION_OK);
     assert_true(id.authenticated);
     assert_true(id.mfa);
@@ -447,8 +451,10 @@ static void test_parse_not_a_hash(void **state)
     (void)state;
     struct session_identity id = {0};
     int64_t exp;
-    const char *wires[] = {"$-1\r\n", "*-1\r\n", "+OK\r\n", ":1\r\n", "$4\r\nacme\r\n",
-                           "-WRONGTYPE Operation against a key holding the wrong kind\r\n"};
+    const char *wires[] = {
+        "$-1\r\n",        "*-1\r\n",
+        "+OK\r\n",        ":1\r\n",
+        "$4\r\nacme\r\n", "-WRONGTYPE Operation against a key holding the wrong kind\r\n"};
     for (size_t i = 0; i < sizeof wires / sizeof *wires; i++) {
         redisReply *r = resp(wires[i], strlen(wires[i]));
         assert_int_equal(session_parse_reply(r, NOW, &id, &exp), SESSION_INVALID);
@@ -497,8 +503,8 @@ static void test_parse_bad_values(void **state)
     (void)state;
     struct session_identity id = {0};
     int64_t exp;
-    const char *bad_tenants[] = {"ac me", "acme\r\nX-Admin: 1", "a,b", "a;b", "a\"b", "a\tb",
-                                 "\xc3\xa9t\xc3\xa9", "a/b"};
+    const char *bad_tenants[] = {"ac me", "acme\r\nX-Admin: 1", "a,b", "a;b", "a\"b",
+                                 "a\tb",  "\xc3\xa9t\xc3\xa9",  "a/b"};
     for (size_t i = 0; i < sizeof bad_tenants / sizeof *bad_tenants; i++) {
         const char *kv[] = {"tenant", bad_tenants[i], "user", "u"};
         assert_int_equal(parse(4, kv, &id, &exp), SESSION_INVALID);
@@ -515,8 +521,8 @@ static void test_parse_bad_values(void **state)
         const char *kv[] = {"tenant", "t", "user", "u", "mfa", bad_mfa[i]};
         assert_int_equal(parse(6, kv, &id, &exp), SESSION_INVALID);
     }
-    const char *bad_exp[] = {"", "abc", "-5", "1.5", " 1700003600", "1700003600 ",
-                             "9999999999999999999", "0x10"};
+    const char *bad_exp[] = {
+        "", "abc", "-5", "1.5", " 1700003600", "1700003600 ", "9999999999999999999", "0x10"};
     for (size_t i = 0; i < sizeof bad_exp / sizeof *bad_exp; i++) {
         const char *kv[] = {"tenant", "t", "user", "u", "exp", bad_exp[i]};
         assert_int_equal(parse(6, kv, &id, &exp), SESSION_INVALID);
@@ -554,8 +560,11 @@ static void test_parse_expiry(void **state)
     struct {
         long long exp;
         enum session_status want;
-    } cases[] = {{NOW - 3600, SESSION_EXPIRED}, {NOW - 1, SESSION_EXPIRED}, {NOW, SESSION_EXPIRED},
-                 {NOW + 1, SESSION_OK},         {NOW + 86400, SESSION_OK}};
+    } cases[] = {{NOW - 3600, SESSION_EXPIRED},
+                 {NOW - 1, SESSION_EXPIRED},
+                 {NOW, SESSION_EXPIRED},
+                 {NOW + 1, SESSION_OK},
+                 {NOW + 86400, SESSION_OK}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         snprintf(buf, sizeof buf, "%lld", cases[i].exp);
         const char *kv[] = {"tenant", "t", "user", "u", "exp", buf};
@@ -580,8 +589,8 @@ static void test_value_ok(void **state)
     assert_false(session_value_ok("", 0, false));
     assert_false(session_value_ok("a,b", 3, false));
     assert_true(session_value_ok("a,b", 3, true));
-    const char *bad[] = {"a b", "a\r", "a\n", "a\t", "a;b", "a=b", "a/b", "a\"b", "a'b", "a\\b",
-                         "a(b", "a+b", "\x7f", "\x80", "a%0d"};
+    const char *bad[] = {"a b", "a\r",  "a\n", "a\t", "a;b",  "a=b",  "a/b", "a\"b",
+                         "a'b", "a\\b", "a(b", "a+b", "\x7f", "\x80", "a%0d"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_false(session_value_ok(bad[i], strlen(bad[i]), false));
         assert_false(session_value_ok(bad[i], strlen(bad[i]), true));

@@ -1108,7 +1108,7 @@ static bool file_has(const char *path, const char *needle)
     return strstr(buf, needle) != NULL;
 }
 
-static X509 *read_chain_file(const char *path, STACK_OF(X509) **chain)
+static X509 *read_chain_file(const char *path, STACK_OF(X509) * *chain)
 {
     BIO *in = BIO_new_file(path, "r");
     assert_non_null(in);
@@ -1126,7 +1126,7 @@ static void test_ocsp_module_swap(void **state)
 {
     /* the module on its own: verification, swap, inheritance */
     char err[512];
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     X509 *leaf = read_chain_file(pk("rsa_a.crt"), &chain);
     struct tls_ocsp *o = tls_ocsp_new(leaf, chain, err, sizeof err);
     struct tls_ocsp *o2 = tls_ocsp_new(leaf, chain, err, sizeof err);
@@ -1210,7 +1210,7 @@ static void test_ocsp_fetch(void **state)
     /* the responder is gone: a failure keeps the last good response */
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     X509 *leaf = read_chain_file(pk("rsa_a.crt"), &chain);
     struct tls_ocsp *o = tls_ocsp_new(leaf, chain, err, sizeof err);
     assert_int_equal(tls_ocsp_load_file(o, pk("ocsp_a.der"), err, sizeof err), 0);

@@ -49,7 +49,8 @@ static int make_server_ctx(void)
              SSL_CTX_use_PrivateKey(server_ctx, key) == 1;
     SSL_CTX_set_mode(server_ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(server_ctx, 1); /* as moat's policy */
-    SSL_CTX_set_num_tickets(server_ctx, 0); /* nothing unsolicited for a client that does not read */
+    SSL_CTX_set_num_tickets(server_ctx,
+                            0); /* nothing unsolicited for a client that does not read */
     X509_free(crt);
     EVP_PKEY_free(key);
     return ok ? 0 : -1;
@@ -112,9 +113,7 @@ static void o_read(void *arg)
         tlsio_trigger_read(&o->io); /* the rest on the next turn, as a slow owner */
 }
 
-static void o_write(void *arg)
-{
-}
+static void o_write(void *arg) {}
 
 static void o_event(void *arg, int what)
 {
@@ -148,7 +147,7 @@ struct client {
     size_t send_len;
     size_t expect_back; /* bytes to read back (echo) */
     enum client_end end;
-    bool garbage;       /* no TLS at all */
+    bool garbage; /* no TLS at all */
     int ok;
     unsigned char back[64];
 };
@@ -169,7 +168,8 @@ static void *client_main(void *arg)
     SSL_set_fd(s, c->fd);
     c->ok = SSL_connect(s) == 1;
     for (size_t off = 0; c->ok && off < c->send_len;) {
-        int n = SSL_write(s, c->send + off, (int)(c->send_len - off > 65536 ? 65536 : c->send_len - off));
+        int n = SSL_write(s, c->send + off,
+                          (int)(c->send_len - off > 65536 ? 65536 : c->send_len - off));
         c->ok = n > 0;
         off += n > 0 ? (size_t)n : 0;
     }
@@ -239,8 +239,10 @@ static void test_echo_then_close_notify(void **state)
     static const unsigned char msg[] = "hello over tlsio";
     struct rig r = {0};
     r.o.echo = true;
-    rig_start(&r, (struct client){.send = msg, .send_len = sizeof msg - 1,
-                                  .expect_back = sizeof msg - 1, .end = END_CLOSE_NOTIFY});
+    rig_start(&r, (struct client){.send = msg,
+                                  .send_len = sizeof msg - 1,
+                                  .expect_back = sizeof msg - 1,
+                                  .end = END_CLOSE_NOTIFY});
     rig_run(&r, ended);
     rig_stop(&r);
     assert_true(r.c.ok);
@@ -262,11 +264,13 @@ static void test_idle_frees_buffers(void **state)
     struct rig r = {0};
     r.o.echo = true;
     r.o.idle_after = true;
-    rig_start(&r, (struct client){.send = (const unsigned char *)"ping\n", .send_len = 5,
-                                  .expect_back = 5, .end = END_CLOSE_NOTIFY});
+    rig_start(&r, (struct client){.send = (const unsigned char *)"ping\n",
+                                  .send_len = 5,
+                                  .expect_back = 5,
+                                  .end = END_CLOSE_NOTIFY});
     rig_run(&r, echoed_and_idle);
     assert_int_equal(r.o.consumed, 5);
-    assert_null(r.o.io.in);  /* freed once the echo was written */
+    assert_null(r.o.io.in); /* freed once the echo was written */
     assert_null(r.o.io.out);
     rig_run(&r, ended);
     assert_int_equal(r.o.eof, 1);
@@ -295,8 +299,8 @@ static void test_backpressure(void **state)
     struct rig r = {0};
     r.o.take_per_cb = 1000;
     r.o.ack_at = n; /* the client closes only after that */
-    rig_start(&r, (struct client){.send = data, .send_len = n, .expect_back = 1,
-                                  .end = END_CLOSE_NOTIFY});
+    rig_start(&r, (struct client){
+                      .send = data, .send_len = n, .expect_back = 1, .end = END_CLOSE_NOTIFY});
     tlsio_set_read_high(&r.o.io, 16 * 1024);
     rig_run(&r, got_all);
     assert_int_equal(r.o.consumed, n);
@@ -341,8 +345,8 @@ static void test_accounting(void **state)
 static void test_fin_without_close_notify(void **state)
 {
     struct rig r = {0};
-    rig_start(&r, (struct client){.send = (const unsigned char *)"x", .send_len = 1,
-                                  .end = END_TCP_FIN});
+    rig_start(
+        &r, (struct client){.send = (const unsigned char *)"x", .send_len = 1, .end = END_TCP_FIN});
     rig_run(&r, ended);
     rig_stop(&r);
     assert_int_equal(r.o.connected, 1);
