@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for src/request_head.c: parses a request head with
+ * libFuzzer target for src/http/request_head.c: parses a request head with
  * http1_parse_request under limits taken from the input (every allowed
  * max_headers and max_header_bytes), then serializes it into a heap buffer of
  * exactly request_head_size() bytes, so AddressSanitizer sees one byte too
@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "http1.h"
-#include "request_head.h"
+#include "http/http1.h"
+#include "http/request_head.h"
 
 #define PREFIX 6
 #define EXTRA "X-Request-ID: 0123456789abcdef0123456789abcdef\r\nX-Forwarded-Proto: https\r\n"

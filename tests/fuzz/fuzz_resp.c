@@ -1,10 +1,10 @@
 /*
- * libFuzzer target: the RESP reply path of src/redis.c, as a hostile Redis
+ * libFuzzer target: the RESP reply path of src/redis/redis.c, as a hostile Redis
  * server drives it: the hiredis reader with moat's bounded object constructors,
  * reply classification (pubsub messages, (un)subscribe confirmations), the
  * matching of replies to pending commands, the handshake replies,
  * session_parse_reply() on every reply handed to a user callback, and the
- * revocation push handler (src/revocation.c: invalidation messages, handed
+ * revocation push handler (src/policy/revocation.c: invalidation messages, handed
  * to a real, empty auth cache).
  *
  * redis.c and revocation.c are included, not linked: their reply paths are
@@ -22,11 +22,11 @@
 #include "redis.c"
 #include "revocation.c"
 
-#include "auth_cache.h"
+#include "policy/auth_cache.h"
 #include "fuzz_util.h"
-#include "request.h"
-#include "session.h"
-#include "worker.h"
+#include "http/request.h"
+#include "policy/session.h"
+#include "core/worker.h"
 
 #define MAX_PENDING 16
 

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: src/session.c, what a request and the session store hand
+ * libFuzzer target: src/policy/session.c, what a request and the session store hand
  * to session authentication.
  *
  * Input: 4 knob bytes (config: bearer, cookie name, token length bounds, the
@@ -16,10 +16,10 @@
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "fuzz_util.h"
-#include "request.h"
-#include "session.h"
+#include "http/request.h"
+#include "policy/session.h"
 
 #define MAX_LINES 64
 #define MAX_ELEMS 64

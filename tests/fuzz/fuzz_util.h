@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

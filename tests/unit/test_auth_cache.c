@@ -15,9 +15,9 @@
 #include <cmocka.h>
 #include <openssl/sha.h>
 
-#include "auth_cache.h"
-#include "request.h"
-#include "session.h"
+#include "policy/auth_cache.h"
+#include "http/request.h"
+#include "policy/session.h"
 
 #define T0 1000000 /* an arbitrary monotonic "now" in ms */
 

@@ -21,7 +21,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* A config that is valid on its own; tests add to or change it. */
 #define BASE                                                                                       \

@@ -1,4 +1,4 @@
-/* digest: SHA-256 with a per-thread context (src/digest.h). */
+/* digest: SHA-256 with a per-thread context (src/util/digest.h). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "digest.h"
+#include "util/digest.h"
 
 static void hex(const uint8_t *d, char out[65])
 {

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "headername.h"
+#include "http/headername.h"
 
 static struct http1_str str(const char *s)
 {

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/http1.c: every accepted form, every refused form with its
+ * Unit tests for src/http/http1.c: every accepted form, every refused form with its
  * status, and the resumability promises (same answer however the bytes arrive).
  */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "http1.h"
+#include "http/http1.h"
 
 static const struct http1_limits LIM = {.max_header_bytes = 16384, .max_headers = 100};
 static struct http1_request REQ;

@@ -1,5 +1,5 @@
 /*
- * The instance memory budget (src/membudget.h): per-worker counts published
+ * The instance memory budget (src/core/membudget.h): per-worker counts published
  * into one total, the limit, and evbuffers counted while they live.
  */
 #include <setjmp.h>
@@ -12,9 +12,9 @@
 
 #include <event2/buffer.h>
 
-#include "membudget.h"
-#include "metrics.h"
-#include "worker.h"
+#include "core/membudget.h"
+#include "observe/metrics.h"
+#include "core/worker.h"
 
 static uint64_t own(struct worker *w)
 {

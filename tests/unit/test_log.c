@@ -1,4 +1,4 @@
-/* log: the limited operator message (src/log.h, log_msg_limited). */
+/* log: the limited operator message (src/observe/log.h, log_msg_limited). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "log.h"
+#include "observe/log.h"
 
 /* Runs fn with stderr sent to a temporary file; returns what it wrote. */
 static char *capture(void (*fn)(struct log_limit *), struct log_limit *l)

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "netutil.h"
+#include "util/netutil.h"
 
 /* Builds a sockaddr for an address literal (v4 or v6). */
 static const struct sockaddr *sa_of(const char *ip, struct sockaddr_storage *ss)

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "path.h"
+#include "http/path.h"
 
 static const char *problem(const char *p)
 {

@@ -25,9 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gcra.h"
-#include "ratelimit_script.h"
-#include "ratelimit_table.h"
+#include "policy/gcra.h"
+#include "policy/ratelimit_script.h"
+#include "policy/ratelimit_table.h"
 
 #define T0 1000000000ull /* an arbitrary "now" for deterministic tests, us */
 

@@ -13,7 +13,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "redis.h"
+#include "redis/redis.h"
 
 /* ---- recording callbacks ------------------------------------------------ */
 

@@ -18,8 +18,8 @@
 
 #include <cmocka.h>
 
-#include "http1.h"
-#include "request_head.h"
+#include "http/http1.h"
+#include "http/request_head.h"
 
 static struct http1_request req;
 

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "route.h"
+#include "policy/route.h"
 
 static bool path_matches(const char *prefix, const char *path)
 {

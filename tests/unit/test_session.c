@@ -15,9 +15,9 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
-#include "config.h"
-#include "request.h"
-#include "session.h"
+#include "config/config.h"
+#include "http/request.h"
+#include "policy/session.h"
 
 #define TOK "abcdefghijklmnop0123456789" /* 26 bytes, valid */
 #define TOK2 "ZYXWVUTSRQPONMLKJIHGFEDCBA-_.~+/="

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
-#include "signature.h"
+#include "policy/signature.h"
 
 /* ---- the example of docs/signature.md (also asserted by the pytest test) ---- */
 

@@ -31,10 +31,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "config.h"
-#include "tls.h"
-#include "tls_ocsp.h"
-#include "tls_tickets.h"
+#include "config/config.h"
+#include "tls/tls.h"
+#include "tls/tls_ocsp.h"
+#include "tls/tls_tickets.h"
 
 static char g_dir[64];
 static int g_ocsp_port;

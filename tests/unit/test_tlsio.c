@@ -1,5 +1,5 @@
 /*
- * tlsio: the server-side TLS stream (src/tlsio.h) over a socketpair, against a
+ * tlsio: the server-side TLS stream (src/tls/tlsio.h) over a socketpair, against a
  * real OpenSSL client running in a thread with a blocking socket.
  */
 #include <fcntl.h>
@@ -24,7 +24,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "tlsio.h"
+#include "tls/tlsio.h"
 
 static SSL_CTX *server_ctx, *client_ctx;
 

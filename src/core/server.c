@@ -1,0 +1,353 @@
+#include "core/server.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "observe/admin.h"
+#include "config/config.h"
+#include "core/fdlimit.h"
+#include "core/listener.h"
+#include "observe/log.h"
+#include "tls/ocsp_updater.h"
+#include "policy/ratelimit.h"
+#include "core/snapshot.h"
+#include "tls/tls.h"
+#include "tls/tls_tickets.h"
+#include "core/worker.h"
+
+#define MAX_WORKERS 256
+
+struct server {
+    struct event_base *base;
+    char *path;
+    struct snapshot *snap;
+    struct worker *workers[MAX_WORKERS];
+    struct metrics *metrics[MAX_WORKERS];
+    int num_workers;
+    struct admin *admin;
+    struct event *ev_hup, *ev_term, *ev_int, *ev_rotate, *ev_sweep;
+    struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
+    struct ocsp_updater *ocsp;        /* when tls.ocsp_fetch */
+    uint64_t rotate_ms;
+    unsigned long generation;
+};
+
+/* Retired ticket keys kept for decryption after a rotation. */
+#define TICKET_KEYS_PREVIOUS 2
+
+static void report(bool to_log, const char *path, const char *msg)
+{
+    if (to_log)
+        log_msg(LOG_ERROR, "%s: %s", path, msg);
+    else
+        fprintf(stderr, "%s: %s\n", path, msg);
+}
+
+/* The first snapshot creates the process-wide ticket store from its config. */
+static int ensure_tickets(struct server *s, const struct config *cfg, bool to_log)
+{
+    if (s->tickets || !cfg->tls.tickets_enabled)
+        return 0;
+    char err[256];
+    s->tickets = tls_tickets_new(cfg->tls.ticket_key_file, TICKET_KEYS_PREVIOUS, err, sizeof err);
+    if (!s->tickets) {
+        report(to_log, "tls.session_tickets", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Loads config + derived state; prints errors to stderr (startup) or the log. */
+static struct snapshot *load_snapshot(struct server *s, const char *path, unsigned long generation,
+                                      bool to_log)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.count; i++) {
+            if (to_log)
+                log_msg(LOG_ERROR, "%s", errs.msgs[i]);
+            else
+                fprintf(stderr, "%s\n", errs.msgs[i]);
+        }
+        config_errors_free(&errs);
+        return NULL;
+    }
+    config_errors_free(&errs);
+    if (ensure_tickets(s, cfg, to_log) < 0) {
+        config_unref(cfg);
+        return NULL;
+    }
+    char err[512] = "";
+    struct snapshot *snap = snapshot_build(cfg, generation, s->tickets, err, sizeof err);
+    if (!snap)
+        report(to_log, path, err);
+    return snap;
+}
+
+int server_check(const char *path)
+{
+    struct server s = {0};
+    struct snapshot *snap = load_snapshot(&s, path, 1, false);
+    int rc = 1;
+    if (snap) {
+        printf("%s: configuration is valid\n", path);
+        snapshot_unref(snap);
+        rc = 0;
+    }
+    if (s.tickets)
+        tls_tickets_unref(s.tickets);
+    return rc;
+}
+
+static struct metrics *const *admin_metrics(void *arg, int *n)
+{
+    struct server *s = arg;
+    *n = s->num_workers;
+    return s->metrics;
+}
+
+static bool admin_ready(void *arg)
+{
+    struct server *s = arg;
+    return s->num_workers > 0;
+}
+
+static bool same_listeners(const struct config *a, const struct config *b)
+{
+    if (a->listen.num_https != b->listen.num_https || a->listen.num_http != b->listen.num_http ||
+        a->workers != b->workers || !a->listen.admin.text != !b->listen.admin.text ||
+        (a->listen.admin.text && strcmp(a->listen.admin.text, b->listen.admin.text)))
+        return false;
+    for (size_t i = 0; i < a->listen.num_https; i++)
+        if (strcmp(a->listen.https[i].text, b->listen.https[i].text))
+            return false;
+    for (size_t i = 0; i < a->listen.num_http; i++)
+        if (strcmp(a->listen.http[i].text, b->listen.http[i].text))
+            return false;
+    return true;
+}
+
+static void schedule_rotation(struct server *s);
+
+/* Starts, retargets or stops the OCSP fetch thread to match the snapshot. */
+static void update_ocsp(struct server *s, struct snapshot *snap)
+{
+    bool want = snap->tls && snap->cfg->tls.ocsp_fetch;
+    if (want && !s->ocsp) {
+        s->ocsp = ocsp_updater_start(snap->tls);
+        if (!s->ocsp)
+            log_msg(LOG_ERROR, "ocsp: cannot start the updater thread; stapling only from files");
+    } else if (s->ocsp) {
+        ocsp_updater_set(s->ocsp, want ? snap->tls : NULL);
+    }
+}
+
+static void reload(struct server *s)
+{
+    log_msg(LOG_INFO, "reload: reading %s", s->path);
+    struct snapshot *snap = load_snapshot(s, s->path, s->generation + 1, true);
+    if (!snap) {
+        log_msg(LOG_ERROR, "reload: the new configuration is invalid; keeping generation %lu",
+                s->generation);
+        return;
+    }
+    char err[256];
+    if (log_open(&snap->cfg->log, err, sizeof err) < 0)
+        log_msg(LOG_ERROR, "reload: log: %s (keeping the previous log targets)", err);
+    fdlimit_apply(snap->cfg); /* limits.max_connections may have grown */
+    if (!same_listeners(s->snap->cfg, snap->cfg))
+        log_msg(LOG_WARN, "reload: changes to listen addresses or workers need a restart");
+    s->generation++;
+    if (snap->tls && s->snap->tls)
+        tls_policy_ocsp_inherit(snap->tls, s->snap->tls); /* keep staples fetched so far */
+    update_ocsp(s, snap);
+    for (int i = 0; i < s->num_workers; i++)
+        worker_post_snapshot(s->workers[i], snap);
+    snapshot_unref(s->snap);
+    s->snap = snap;
+    schedule_rotation(s);
+    log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    if (sig == SIGHUP) {
+        reload(s);
+        return;
+    }
+    log_msg(LOG_INFO, "%s: draining (up to %llu ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            (unsigned long long)s->snap->cfg->limits.drain_timeout_ms);
+    for (int i = 0; i < s->num_workers; i++)
+        worker_post_stop(s->workers[i]);
+    event_base_loopbreak(s->base);
+}
+
+static void on_rotate(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    char err[256];
+    if (s->tickets && tls_tickets_rotate(s->tickets, err, sizeof err) < 0)
+        log_msg(LOG_ERROR, "tls: ticket key rotation: %s (keeping the current keys)", err);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    ratelimit_sweep(); /* idle rate-limit keys are full again: dropping them is exact */
+}
+
+/* (Re)arms ticket rotation at the configured period. */
+static void schedule_rotation(struct server *s)
+{
+    uint64_t ms = s->snap->cfg->tls.ticket_rotate_ms;
+    if (!s->tickets || ms == 0 || ms == s->rotate_ms)
+        return;
+    s->rotate_ms = ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(s->ev_rotate, &tv);
+}
+
+static int open_fds(const struct config_addr *addrs, size_t n, int *fds, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        fds[i] = listener_open(&addrs[i], true, err, errlen);
+        if (fds[i] < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int start_workers(struct server *s)
+{
+    const struct config *cfg = s->snap->cfg;
+    char err[512];
+    int n = cfg->workers < 1 ? 1 : cfg->workers > MAX_WORKERS ? MAX_WORKERS : cfg->workers;
+    for (int i = 0; i < n; i++) {
+        int hf[CONFIG_MAX_LISTEN], pf[CONFIG_MAX_LISTEN];
+        if (open_fds(cfg->listen.https, cfg->listen.num_https, hf, err, sizeof err) < 0)
+            goto fail;
+        if (open_fds(cfg->listen.http, cfg->listen.num_http, pf, err, sizeof err) < 0) {
+            for (size_t k = 0; k < cfg->listen.num_https; k++)
+                close(hf[k]);
+            goto fail;
+        }
+        struct worker *w = worker_new(i, s->snap, hf, cfg->listen.num_https, pf,
+                                      cfg->listen.num_http, err, sizeof err);
+        if (!w)
+            goto fail;
+        s->workers[s->num_workers] = w;
+        s->metrics[s->num_workers++] = &w->metrics;
+    }
+    for (int i = 0; i < s->num_workers; i++) {
+        if (worker_start(s->workers[i]) < 0) {
+            snprintf(err, sizeof err, "cannot start worker thread %d", i);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    log_msg(LOG_ERROR, "%s", err);
+    return -1;
+}
+
+static int setup_events(struct server *s)
+{
+    s->ev_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
+    s->ev_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->ev_int = evsignal_new(s->base, SIGINT, on_signal, s);
+    s->ev_rotate = event_new(s->base, -1, EV_PERSIST, on_rotate, s);
+    s->ev_sweep = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
+    if (!s->ev_hup || !s->ev_term || !s->ev_int || !s->ev_rotate || !s->ev_sweep)
+        return -1;
+    struct timeval sec = {1, 0};
+    event_add(s->ev_sweep, &sec);
+    event_add(s->ev_hup, NULL);
+    event_add(s->ev_term, NULL);
+    event_add(s->ev_int, NULL);
+    schedule_rotation(s);
+    return 0;
+}
+
+static int start_admin(struct server *s)
+{
+    const struct config_listen *l = &s->snap->cfg->listen;
+    if (!l->admin.text)
+        return 0;
+    struct admin_source src = {admin_metrics, admin_ready, s};
+    char err[512];
+    s->admin = admin_start(s->base, l, &src, err, sizeof err);
+    if (!s->admin) {
+        log_msg(LOG_ERROR, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void shutdown_all(struct server *s)
+{
+    for (int i = 0; i < s->num_workers; i++) {
+        worker_post_stop(s->workers[i]);
+        worker_join_and_free(s->workers[i]);
+    }
+    s->num_workers = 0;
+    admin_stop(s->admin);
+    ocsp_updater_stop(s->ocsp);
+    struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate, s->ev_sweep};
+    for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (s->snap)
+        snapshot_unref(s->snap);
+    if (s->tickets)
+        tls_tickets_unref(s->tickets);
+    ratelimit_shutdown();
+    if (s->base)
+        event_base_free(s->base);
+}
+
+int server_run(const char *path)
+{
+    struct server s = {0};
+    s.path = (char *)path;
+    s.generation = 1;
+    signal(SIGPIPE, SIG_IGN);
+    s.snap = load_snapshot(&s, path, s.generation, false);
+    if (!s.snap)
+        return 1;
+    char err[256];
+    if (log_open(&s.snap->cfg->log, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: log: %s\n", path, err);
+        snapshot_unref(s.snap);
+        return 1;
+    }
+    int rc = 1;
+    fdlimit_apply(s.snap->cfg); /* before any connection can find the default 1024 too few */
+    s.base = event_base_new();
+    if (ratelimit_init(s.snap->cfg->ratelimit.max_keys) < 0) {
+        fprintf(stderr, "%s: ratelimit.max_keys: cannot allocate the key table\n", path);
+        goto out;
+    }
+    if (!s.base || setup_events(&s) < 0 || start_admin(&s) < 0 || start_workers(&s) < 0)
+        goto out;
+    update_ocsp(&s, s.snap);
+    log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",
+            MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
+            s.snap->cfg->listen.num_http, s.generation);
+    event_base_dispatch(s.base);
+    rc = 0;
+out:
+    shutdown_all(&s);
+    if (rc == 0)
+        log_msg(LOG_INFO, "stopped");
+    return rc;
+}

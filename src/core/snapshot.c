@@ -1,0 +1,121 @@
+#include "core/snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "config/config.h"
+#include "observe/log.h"
+#include "util/netutil.h"
+#include "policy/signature.h"
+#include "tls/tls.h"
+#include "upstream/upstream_tls.h"
+
+static void warn_weak(const char *msg, void *arg)
+{
+    (void)arg;
+    log_msg(LOG_WARN, "tls: %s", msg);
+}
+
+static int parse_trusted(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config_identity *id = &s->cfg->identity;
+    if (id->num_trusted_proxies == 0)
+        return 0;
+    s->trusted = calloc(id->num_trusted_proxies, sizeof *s->trusted);
+    if (!s->trusted) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < id->num_trusted_proxies; i++) {
+        if (netutil_cidr_parse(id->trusted_proxies[i], &s->trusted[i]) < 0) {
+            snprintf(err, errlen, "identity.trusted_proxies: invalid CIDR '%s'",
+                     id->trusted_proxies[i]);
+            return -1;
+        }
+    }
+    s->num_trusted = id->num_trusted_proxies;
+    return 0;
+}
+
+static int load_keys(struct snapshot *s, char *err, size_t errlen)
+{
+    const char *path = s->cfg->identity.signing_key_file;
+    if (!path)
+        return 0;
+    s->sign_key = calloc(1, sizeof *s->sign_key);
+    if (!s->sign_key) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return signature_key_load(path, s->sign_key, err, errlen);
+}
+
+static int build_upstream_tls(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+    s->upstream_tls = calloc(cfg->num_upstreams ? cfg->num_upstreams : 1, sizeof(SSL_CTX *));
+    if (!s->upstream_tls) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        if (!cfg->upstreams[i].tls.enabled)
+            continue;
+        s->upstream_tls[i] = upstream_tls_ctx_new(&cfg->upstreams[i], err, errlen);
+        if (!s->upstream_tls[i])
+            return -1;
+    }
+    return 0;
+}
+
+struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
+                                struct tls_ticket_store *tickets, char *err, size_t errlen)
+{
+    struct snapshot *s = calloc(1, sizeof *s);
+    if (!s) {
+        config_unref(cfg);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->cfg = cfg;
+    s->generation = generation;
+    if (cfg->listen.num_https > 0) {
+        s->tls = tls_policy_build(&cfg->tls, tickets, warn_weak, NULL, err, errlen);
+        if (!s->tls)
+            goto fail;
+    }
+    if (parse_trusted(s, err, errlen) < 0 || load_keys(s, err, errlen) < 0 ||
+        build_upstream_tls(s, err, errlen) < 0)
+        goto fail;
+    return s;
+fail:
+    snapshot_unref(s);
+    return NULL;
+}
+
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (s->tls)
+        tls_policy_unref(s->tls);
+    free(s->trusted);
+    for (size_t i = 0; s->upstream_tls && i < s->cfg->num_upstreams; i++)
+        SSL_CTX_free(s->upstream_tls[i]);
+    free(s->upstream_tls);
+    if (s->sign_key)
+        OPENSSL_cleanse(s->sign_key, sizeof *s->sign_key);
+    free(s->sign_key);
+    config_unref(s->cfg);
+    free(s);
+}

@@ -1,0 +1,118 @@
+/*
+ * worker: one thread with its own event_base, its own listening sockets
+ * (SO_REUSEPORT), its own upstream keep-alive pools and its own Redis client.
+ * Nothing on the request path is shared with other workers except read-only
+ * snapshots, the instance-wide rate-limit table and atomic counters.
+ *
+ * The main thread talks to a worker only through its mailbox (a mutex-guarded
+ * slot plus an event made active from the main thread): "use this snapshot"
+ * and "drain and stop".
+ */
+#ifndef MOAT_WORKER_H
+#define MOAT_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct snapshot;
+struct conn;
+struct request;
+struct upstream_set;
+struct redis_client;
+struct auth_cache;
+struct revocation;
+struct rl_global;
+
+/*
+ * A worker's view of one snapshot: the shared snapshot plus this worker's
+ * upstream pools built for it. Connections hold a reference to the generation
+ * they were accepted on. Only the worker thread touches refs.
+ */
+struct wgen {
+    int refs;
+    struct worker *w;
+    struct snapshot *snap;
+    struct upstream_set *ups;
+};
+
+struct worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct wgen *gen; /* current generation, for new connections */
+
+    int https_fds[CONFIG_MAX_LISTEN];
+    int http_fds[CONFIG_MAX_LISTEN];
+    size_t num_https, num_http;
+    struct evconnlistener *https_l[CONFIG_MAX_LISTEN];
+    struct evconnlistener *http_l[CONFIG_MAX_LISTEN];
+
+    struct event *wake;
+    pthread_mutex_t mbox_lock;
+    struct snapshot *mbox_snap;
+    atomic_bool mbox_has_snap; /* mbox_snap is set: read without the lock per request */
+    bool mbox_stop;
+
+    struct conn *conns; /* all client connections, for drain */
+    size_t num_conns;
+    bool draining;
+    struct event *drain_timer;
+    struct event *tick; /* 100 ms housekeeping: log flush, memory trim */
+    unsigned churn;     /* connections opened or closed since the last malloc_trim() */
+    unsigned churn_at_tick, ticks_since_trim;
+
+    uint64_t buffered_published; /* M_BUFFERED_BYTES as last added to the instance total */
+
+    struct request *free_reqs;
+    size_t num_free_reqs;
+
+    uint64_t rng[2];
+    uint64_t seq;
+    struct log_buffer access;
+    struct metrics metrics;
+
+    struct redis_client *redis; /* sessions and global rate limits */
+    struct auth_cache *auth_cache;
+    struct revocation *revocation; /* push invalidation, when enabled */
+    char *redis_key;               /* the redis options the clients were made from */
+    struct rl_global *rl_global;   /* global rate limits (EVALSHA) */
+};
+
+/*
+ * Creates a worker on the given listening sockets (owned by the worker after
+ * this call) using the snapshot (a reference is taken). Does not start it.
+ */
+struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, size_t nh,
+                          const int *http_fds, size_t np, char *err, size_t errlen);
+int worker_start(struct worker *w);
+/* From the main thread: publish a new snapshot / ask for drain + stop. */
+void worker_post_snapshot(struct worker *w, struct snapshot *snap);
+void worker_post_stop(struct worker *w);
+void worker_join_and_free(struct worker *w);
+
+struct wgen *wgen_ref(struct wgen *g);
+void wgen_unref(struct wgen *g);
+
+/* Fills out with a fresh 32-hex-digit request id (unique, not secret). */
+void worker_request_id(struct worker *w, char out[33]);
+
+/*
+ * Applies a snapshot the main thread has published but the wake event has not
+ * delivered yet, so that a request starting after a reload was announced runs
+ * on it. Called between requests; costs one atomic load when there is none.
+ */
+void worker_catch_up(struct worker *w);
+
+/* Called by conn when a connection ends, so drain can finish. */
+void worker_conn_closed(struct worker *w);
+
+#endif

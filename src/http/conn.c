@@ -1,0 +1,548 @@
+#include "http/conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "observe/accesslog.h"
+#include "config/config.h"
+#include "policy/connlimit.h"
+#include "core/membudget.h"
+#include "util/netutil.h"
+#include "policy/pipeline.h"
+#include "upstream/proxy.h"
+#include "http/request.h"
+#include "http/respond.h"
+#include "core/snapshot.h"
+#include "tls/tls.h"
+#include "core/worker.h"
+
+/* Output above this is not topped up from the upstream until it drains. */
+#define CONN_WRITE_LOW (16 * 1024)
+/* How long a closing connection keeps discarding a client's unread body. */
+#define LINGER_MS 2000
+
+static void conn_read_heads(struct conn *c);
+
+static const struct config *conn_cfg(const struct conn *c)
+{
+    return c->gen->snap->cfg;
+}
+
+size_t conn_out_high(const struct conn *c)
+{
+    return conn_cfg(c)->limits.connection_buffer;
+}
+
+/* Client input above which the socket is not read: a whole head plus some body
+ * (more waits until the pipeline has taken it). */
+static void set_read_high(struct conn *c)
+{
+    tlsio_set_read_high(&c->io, conn_cfg(c)->limits.max_header_bytes + 16 * 1024);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left before limits.max_connection_age; UINT64_MAX without a limit. */
+static uint64_t age_left_ms(const struct conn *c)
+{
+    uint64_t max = conn_cfg(c)->limits.max_connection_age_ms;
+    if (!max)
+        return UINT64_MAX;
+    uint64_t age = mono_ms() - c->born_ms;
+    return age >= max ? 0 : max - age;
+}
+
+/*
+ * A reload reaches kept-alive connections: each request starts on the
+ * worker's newest generation (config, keys, upstream pools, TLS policy for
+ * what moat decides; the TLS session itself stays as negotiated). Only called
+ * between requests, with no part of a head scanned yet: the head buffer and
+ * the scan's size limit come from the generation.
+ */
+static void conn_use_current_gen(struct conn *c)
+{
+    worker_catch_up(c->w);
+    struct wgen *cur = c->w->gen;
+    if (c->gen == cur)
+        return;
+    wgen_unref(c->gen);
+    c->gen = wgen_ref(cur);
+    set_read_high(c);
+}
+
+static void arm_timer(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&c->timer, &tv);
+}
+
+void conn_arm_timer(struct conn *c, uint64_t ms)
+{
+    arm_timer(c, ms);
+}
+
+void conn_disarm_timer(struct conn *c)
+{
+    evtimer_del(&c->timer);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->req) {
+        proxy_abort(c->req);
+        if (c->req->cancel_pending)
+            c->req->cancel_pending(c->req);
+        if (!c->req->logged && c->req->head_len) {
+            if (!c->req->status)
+                c->req->status = 499; /* client went away before the response */
+            accesslog_request(w, c->req);
+        }
+        request_free(w, c->req);
+    }
+    tlsio_cleanup(&c->io);
+    evtimer_del(&c->timer);
+    free(c->client_subject);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    connlimit_release(w, &c->peer.sa);
+    wgen_unref(c->gen);
+    metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
+    free(c);
+    worker_conn_closed(w);
+}
+
+void conn_enter(struct conn *c)
+{
+    c->depth++;
+}
+
+void conn_leave(struct conn *c)
+{
+    if (--c->depth == 0 && c->dead)
+        conn_free(c);
+}
+
+void conn_abort(struct conn *c)
+{
+    c->dead = true;
+    tlsio_stop(&c->io);
+    if (c->depth == 0)
+        conn_free(c);
+}
+
+void conn_set_reading(struct conn *c, bool on)
+{
+    tlsio_set_reading(&c->io, on);
+    if (on) /* bytes may already sit in the input buffer: look at them again */
+        tlsio_trigger_read(&c->io);
+}
+
+/*
+ * Ends a connection that finished normally: close_notify tells the client the
+ * data is complete (not truncated), and only a session shut down cleanly stays
+ * in OpenSSL's session cache for resumption.
+ */
+static void conn_close_clean(struct conn *c)
+{
+    if (c->state != CONN_HANDSHAKE)
+        SSL_shutdown(tlsio_ssl(&c->io));
+    conn_abort(c);
+}
+
+/*
+ * The response is out: close now, or (when the client may still be sending a
+ * body nobody read) shut our side and discard input for a while. Closing a
+ * socket with unread input sends a TCP reset, which can destroy the response
+ * before the client has read it (RFC 9112 §9.6).
+ */
+static void conn_finish_close(struct conn *c)
+{
+    if (!c->linger && tlsio_input_len(&c->io) == 0) {
+        conn_close_clean(c);
+        return;
+    }
+    SSL_shutdown(tlsio_ssl(&c->io)); /* close_notify: the response is complete */
+    shutdown(tlsio_fd(&c->io), SHUT_WR);
+    c->state = CONN_LINGER;
+    tlsio_set_reading(&c->io, true);
+    struct evbuffer *in = tlsio_input(&c->io);
+    if (in)
+        evbuffer_drain(in, evbuffer_get_length(in));
+    arm_timer(c, LINGER_MS);
+}
+
+/* Enters CLOSING: input is discarded; the end comes once the output is flushed. */
+static void conn_close_after_flush(struct conn *c)
+{
+    c->state = CONN_CLOSING;
+    tlsio_set_write_low(&c->io, 0);
+    if (tlsio_output_len(&c->io) == 0) {
+        conn_finish_close(c);
+        return;
+    }
+    arm_timer(c, conn_cfg(c)->limits.idle_timeout_ms);
+}
+
+/*
+ * Between requests: read the next one, unless the client has not read what it
+ * was sent. A client that pipelines requests without reading the answers
+ * would otherwise make moat queue answers without bound (401s, redirects,
+ * proxied responses alike); it is not read again until its output drains to
+ * the write low-water mark (on_write), and TCP pushes back on it meanwhile.
+ */
+static void conn_await_request(struct conn *c)
+{
+    if (tlsio_output_len(&c->io) > conn_out_high(c)) {
+        c->out_paused = true;
+        tlsio_set_reading(&c->io, false);
+        return;
+    }
+    c->out_paused = false;
+    tlsio_set_reading(&c->io, true);
+    if (tlsio_input_len(&c->io) > 0)
+        tlsio_trigger_read(&c->io); /* a pipelined request */
+    else
+        tlsio_idle(&c->io);
+}
+
+void conn_exchange_done(struct conn *c)
+{
+    struct request *r = c->req;
+    struct worker *w = c->w;
+    bool keep = c->keep_alive && r && r->h.framing.keep_alive && !r->close_after && !w->draining &&
+                age_left_ms(c) > 0;
+    if (r && !r->req_body_done)
+        c->linger = true; /* part of the body may still be on its way */
+    if (r) {
+        accesslog_request(w, r);
+        c->req = NULL;
+        request_free(w, r);
+    }
+    if (!keep) {
+        conn_close_after_flush(c);
+        return;
+    }
+    c->state = CONN_READ_HEAD;
+    c->idle = true;
+    memset(&c->scan, 0, sizeof c->scan);
+    uint64_t idle = conn_cfg(c)->limits.idle_timeout_ms, left = age_left_ms(c);
+    arm_timer(c, left < idle ? left : idle); /* an idle connection past its age is closed */
+    conn_await_request(c);
+}
+
+void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
+{
+    struct request *r = c->req;
+    if (r && (r->h.framing.body != HTTP1_BODY_NONE && !r->req_body_done))
+        close = true; /* the unread body would be taken for the next request */
+    if (close)
+        c->keep_alive = false;
+    struct evbuffer *out = tlsio_output(&c->io);
+    if (!out) { /* out of memory */
+        conn_abort(c);
+        return;
+    }
+    size_t before = evbuffer_get_length(out);
+    bool head_only = r && r->h.method_id == HTTP1_M_HEAD;
+    respond_write(out, conn_cfg(c), r, status, extra, body, !c->keep_alive, head_only);
+    if (r) {
+        r->status = status;
+        r->bytes_out += evbuffer_get_length(out) - before;
+        r->resp_started = true;
+    }
+    conn_exchange_done(c);
+}
+
+/* A request that could not even be parsed: answer, log, close. */
+static void conn_reject(struct conn *c, int status, const char *why)
+{
+    struct request *r = c->req;
+    if (!r) {
+        r = request_new(c->w, c);
+        if (!r) {
+            conn_abort(c);
+            return;
+        }
+        c->req = r;
+    }
+    r->error = why;
+    metrics_inc(&c->w->metrics, M_BAD_REQUESTS);
+    c->state = CONN_BUSY;
+    evtimer_del(&c->timer);
+    conn_respond(c, status, NULL, why, true);
+}
+
+static int conn_take_head(struct conn *c, const char *p, size_t n)
+{
+    struct request *r = request_new(c->w, c);
+    if (!r)
+        return -1;
+    memcpy(r->head_buf, p, n);
+    r->head_len = n;
+    r->bytes_in = n;
+    c->req = r;
+    evbuffer_drain(tlsio_input(&c->io), n);
+    memset(&c->scan, 0, sizeof c->scan);
+    return 0;
+}
+
+static void conn_start_request(struct conn *c)
+{
+    struct request *r = c->req;
+    const struct config *cfg = conn_cfg(c);
+    struct http1_limits lim = {cfg->limits.max_header_bytes, cfg->limits.max_headers};
+    int status = 400;
+    const char *err = "bad request";
+    evtimer_del(&c->timer);
+    c->state = CONN_BUSY;
+    c->requests++;
+    metrics_inc(&c->w->metrics, M_REQUESTS);
+    metrics_add(&c->w->metrics, M_BYTES_IN, (int64_t)r->head_len);
+    if (http1_parse_request(r->head_buf, r->head_len, &lim, &r->h, &status, &err) < 0) {
+        conn_reject(c, status, err);
+        return;
+    }
+    memset(r->hflags, 0, r->h.num_headers);
+    c->keep_alive = r->h.framing.keep_alive && age_left_ms(c) > 0; /* the last one says so */
+    if (r->h.framing.body == HTTP1_BODY_NONE)
+        r->req_body_done = true;
+    if (membudget_exceeded(c->w, cfg->limits.max_memory)) {
+        /* shed instead of growing: closing also frees what this connection holds */
+        metrics_inc(&c->w->metrics, M_SHED_MEMORY);
+        r->error = "memory limit";
+        conn_respond(c, 503, "Retry-After: 1\r\n", "server busy", true);
+        return;
+    }
+    pipeline_run(r);
+}
+
+/* Skips empty lines a client may send between requests (RFC 9112 §2.2). */
+static void skip_leading_crlf(struct evbuffer *in)
+{
+    for (int i = 0; i < 2; i++) {
+        unsigned char two[2];
+        if (evbuffer_copyout(in, two, 2) != 2 || two[0] != '\r' || two[1] != '\n')
+            return;
+        evbuffer_drain(in, 2);
+    }
+}
+
+static void conn_read_heads(struct conn *c)
+{
+    if (c->scan.offset == 0)
+        conn_use_current_gen(c);
+    struct evbuffer *in = tlsio_input(&c->io);
+    const struct config *cfg = conn_cfg(c);
+    size_t max = cfg->limits.max_header_bytes;
+    if (!in)
+        return;
+    if (c->scan.offset == 0)
+        skip_leading_crlf(in);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (c->idle) { /* first byte of a new request: the header clock starts */
+        c->idle = false;
+        arm_timer(c, cfg->limits.header_timeout_ms);
+    }
+    size_t want = len < max + 1 ? len : max + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    int status = 400;
+    ssize_t n = http1_head_scan(&c->scan, p, want, max, &status);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        conn_reject(c, status, status == 431 ? "request header too large" : "malformed request");
+        return;
+    }
+    if (conn_take_head(c, p, (size_t)n) < 0) {
+        conn_abort(c);
+        return;
+    }
+    conn_start_request(c);
+}
+
+static void on_read(void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    switch (c->state) {
+    case CONN_READ_HEAD:
+        conn_read_heads(c);
+        break;
+    case CONN_BUSY:
+    case CONN_TUNNEL:
+        if (c->req)
+            proxy_client_readable(c->req);
+        break;
+    case CONN_CLOSING:
+    case CONN_LINGER: {
+        struct evbuffer *in = tlsio_input(&c->io);
+        if (in)
+            evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    }
+    case CONN_HANDSHAKE:
+        break;
+    }
+    conn_leave(c);
+}
+
+static void on_write(void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (c->state == CONN_CLOSING) {
+        if (tlsio_output_len(&c->io) == 0)
+            conn_finish_close(c);
+    } else if (c->state == CONN_READ_HEAD && c->out_paused) {
+        conn_await_request(c); /* the client read its answers: on to its next request */
+    } else if (c->req) {
+        proxy_client_drained(c->req);
+    }
+    conn_leave(c);
+}
+
+static void on_handshake_done(struct conn *c)
+{
+    SSL *ssl = tlsio_ssl(&c->io);
+    c->tls_version = tls_conn_version(ssl);
+    c->tls_cipher = tls_conn_cipher(ssl);
+    char subject[512];
+    if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
+        c->client_subject = strdup(subject); /* once per connection, for every access line */
+    c->state = CONN_READ_HEAD;
+    c->idle = false; /* the header clock keeps running from accept */
+}
+
+static void on_event(void *arg, int what)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (what & TLSIO_CONNECTED) {
+        on_handshake_done(c);
+    } else if (what & (TLSIO_EOF | TLSIO_ERROR)) {
+        if (c->state == CONN_HANDSHAKE)
+            metrics_inc(&c->w->metrics, M_TLS_HANDSHAKE_FAIL);
+        bool goodbye = SSL_get_shutdown(tlsio_ssl(&c->io)) & SSL_RECEIVED_SHUTDOWN;
+        if ((what & TLSIO_EOF) && !(what & TLSIO_ERROR) && (goodbye || c->idle))
+            conn_close_clean(c); /* answer close_notify with ours: the session stays valid */
+        else
+            conn_abort(c);
+    }
+    conn_leave(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (c->state == CONN_READ_HEAD && !c->idle) {
+        conn_reject(c, 408, "request header timeout");
+    } else if (c->state == CONN_BUSY && c->req && !c->req->resp_started) {
+        proxy_abort(c->req);
+        c->req->error = "request body timeout";
+        conn_respond(c, 408, NULL, "request body timeout", true);
+    } else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) &&
+               age_left_ms(c) == 0) {
+        conn_close_after_flush(c); /* past its age: answers it has not read still go out */
+    } else if (c->state == CONN_READ_HEAD && c->idle) {
+        conn_close_clean(c); /* idle keep-alive timeout */
+    } else {
+        conn_abort(c); /* handshake, stalled output, tunnel or linger */
+    }
+    conn_leave(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    conn_enter(c);
+    if (c->state == CONN_HANDSHAKE)
+        conn_abort(c);
+    else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) == 0)
+        conn_close_clean(c);
+    else if (c->state == CONN_READ_HEAD && c->idle)
+        conn_close_after_flush(c); /* answers it has not read yet (paused) still go out */
+    else
+        c->keep_alive = false;
+    conn_leave(c);
+}
+
+static void io_hold(void *arg)
+{
+    conn_enter(arg);
+}
+
+static void io_release(void *arg)
+{
+    conn_leave(arg);
+}
+
+static const struct tlsio_ops conn_io_ops = {on_read, on_write, on_event, io_hold, io_release};
+
+static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    SSL *ssl = c ? tls_policy_new_ssl(w->gen->snap->tls) : NULL;
+    if (!ssl || tlsio_init(&c->io, w->base, fd, ssl, &conn_io_ops, c) < 0) {
+        SSL_free(ssl);
+        free(c);
+        close(fd);
+        return NULL;
+    }
+    c->w = w;
+    c->gen = wgen_ref(w->gen);
+    c->born_ms = mono_ms();
+    tlsio_set_accounting(&c->io, &w->metrics.v[M_BUFFERED_BYTES]);
+    memcpy(&c->peer, sa, (size_t)salen < sizeof c->peer ? (size_t)salen : sizeof c->peer);
+    netutil_addr_to_str(sa, c->peer_ip, sizeof c->peer_ip);
+    evtimer_assign(&c->timer, w->base, on_timer, c);
+    return c;
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    if (w->draining || !connlimit_admit(w, sa)) {
+        metrics_inc(&w->metrics, M_CONN_REFUSED);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = conn_new(w, fd, sa, salen);
+    if (!c) {
+        connlimit_release(w, sa);
+        return;
+    }
+    const struct config *cfg = conn_cfg(c);
+    set_read_high(c);
+    tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
+    arm_timer(c, cfg->limits.header_timeout_ms);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->num_conns++;
+    w->churn++;
+    metrics_inc(&w->metrics, M_CONN_ACCEPTED);
+    metrics_inc(&w->metrics, M_CONN_ACTIVE);
+}

@@ -1,0 +1,101 @@
+/*
+ * conn: one client connection on the HTTPS listener: TLS, reading request
+ * heads, timeouts, writing moat-made responses, keep-alive and pipelining.
+ * The exchange with the upstream is proxy.c's; the policy decisions are the
+ * pipeline's.
+ *
+ * Lifetime: a connection is freed only at the end of the outermost callback
+ * that touches it (conn_enter/conn_leave), so code deep in a call chain can
+ * ask for a close without leaving dangling pointers behind.
+ */
+#ifndef MOAT_CONN_H
+#define MOAT_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <event2/event_struct.h>
+
+#include "http/http1.h"
+#include "tls/tlsio.h"
+
+struct worker;
+struct wgen;
+struct request;
+
+enum conn_state {
+    CONN_HANDSHAKE = 0, /* TLS handshake in progress */
+    CONN_READ_HEAD,     /* waiting for (the rest of) a request head */
+    CONN_BUSY,          /* a request is in the pipeline or being proxied */
+    CONN_TUNNEL,        /* upgraded (websocket): bytes relayed both ways */
+    CONN_CLOSING,       /* flushing the last response, then close */
+    CONN_LINGER,        /* response sent and write side shut; discarding what the client
+                           still sends so the close does not reset the response away */
+};
+
+struct conn {
+    struct worker *w;
+    struct wgen *gen;
+    struct conn *prev, *next;
+    struct tlsio io;    /* TLS over the socket, with the input and output buffers */
+    struct event timer; /* the one timer: handshake, header, body, idle, linger */
+    enum conn_state state;
+    int depth;
+    bool dead;       /* close requested; freed at depth 0 */
+    bool keep_alive; /* the current exchange allows another request */
+    bool idle;       /* between requests with no byte of the next one yet */
+    bool linger;     /* the client may still be sending: linger before closing */
+    bool out_paused; /* not reading the next request until the client reads its answers */
+    struct http1_scan scan;
+    struct request *req;
+    unsigned requests;
+    uint64_t born_ms; /* accepted at (monotonic), for limits.max_connection_age */
+    union { /* the listeners are TCP: no sockaddr_storage (100 bytes more per connection) */
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+    char peer_ip[48];
+    const char *tls_version;
+    const char *tls_cipher;
+    char *client_subject; /* verified mTLS client certificate subject, or NULL */
+};
+
+/* Takes ownership of an accepted socket; never fails loudly (closes on error). */
+void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen);
+
+void conn_enter(struct conn *c);
+void conn_leave(struct conn *c);
+/* Asks for the connection to be closed now (output is discarded). */
+void conn_abort(struct conn *c);
+
+/*
+ * Answers the current request with a moat-made response (no upstream).
+ * extra: additional "Name: value\r\n" lines or NULL. close: send
+ * Connection: close and close after the response.
+ */
+void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close);
+
+/* The current exchange has ended (response fully queued); next request or close. */
+void conn_exchange_done(struct conn *c);
+
+/* Relays client bytes to the proxy while a request body or tunnel is active. */
+void conn_set_reading(struct conn *c, bool on);
+
+/* (Re)arms or stops the connection's single timer (header, body, idle). */
+void conn_arm_timer(struct conn *c, uint64_t ms);
+void conn_disarm_timer(struct conn *c);
+
+/*
+ * limits.connection_buffer: pending output, towards the client or towards the
+ * upstream, above which the side feeding it stops reading until it drains
+ * (docs/limits.md). From the connection's current generation.
+ */
+size_t conn_out_high(const struct conn *c);
+
+/* Drain: close if idle, else close after the current response. */
+void conn_drain(struct conn *c);
+
+#endif

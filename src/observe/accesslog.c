@@ -1,0 +1,57 @@
+#include "observe/accesslog.h"
+
+#include <time.h>
+
+#include "config/config.h"
+#include "http/conn.h"
+#include "util/jsonw.h"
+#include "observe/log.h"
+#include "http/request.h"
+#include "core/worker.h"
+
+static void add_identity(struct jsonw *j, const struct request *r)
+{
+    if (!r->ident.authenticated)
+        return;
+    jsonw_str(j, "tenant", r->ident.tenant);
+    jsonw_str(j, "user", r->ident.user);
+}
+
+void accesslog_request(struct worker *w, struct request *r)
+{
+    if (r->logged)
+        return;
+    r->logged = true;
+    metrics_count_status(&w->metrics, r->status);
+    metrics_add(&w->metrics, M_BYTES_OUT, (int64_t)r->bytes_out);
+    if (!log_access_enabled())
+        return;
+    struct conn *c = r->conn;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    char line[4096];
+    struct jsonw j;
+    jsonw_begin(&j, line, sizeof line);
+    jsonw_time(&j, "time");
+    jsonw_str(&j, "request_id", r->id);
+    jsonw_str(&j, "client_ip", c->peer_ip);
+    jsonw_strn(&j, "method", r->h.method.p, r->h.method.len);
+    jsonw_strn(&j, "host", r->h.host.p, r->h.host.len);
+    jsonw_strn(&j, "path", r->h.path.p, r->h.path.len);
+    jsonw_int(&j, "status", r->status);
+    jsonw_uint(&j, "bytes_in", r->bytes_in);
+    jsonw_uint(&j, "bytes_out", r->bytes_out);
+    jsonw_str(&j, "upstream", r->upstream ? r->upstream->name : NULL);
+    jsonw_str(&j, "upstream_addr", r->upstream_addr[0] ? r->upstream_addr : NULL);
+    jsonw_double(&j, "upstream_time_ms", r->upstream_ms);
+    jsonw_double(&j, "total_time_ms", request_ms_between(&r->t_start, &now));
+    jsonw_str(&j, "tls_version", c->tls_version);
+    jsonw_str(&j, "tls_cipher", c->tls_cipher);
+    if (c->client_subject)
+        jsonw_str(&j, "tls_client_subject", c->client_subject);
+    add_identity(&j, r);
+    if (r->error)
+        jsonw_str(&j, "error", r->error);
+    size_t n = jsonw_end(&j);
+    log_access_append(&w->access, line, n);
+}

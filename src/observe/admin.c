@@ -1,0 +1,132 @@
+#include "observe/admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "config/config.h"
+#include "core/listener.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "policy/ratelimit.h"
+
+struct admin {
+    struct evhttp *http;
+    struct evconnlistener *lev; /* owned by http; guarded against accept spins */
+    struct admin_source src;
+    char *unix_path; /* the socket file to remove on exit, or NULL */
+    unsigned long unix_ino;
+};
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+                  struct evbuffer *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evhttp_send_reply(req, code, reason, body);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    struct evbuffer *body = evbuffer_new();
+    if (!body)
+        return;
+    if (path && !strcmp(path, "/metrics")) {
+        int n = 0;
+        struct metrics *const *sets = a->src.metrics(a->src.arg, &n);
+        metrics_render(body, sets, n);
+        ratelimit_render_metrics(body);
+        reply(req, 200, "OK", "text/plain; version=0.0.4", body);
+    } else if (path && !strcmp(path, "/healthz")) {
+        evbuffer_add(body, "ok\n", 3);
+        reply(req, 200, "OK", "text/plain", body);
+    } else if (path && !strcmp(path, "/readyz")) {
+        bool ok = a->src.ready(a->src.arg);
+        evbuffer_add_printf(body, "%s\n", ok ? "ready" : "not ready");
+        reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
+    } else {
+        evbuffer_add(body, "not found\n", 10);
+        reply(req, 404, "Not Found", "text/plain", body);
+    }
+    evbuffer_free(body);
+}
+
+/* The listening socket: TCP on a numeric loopback address, or a unix socket file. */
+static int admin_socket(struct admin *a, const struct config_listen *l, char *err, size_t errlen)
+{
+    const struct config_addr *addr = &l->admin;
+    if (!addr->path)
+        return listener_open(addr, false, err, errlen);
+    bool stale = false;
+    mode_t mode = (mode_t)strtoul(l->admin_mode, NULL, 8); /* validated by the config */
+    int fd = listener_open_unix(addr->path, mode, &stale, &a->unix_ino, err, errlen);
+    if (fd < 0)
+        return -1;
+    a->unix_path = strdup(addr->path);
+    if (!a->unix_path) {
+        listener_unix_remove(addr->path, a->unix_ino);
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (stale)
+        log_msg(LOG_INFO, "admin: replaced the stale socket file %s", addr->path);
+    return fd;
+}
+
+struct admin *admin_start(struct event_base *base, const struct config_listen *l,
+                          const struct admin_source *src, char *err, size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof *a);
+    char why[256];
+    if (!a)
+        return NULL;
+    snprintf(why, sizeof why, "%s: cannot listen", l->admin.text);
+    a->src = *src;
+    a->http = evhttp_new(base);
+    int fd = a->http ? admin_socket(a, l, why, sizeof why) : -1;
+    if (fd < 0)
+        goto fail;
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
+    if (!bound) {
+        close(fd);
+        goto fail;
+    }
+    a->lev = evhttp_bound_socket_get_listener(bound);
+    if (listener_guard(a->lev, l->admin.text) < 0) {
+        a->lev = NULL;
+        goto fail;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(a->http, 8192);
+    evhttp_set_max_body_size(a->http, 0);
+    evhttp_set_timeout(a->http, 5);
+    evhttp_set_gencb(a->http, on_request, a);
+    return a;
+fail:
+    snprintf(err, errlen, "listen.admin: %s", why);
+    admin_stop(a);
+    return NULL;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (!a)
+        return;
+    if (a->lev)
+        listener_unguard(a->lev);
+    if (a->http)
+        evhttp_free(a->http);
+    if (a->unix_path)
+        listener_unix_remove(a->unix_path, a->unix_ino);
+    free(a->unix_path);
+    free(a);
+}

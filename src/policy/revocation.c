@@ -1,0 +1,167 @@
+#include "policy/revocation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/auth_cache.h"
+#include "observe/log.h"
+#include "redis/redis.h"
+#include "core/worker.h"
+
+#define PING_MS 1000
+
+struct revocation {
+    struct worker *w;
+    struct redis_client *rc;
+    char *prefix;
+    bool tracking; /* CLIENT TRACKING accepted on the current connection */
+    bool live;
+};
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Drops the cache entry of one invalidated key "<prefix><64 hex>". */
+static void drop_key(struct revocation *rv, const char *key, size_t len)
+{
+    size_t plen = strlen(rv->prefix);
+    if (len != plen + 64 || memcmp(key, rv->prefix, plen) != 0)
+        return;
+    uint8_t sha[32];
+    for (int i = 0; i < 32; i++) {
+        int hi = hexval(key[plen + 2 * i]), lo = hexval(key[plen + 2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return;
+        sha[i] = (uint8_t)(hi * 16 + lo);
+    }
+    if (rv->w->auth_cache)
+        auth_cache_drop(rv->w->auth_cache, sha);
+}
+
+/* ["message", "__redis__:invalidate", [keys...] or nil (flush)] */
+static void on_push(redisReply *msg, void *arg)
+{
+    struct revocation *rv = arg;
+    if (msg->type != REDIS_REPLY_ARRAY || msg->elements != 3)
+        return;
+    redisReply *keys = msg->element[2];
+    if (keys->type == REDIS_REPLY_NIL) { /* FLUSHALL / FLUSHDB */
+        if (rv->w->auth_cache)
+            auth_cache_clear(rv->w->auth_cache);
+        return;
+    }
+    if (keys->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < keys->elements; i++)
+        if (keys->element[i]->type == REDIS_REPLY_STRING)
+            drop_key(rv, keys->element[i]->str, keys->element[i]->len);
+}
+
+static void on_tracking_reply(redisReply *reply, const char *err, void *arg)
+{
+    struct revocation *rv = arg;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        log_msg(LOG_ERROR,
+                "worker %d: revocation: CLIENT TRACKING refused: %s; session cache bypassed",
+                rv->w->id,
+                err     ? err
+                : reply ? reply->str
+                        : "?");
+        return;
+    }
+    rv->tracking = true;
+}
+
+static void on_subscribed(redisReply *reply, const char *err, void *arg)
+{
+    struct revocation *rv = arg;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR)
+        return;
+    /* Subscribed without tracking, nothing would ever be invalidated: the
+     * cache must stay bypassed (the replies arrive in order: tracking first). */
+    if (!rv->tracking)
+        return;
+    /* Decisions cached while the channel was not live may have been revoked
+     * unseen in the meantime. */
+    if (rv->w->auth_cache)
+        auth_cache_clear(rv->w->auth_cache);
+    rv->live = true; /* from now on every write to a session key reaches us */
+}
+
+static void on_connect(struct redis_client *c, void *arg)
+{
+    struct revocation *rv = arg;
+    rv->tracking = false;
+    if (redis_client_id(c) <= 0) { /* REDIRECT needs our id (CLIENT ID refused by an ACL?) */
+        log_msg(LOG_ERROR,
+                "worker %d: revocation: CLIENT ID unknown, cannot track; session cache bypassed",
+                rv->w->id);
+        return;
+    }
+    char id[32];
+    snprintf(id, sizeof id, "%lld", redis_client_id(c));
+    const char *argv[] = {"CLIENT", "TRACKING", "ON",     "REDIRECT",
+                          id,       "BCAST",    "PREFIX", rv->prefix};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    redis_command_argv(c, on_tracking_reply, rv, 8, argv, lens);
+    redis_command(c, on_subscribed, rv, "SUBSCRIBE __redis__:invalidate");
+}
+
+static void on_state(enum redis_state st, void *arg)
+{
+    struct revocation *rv = arg;
+    if (st == REDIS_STATE_CONNECTED)
+        return;
+    if (rv->live)
+        log_msg(LOG_WARN, "worker %d: revocation channel lost; session cache bypassed until back",
+                rv->w->id);
+    rv->live = false;
+    rv->tracking = false;
+    if (rv->w->auth_cache) /* invalidations may have been missed */
+        auth_cache_clear(rv->w->auth_cache);
+}
+
+struct revocation *revocation_start(struct worker *w, const struct redis_options *o,
+                                    const char *key_prefix, char *err, unsigned long errlen)
+{
+    struct revocation *rv = calloc(1, sizeof *rv);
+    if (!rv)
+        return NULL;
+    rv->w = w;
+    rv->prefix = strdup(key_prefix);
+    struct redis_options opt = *o;
+    opt.ping_interval_ms = PING_MS; /* notice a dead peer on an otherwise silent connection */
+    opt.client_name = "moat-revocation";
+    rv->rc = rv->prefix ? redis_client_new(w->base, &opt, err, errlen) : NULL;
+    if (!rv->rc) {
+        revocation_stop(rv);
+        return NULL;
+    }
+    redis_client_on_connect(rv->rc, on_connect, rv);
+    redis_client_on_state(rv->rc, on_state, rv);
+    redis_client_on_push(rv->rc, on_push, rv);
+    return rv;
+}
+
+void revocation_stop(struct revocation *rv)
+{
+    if (!rv)
+        return;
+    redis_client_free(rv->rc);
+    free(rv->prefix);
+    free(rv);
+}
+
+bool revocation_live(const struct revocation *rv)
+{
+    return rv && rv->live;
+}

@@ -1,0 +1,120 @@
+#include "policy/route.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "config/config.h"
+#include "http/conn.h"
+#include "http/request.h"
+#include "core/snapshot.h"
+#include "core/worker.h"
+
+/* The host part of a Host header value: "[v6]:port" -> "[v6]", "name:port" -> "name". */
+static struct http1_str host_only(struct http1_str host)
+{
+    if (host.len && host.p[0] == '[') {
+        const char *end = memchr(host.p, ']', host.len);
+        if (end)
+            host.len = (size_t)(end - host.p) + 1;
+        return host;
+    }
+    const char *colon = memchr(host.p, ':', host.len);
+    if (colon)
+        host.len = (size_t)(colon - host.p);
+    if (host.len && host.p[host.len - 1] == '.') /* "example.com." is "example.com" */
+        host.len--;
+    return host;
+}
+
+bool route_host_matches(const char *pattern, struct http1_str host)
+{
+    if (!pattern)
+        return true;
+    host = host_only(host);
+    size_t plen = strlen(pattern);
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        size_t slen = plen - 1; /* ".suffix" */
+        return host.len > slen && strncasecmp(host.p + host.len - slen, pattern + 1, slen) == 0;
+    }
+    return host.len == plen && strncasecmp(host.p, pattern, plen) == 0;
+}
+
+bool route_path_matches(const char *prefix, struct http1_str path)
+{
+    size_t n = strlen(prefix);
+    /* case-insensitive: an app on IIS, or Spring/ASP.NET routing configured so,
+     * serves "/ADMIN" as "/admin"; the path is canonical (path.h), so ASCII
+     * folding is the only one left to apply */
+    if (path.len < n || strncasecmp(path.p, prefix, n) != 0)
+        return false;
+    return path.len == n || prefix[n - 1] == '/' || path.p[n] == '/';
+}
+
+const struct config_route *route_match(const struct config *cfg, struct http1_str host,
+                                       struct http1_str path)
+{
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const struct config_route *rt = &cfg->routes[i];
+        if (route_host_matches(rt->host, host) && route_path_matches(rt->path_prefix, path))
+            return rt;
+    }
+    return NULL;
+}
+
+enum phase_result route_phase(struct request *r)
+{
+    const struct config *cfg = r->conn->gen->snap->cfg;
+    r->route = route_match(cfg, r->h.host, r->h.path);
+    if (!r->route) {
+        r->error = "no route";
+        conn_respond(r->conn, 404, NULL, NULL, false);
+        return PHASE_RESPOND;
+    }
+    r->upstream = r->route->up;
+    return PHASE_CONTINUE;
+}
+
+static bool tenant_allowed(const struct config_route *rt, const char *tenant)
+{
+    if (!rt->tenants)
+        return true;
+    for (size_t i = 0; i < rt->num_tenants; i++)
+        if (!strcmp(rt->tenants[i], tenant))
+            return true;
+    return false;
+}
+
+static bool upstream_is_dedicated(const struct config *cfg, const struct config_upstream *u)
+{
+    for (size_t i = 0; i < cfg->num_tenants; i++)
+        if (cfg->tenants[i].up == u)
+            return true;
+    return false;
+}
+
+/*
+ * Tenant isolation: a pinned tenant goes only to its own upstream; a route
+ * restricted to tenants refuses others; nobody else reaches a dedicated
+ * upstream, whatever the route says.
+ */
+enum phase_result route_tenant_phase(struct request *r)
+{
+    const struct config *cfg = r->conn->gen->snap->cfg;
+    const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
+    if (r->route->tenants && (!tenant || !tenant_allowed(r->route, tenant))) {
+        r->error = "tenant not allowed on this route";
+        conn_respond(r->conn, 403, NULL, NULL, false);
+        return PHASE_RESPOND;
+    }
+    const struct config_tenant *t = tenant ? config_find_tenant(cfg, tenant, strlen(tenant)) : NULL;
+    if (t) {
+        r->upstream = t->up;
+        return PHASE_CONTINUE;
+    }
+    if (upstream_is_dedicated(cfg, r->upstream)) {
+        r->error = "dedicated upstream of another tenant";
+        conn_respond(r->conn, 403, NULL, NULL, false);
+        return PHASE_RESPOND;
+    }
+    return PHASE_CONTINUE;
+}

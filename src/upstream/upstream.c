@@ -1,0 +1,397 @@
+#include "upstream/upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "config/config.h"
+#include "observe/log.h"
+#include "core/membudget.h"
+#include "util/netutil.h"
+#include "core/snapshot.h"
+#include "upstream/upstream_tls.h"
+#include "core/worker.h"
+
+/* A server that refused a connect is skipped for this long (passive health). */
+#define DOWN_MS 1000
+/* Idle kept-alive upstream connections are closed after this; below common
+   upstream keep-alive timeouts (node: 5 s) to avoid racing their close. */
+#define IDLE_MS 4000
+
+struct upstream_server {
+    struct upstream_pool *pool;
+    const struct config_addr *addr;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct upstream_conn *idle;
+    size_t num_idle;
+    unsigned active;
+    struct timespec down_until;
+};
+
+struct upstream_pool {
+    struct upstream_set *set;
+    const struct config_upstream *cfg;
+    SSL_CTX *tls; /* owned by the snapshot; NULL for plain TCP */
+    struct upstream_server *servers;
+    unsigned rr;
+};
+
+struct upstream_set {
+    struct worker *w;
+    const struct config *cfg;
+    struct upstream_pool *pools;
+    size_t num_pools;
+};
+
+static int resolve(const struct config_addr *a, struct sockaddr_storage *sa, socklen_t *len)
+{
+    memset(sa, 0, sizeof *sa);
+    if (a->path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)sa;
+        un->sun_family = AF_UNIX;
+        snprintf(un->sun_path, sizeof un->sun_path, "%s", a->path);
+        *len = sizeof *un;
+        return 0;
+    }
+    if (netutil_sockaddr_numeric(a->host, a->port, sa, len) == 0)
+        return 0;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)sa;
+    if (!strcmp(a->host, "localhost")) {
+        in4->sin_family = AF_INET;
+        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        in4->sin_port = htons(a->port);
+        *len = sizeof *in4;
+        return 0;
+    }
+    return -1;
+}
+
+struct upstream_set *upstream_set_new(struct worker *w, const struct snapshot *snap)
+{
+    const struct config *cfg = snap->cfg;
+    struct upstream_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->w = w;
+    s->cfg = cfg;
+    s->pools = calloc(cfg->num_upstreams ? cfg->num_upstreams : 1, sizeof *s->pools);
+    if (!s->pools)
+        goto fail;
+    s->num_pools = cfg->num_upstreams;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        struct upstream_pool *p = &s->pools[i];
+        p->set = s;
+        p->cfg = &cfg->upstreams[i];
+        p->tls = snap->upstream_tls ? snap->upstream_tls[i] : NULL;
+        p->servers = calloc(p->cfg->num_servers, sizeof *p->servers);
+        if (!p->servers)
+            goto fail;
+        for (size_t k = 0; k < p->cfg->num_servers; k++) {
+            struct upstream_server *srv = &p->servers[k];
+            srv->pool = p;
+            srv->addr = &p->cfg->servers[k];
+            if (resolve(srv->addr, &srv->sa, &srv->salen) < 0)
+                log_msg(LOG_WARN, "upstream %s: cannot resolve %s (numeric addresses only)",
+                        p->cfg->name, srv->addr->text);
+        }
+    }
+    return s;
+fail:
+    upstream_set_free(s);
+    return NULL;
+}
+
+/* Upstream buffers count into the worker's buffered bytes (limits.max_memory). */
+static int track_buffers(struct upstream_conn *uc, bool on)
+{
+    struct worker *w = uc->srv->pool->set->w;
+    struct evbuffer *bufs[2] = {bufferevent_get_input(uc->bev), bufferevent_get_output(uc->bev)};
+    for (int i = 0; i < 2; i++) {
+        if (!on)
+            membudget_untrack(w, bufs[i]);
+        else if (membudget_track(w, bufs[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void conn_close(struct upstream_conn *uc)
+{
+    track_buffers(uc, false);
+    bufferevent_free(uc->bev);
+    free(uc);
+}
+
+static void unlink_idle(struct upstream_conn *uc)
+{
+    struct upstream_server *srv = uc->srv;
+    for (struct upstream_conn **pp = &srv->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == uc) {
+            *pp = uc->next_idle;
+            uc->next_idle = NULL;
+            srv->num_idle--;
+            return;
+        }
+    }
+}
+
+void upstream_set_free(struct upstream_set *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->num_pools && s->pools; i++) {
+        struct upstream_pool *p = &s->pools[i];
+        for (size_t k = 0; p->servers && k < p->cfg->num_servers; k++) {
+            while (p->servers[k].idle) {
+                struct upstream_conn *uc = p->servers[k].idle;
+                unlink_idle(uc);
+                conn_close(uc);
+            }
+        }
+        free(p->servers);
+    }
+    free(s->pools);
+    free(s);
+}
+
+static struct upstream_pool *find_pool(struct upstream_set *s, const struct config_upstream *u)
+{
+    for (size_t i = 0; i < s->num_pools; i++)
+        if (s->pools[i].cfg == u || !strcmp(s->pools[i].cfg->name, u->name))
+            return &s->pools[i];
+    return NULL;
+}
+
+static bool is_down(const struct upstream_server *srv, const struct timespec *now)
+{
+    return now->tv_sec < srv->down_until.tv_sec ||
+           (now->tv_sec == srv->down_until.tv_sec && now->tv_nsec < srv->down_until.tv_nsec);
+}
+
+/* Picks a server: round robin or least connections, avoiding servers marked down. */
+static struct upstream_server *pick(struct upstream_pool *p, const struct upstream_server *skip)
+{
+    size_t n = p->cfg->num_servers;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    struct upstream_server *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        struct upstream_server *srv = &p->servers[(p->rr + i) % n];
+        if (srv == skip || srv->salen == 0 || is_down(srv, &now))
+            continue;
+        if (p->cfg->balance == BALANCE_ROUND_ROBIN) {
+            best = srv;
+            break;
+        }
+        if (!best || srv->active < best->active)
+            best = srv;
+    }
+    p->rr = (p->rr + 1) % (unsigned)n;
+    if (!best) /* all down: try one anyway rather than fail without trying */
+        best = &p->servers[p->rr % n];
+    if (best == skip && n > 1)
+        best = &p->servers[(p->rr + 1) % n];
+    return best;
+}
+
+/*
+ * An idle connection may be reused only if the upstream has said nothing since
+ * its last response: bytes that arrived while it sat in the pool (a body after a
+ * 204, a second response) would be read as the answer to the next request,
+ * perhaps another client's. idle_read closes such a connection, but only on a
+ * later loop turn: bytes (or a FIN) that arrived in this turn are still in the
+ * socket, so look there too.
+ */
+static bool idle_quiet(struct upstream_conn *uc)
+{
+    if (evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0)
+        return false;
+    if (uc->srv->pool->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(uc->bev);
+        if (!ssl || SSL_pending(ssl) > 0)
+            return false;
+    }
+    char byte;
+    ssize_t n = recv(bufferevent_getfd(uc->bev), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static struct upstream_conn *take_idle(struct upstream_server *srv)
+{
+    struct upstream_conn *uc;
+    while ((uc = srv->idle) != NULL) {
+        unlink_idle(uc);
+        if (idle_quiet(uc))
+            break;
+        conn_close(uc); /* spoke or closed while idle: never reused */
+    }
+    if (!uc)
+        return NULL;
+    uc->reused = true;
+    uc->uses++;
+    bufferevent_set_timeouts(uc->bev, NULL, NULL);
+    return uc;
+}
+
+static struct upstream_conn *connect_new(struct upstream_server *srv, struct event_base *base,
+                                         const struct config *cfg)
+{
+    struct upstream_conn *uc = calloc(1, sizeof *uc);
+    if (!uc)
+        return NULL;
+    uc->srv = srv;
+    if (srv->pool->tls) { /* BEV_EVENT_CONNECTED comes after the verified handshake */
+        SSL *ssl = upstream_tls_new_ssl(srv->pool->tls, srv->pool->cfg, srv->addr);
+        uc->bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                       BEV_OPT_CLOSE_ON_FREE)
+                      : NULL;
+        if (ssl && !uc->bev)
+            SSL_free(ssl);
+        if (uc->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
+    } else {
+        uc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!uc->bev) {
+        free(uc);
+        return NULL;
+    }
+    if (track_buffers(uc, true) < 0) {
+        conn_close(uc);
+        return NULL;
+    }
+    uint64_t ms = cfg->limits.upstream_connect_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    bufferevent_set_timeouts(uc->bev, NULL, &tv);
+    return uc;
+}
+
+struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct config_upstream *u,
+                                       const struct upstream_server *skip,
+                                       void (*readcb)(struct bufferevent *, void *),
+                                       void (*writecb)(struct bufferevent *, void *),
+                                       void (*eventcb)(struct bufferevent *, short, void *),
+                                       void *arg)
+{
+    struct upstream_pool *p = find_pool(s, u);
+    if (!p || p->cfg->num_servers == 0)
+        return NULL;
+    struct upstream_server *srv = pick(p, skip);
+    struct upstream_conn *uc = take_idle(srv);
+    if (!uc)
+        uc = connect_new(srv, s->w->base, s->cfg);
+    if (!uc)
+        return NULL;
+    srv->active++;
+    bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
+    /* A pooled connection keeps EV_WRITE enabled. Enabling it again would
+     * register write interest with nothing to write: an epoll_ctl() to add it
+     * and one to drop it, per request. */
+    short en = bufferevent_get_enabled(uc->bev);
+    bufferevent_enable(uc->bev, (short)(EV_READ | (en & EV_WRITE ? 0 : EV_WRITE)));
+    if (!uc->reused &&
+        bufferevent_socket_connect(uc->bev, (struct sockaddr *)&srv->sa, (int)srv->salen) < 0) {
+        /* libevent reports the error through eventcb from the loop */
+        return uc;
+    }
+    if (!uc->reused && srv->sa.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(uc->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return uc;
+}
+
+int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(uc->bev);
+    size_t sent = 0;
+    if (!uc->srv->pool->tls && uc->connected && evbuffer_get_length(out) == 0) {
+        ssize_t n = send(bufferevent_getfd(uc->bev), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sent = n > 0 ? (size_t)n : 0; /* an error shows again on the bufferevent's write */
+    }
+    if (sent == len)
+        return 0;
+    return evbuffer_add(out, (const char *)p + sent, len - sent);
+}
+
+bool upstream_closed_cleanly(const struct upstream_conn *uc, short what)
+{
+    if (!(what & BEV_EVENT_EOF) || (what & BEV_EVENT_ERROR))
+        return false; /* a reset or another error */
+    if (!uc->srv->pool->tls)
+        return true;
+    /* dirty shutdowns are allowed on the bufferevent: only close_notify is an end */
+    SSL *ssl = bufferevent_openssl_get_ssl(uc->bev);
+    return ssl && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
+}
+
+static void idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct upstream_conn *uc = arg;
+    unlink_idle(uc);
+    conn_close(uc);
+}
+
+static void idle_read(struct bufferevent *bev, void *arg)
+{
+    idle_event(bev, BEV_EVENT_ERROR, arg); /* unsolicited bytes: not reusable */
+}
+
+void upstream_release(struct upstream_conn *uc, bool reusable)
+{
+    struct upstream_server *srv = uc->srv;
+    if (srv->active > 0)
+        srv->active--;
+    size_t max_idle = srv->pool->cfg->keepalive;
+    if (!reusable || !uc->connected || srv->num_idle >= max_idle ||
+        evbuffer_get_length(bufferevent_get_output(uc->bev)) > 0) {
+        conn_close(uc);
+        return;
+    }
+    struct timeval tv = {IDLE_MS / 1000, (IDLE_MS % 1000) * 1000};
+    bufferevent_setcb(uc->bev, idle_read, NULL, idle_event, uc);
+    bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(uc->bev, EV_READ);
+    uc->next_idle = srv->idle;
+    srv->idle = uc;
+    srv->num_idle++;
+}
+
+void upstream_mark_failed(struct upstream_conn *uc)
+{
+    struct upstream_server *srv = uc->srv;
+    clock_gettime(CLOCK_MONOTONIC, &srv->down_until);
+    srv->down_until.tv_sec += DOWN_MS / 1000;
+    srv->down_until.tv_nsec += (DOWN_MS % 1000) * 1000000L;
+    if (srv->down_until.tv_nsec >= 1000000000L) {
+        srv->down_until.tv_sec++;
+        srv->down_until.tv_nsec -= 1000000000L;
+    }
+    log_msg(LOG_WARN, "upstream %s: server %s failed; skipping it for %d ms", srv->pool->cfg->name,
+            srv->addr->text, DOWN_MS);
+}
+
+const char *upstream_server_addr(const struct upstream_server *srv)
+{
+    return srv->addr->text;
+}
+
+unsigned upstream_num_servers(const struct config_upstream *u)
+{
+    return (unsigned)u->num_servers;
+}
