@@ -258,7 +258,7 @@ static void maybe_trim(struct worker *w)
     w->churn_at_tick = w->churn;
     if (w->churn < TRIM_MIN_CHURN || (!quiet && w->ticks_since_trim < TRIM_MAX_TICKS))
         return;
-    request_free_list_trim(w, TRIM_KEEP_REQUESTS);
+    request_pool_trim(&w->reqs, TRIM_KEEP_REQUESTS);
     malloc_trim(0);
     w->churn = w->churn_at_tick = 0;
     w->ticks_since_trim = 0;
@@ -317,6 +317,8 @@ struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, s
     event_config_set_max_dispatch_interval(ec, NULL, MAX_CALLBACKS_PER_POLL, 0);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
+    w->svc = (struct services){
+        .worker_id = id, .base = w->base, .metrics = &w->metrics, .access_log = &w->access};
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!w->base || efd < 0 || worker_events(w, efd) < 0) {
         snprintf(err, errlen, "worker %d: cannot create event loop", id);
@@ -401,7 +403,7 @@ void worker_join_and_free(struct worker *w)
     wgen_unref(w->gen);
     if (w->mbox_snap)
         snapshot_unref(w->mbox_snap);
-    request_free_list_clear(w);
+    request_pool_clear(&w->reqs);
     log_buffer_free(&w->access);
     if (w->base)
         event_base_free(w->base);

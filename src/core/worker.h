@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/services.h"
+#include "http/request.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 
@@ -72,19 +74,14 @@ struct worker {
 
     uint64_t buffered_published; /* M_BUFFERED_BYTES as last added to the instance total */
 
-    struct request *free_reqs;
-    size_t num_free_reqs;
+    struct request_pool reqs; /* recycled requests */
 
     uint64_t rng[2];
     uint64_t seq;
     struct log_buffer access;
     struct metrics metrics;
 
-    struct redis_client *redis; /* sessions and global rate limits */
-    struct auth_cache *auth_cache;
-    struct revocation *revocation; /* push invalidation, when enabled */
-    char *redis_key;               /* the redis options the clients were made from */
-    struct rl_global *rl_global;   /* global rate limits (EVALSHA) */
+    struct services svc; /* Redis, session cache, revocation, global rate limits */
 };
 
 /*

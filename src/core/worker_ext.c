@@ -56,14 +56,14 @@ static char *redis_fingerprint(const struct config *cfg)
 
 static void stop_clients(struct worker *w)
 {
-    rl_global_free(w->rl_global);
-    w->rl_global = NULL;
-    revocation_stop(w->revocation);
-    w->revocation = NULL;
-    redis_client_free(w->redis);
-    w->redis = NULL;
-    free(w->redis_key);
-    w->redis_key = NULL;
+    rl_global_free(w->svc.rl_global);
+    w->svc.rl_global = NULL;
+    revocation_stop(w->svc.revocation);
+    w->svc.revocation = NULL;
+    redis_client_free(w->svc.redis);
+    w->svc.redis = NULL;
+    free(w->svc.redis_key);
+    w->svc.redis_key = NULL;
 }
 
 /* Ops learn of a broken Redis (wrong password, bad certificate) even when idle. */
@@ -77,34 +77,35 @@ static void on_redis_state(enum redis_state st, void *arg)
     if (logged)
         log_msg(LOG_INFO, "worker %d: redis: connected", w->id);
     else
-        log_msg(LOG_WARN, "worker %d: redis: down: %s", w->id, redis_client_last_error(w->redis));
+        log_msg(LOG_WARN, "worker %d: redis: down: %s", w->id,
+                redis_client_last_error(w->svc.redis));
 }
 
 static int start_clients(struct worker *w, const struct config *cfg, char *err, size_t errlen)
 {
     struct redis_options o;
     redis_options_from(cfg, &o);
-    w->redis = redis_client_new(w->base, &o, err, errlen);
-    if (!w->redis)
+    w->svc.redis = redis_client_new(w->base, &o, err, errlen);
+    if (!w->svc.redis)
         return -1;
-    redis_client_on_state(w->redis, on_redis_state, w);
+    redis_client_on_state(w->svc.redis, on_redis_state, w);
     if (cfg->sessions.push_revocation) {
-        w->revocation = revocation_start(w, &o, cfg->sessions.key_prefix, err, errlen);
-        if (!w->revocation)
+        w->svc.revocation = revocation_start(w, &o, cfg->sessions.key_prefix, err, errlen);
+        if (!w->svc.revocation)
             return -1;
     }
-    w->rl_global = rl_global_new(w, cfg, &o, err, errlen);
-    if (!w->rl_global)
+    w->svc.rl_global = rl_global_new(w, cfg, &o, err, errlen);
+    if (!w->svc.rl_global)
         return -1;
-    w->redis_key = redis_fingerprint(cfg);
+    w->svc.redis_key = redis_fingerprint(cfg);
     return 0;
 }
 
 int worker_ext_init(struct worker *w, char *err, size_t errlen)
 {
     const struct config *cfg = w->gen->snap->cfg;
-    w->auth_cache = auth_cache_new(cfg->sessions.cache_size);
-    if (!w->auth_cache) {
+    w->svc.auth_cache = auth_cache_new(cfg->sessions.cache_size);
+    if (!w->svc.auth_cache) {
         snprintf(err, errlen, "out of memory for the session cache");
         return -1;
     }
@@ -122,13 +123,14 @@ void worker_ext_reload(struct worker *w)
     const struct config *cfg = w->gen->snap->cfg;
     struct auth_cache *cache = auth_cache_new(cfg->sessions.cache_size);
     if (cache) { /* decisions may depend on the old sessions config: start afresh */
-        auth_cache_free(w->auth_cache);
-        w->auth_cache = cache;
+        auth_cache_free(w->svc.auth_cache);
+        w->svc.auth_cache = cache;
     } else {
-        auth_cache_clear(w->auth_cache);
+        auth_cache_clear(w->svc.auth_cache);
     }
     char *fp = cfg->redis_enabled ? redis_fingerprint(cfg) : NULL;
-    bool same = (!fp && !w->redis_key) || (fp && w->redis_key && !strcmp(fp, w->redis_key));
+    bool same =
+        (!fp && !w->svc.redis_key) || (fp && w->svc.redis_key && !strcmp(fp, w->svc.redis_key));
     free(fp);
     if (same)
         return;
@@ -142,12 +144,12 @@ void worker_ext_reload(struct worker *w)
 
 void worker_ext_drain(struct worker *w)
 {
-    rl_global_leave(w->rl_global);
+    rl_global_leave(w->svc.rl_global);
 }
 
 void worker_ext_free(struct worker *w)
 {
     stop_clients(w);
-    auth_cache_free(w->auth_cache);
-    w->auth_cache = NULL;
+    auth_cache_free(w->svc.auth_cache);
+    w->svc.auth_cache = NULL;
 }

@@ -110,20 +110,20 @@ static void conn_free(struct conn *c)
         if (!c->req->logged && c->req->head_len) {
             if (!c->req->status)
                 c->req->status = 499; /* client went away before the response */
-            accesslog_request(w, c->req);
+            accesslog_request(c->req);
         }
-        request_free(w, c->req);
+        request_free(&w->reqs, c->req);
     }
     tlsio_cleanup(&c->io);
     evtimer_del(&c->timer);
-    free(c->client_subject);
+    free(c->peer.client_subject);
     if (c->prev)
         c->prev->next = c->next;
     else
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    connlimit_release(w, &c->peer.sa);
+    connlimit_release(w, &c->peer.addr.sa);
     wgen_unref(c->gen);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
     free(c);
@@ -233,9 +233,9 @@ void conn_exchange_done(struct conn *c)
     if (r && !r->req_body_done)
         c->linger = true; /* part of the body may still be on its way */
     if (r) {
-        accesslog_request(w, r);
+        accesslog_request(r);
         c->req = NULL;
-        request_free(w, r);
+        request_free(&w->reqs, r);
     }
     if (!keep) {
         conn_close_after_flush(c);
@@ -272,12 +272,99 @@ void conn_respond(struct conn *c, int status, const char *extra, const char *bod
     conn_exchange_done(c);
 }
 
+/* The HTTP/1 connection as the client stream of its current request. */
+static void cs_respond(void *s, int status, const char *extra, const char *body, bool close)
+{
+    conn_respond(s, status, extra, body, close);
+}
+
+static struct evbuffer *cs_body_in(void *s)
+{
+    return tlsio_input(&((struct conn *)s)->io);
+}
+
+static struct evbuffer *cs_out(void *s)
+{
+    return tlsio_output(&((struct conn *)s)->io);
+}
+
+static size_t cs_out_high(const void *s)
+{
+    return conn_out_high(s);
+}
+
+static void cs_set_reading(void *s, bool on)
+{
+    conn_set_reading(s, on);
+}
+
+static void cs_arm_timer(void *s, uint64_t ms)
+{
+    if (ms)
+        conn_arm_timer(s, ms);
+    else
+        conn_disarm_timer(s);
+}
+
+static bool cs_ending(const void *s)
+{
+    const struct conn *c = s;
+    return c->w->draining || !c->keep_alive;
+}
+
+static void cs_tunnel(void *s)
+{
+    ((struct conn *)s)->state = CONN_TUNNEL;
+}
+
+static void cs_done(void *s)
+{
+    conn_exchange_done(s);
+}
+
+static void cs_abort(void *s)
+{
+    conn_abort(s);
+}
+
+static void cs_hold(void *s)
+{
+    conn_enter(s);
+}
+
+static void cs_release(void *s)
+{
+    conn_leave(s);
+}
+
+static const struct client_stream_ops conn_stream_ops = {
+    cs_respond, cs_body_in, cs_out,  cs_out_high, cs_set_reading, cs_arm_timer,
+    cs_ending,  cs_tunnel,  cs_done, cs_abort,    cs_hold,        cs_release,
+};
+
+/* A request on this connection, on the connection's generation. */
+static struct request *conn_request_new(struct conn *c)
+{
+    struct request *r = request_new(&c->w->reqs, conn_cfg(c)->limits.max_header_bytes);
+    if (!r)
+        return NULL;
+    r->stream = c;
+    r->ops = &conn_stream_ops;
+    r->peer = &c->peer;
+    r->snap = c->gen->snap;
+    r->cfg = c->gen->snap->cfg;
+    r->ups = c->gen->ups;
+    r->svc = &c->w->svc;
+    worker_request_id(c->w, r->id);
+    return r;
+}
+
 /* A request that could not even be parsed: answer, log, close. */
 static void conn_reject(struct conn *c, int status, const char *why)
 {
     struct request *r = c->req;
     if (!r) {
-        r = request_new(c->w, c);
+        r = conn_request_new(c);
         if (!r) {
             conn_abort(c);
             return;
@@ -293,7 +380,7 @@ static void conn_reject(struct conn *c, int status, const char *why)
 
 static int conn_take_head(struct conn *c, const char *p, size_t n)
 {
-    struct request *r = request_new(c->w, c);
+    struct request *r = conn_request_new(c);
     if (!r)
         return -1;
     memcpy(r->head_buf, p, n);
@@ -425,11 +512,11 @@ static void on_write(void *arg)
 static void on_handshake_done(struct conn *c)
 {
     SSL *ssl = tlsio_ssl(&c->io);
-    c->tls_version = tls_conn_version(ssl);
-    c->tls_cipher = tls_conn_cipher(ssl);
+    c->peer.tls_version = tls_conn_version(ssl);
+    c->peer.tls_cipher = tls_conn_cipher(ssl);
     char subject[512];
     if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
-        c->client_subject = strdup(subject); /* once per connection, for every access line */
+        c->peer.client_subject = strdup(subject); /* once per connection, for every access line */
     c->state = CONN_READ_HEAD;
     c->idle = false; /* the header clock keeps running from accept */
 }
@@ -513,8 +600,9 @@ static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa
     c->gen = wgen_ref(w->gen);
     c->born_ms = mono_ms();
     tlsio_set_accounting(&c->io, &w->metrics.v[M_BUFFERED_BYTES]);
-    memcpy(&c->peer, sa, (size_t)salen < sizeof c->peer ? (size_t)salen : sizeof c->peer);
-    netutil_addr_to_str(sa, c->peer_ip, sizeof c->peer_ip);
+    size_t n = (size_t)salen < sizeof c->peer.addr ? (size_t)salen : sizeof c->peer.addr;
+    memcpy(&c->peer.addr, sa, n);
+    netutil_addr_to_str(sa, c->peer.ip, sizeof c->peer.ip);
     evtimer_assign(&c->timer, w->base, on_timer, c);
     return c;
 }

@@ -18,6 +18,7 @@
 
 #include <event2/event_struct.h>
 
+#include "http/client_stream.h"
 #include "http/http1.h"
 #include "tls/tlsio.h"
 
@@ -51,16 +52,8 @@ struct conn {
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
-    uint64_t born_ms; /* accepted at (monotonic), for limits.max_connection_age */
-    union { /* the listeners are TCP: no sockaddr_storage (100 bytes more per connection) */
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } peer;
-    char peer_ip[48];
-    const char *tls_version;
-    const char *tls_cipher;
-    char *client_subject; /* verified mTLS client certificate subject, or NULL */
+    uint64_t born_ms;        /* accepted at (monotonic), for limits.max_connection_age */
+    struct client_peer peer; /* address, TLS version and cipher, mTLS subject */
 };
 
 /* Takes ownership of an accepted socket; never fails loudly (closes on error). */

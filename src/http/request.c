@@ -5,75 +5,78 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/config.h"
-#include "http/conn.h"
-#include "core/snapshot.h"
-#include "core/worker.h"
-
 /* Free requests kept per worker: enough for a busy worker's in-flight set. */
 #define REQUEST_FREE_MAX 256
 
-struct request *request_new(struct worker *w, struct conn *c)
+/* The storage request_new() keeps must come before what it clears. */
+#define FIRST_CLEARED stream
+_Static_assert(offsetof(struct request, next_free) < offsetof(struct request, FIRST_CLEARED) &&
+                   offsetof(struct request, head_buf) < offsetof(struct request, FIRST_CLEARED) &&
+                   offsetof(struct request, head_cap) < offsetof(struct request, FIRST_CLEARED) &&
+                   offsetof(struct request, hflags) < offsetof(struct request, FIRST_CLEARED),
+               "struct request: kept storage must precede the cleared part");
+
+static struct request *take(struct request_pool *pool, size_t cap)
 {
-    const struct config *cfg = c->gen->snap->cfg;
-    size_t cap = cfg->limits.max_header_bytes;
-    struct request *r = w->free_reqs;
+    struct request *r = pool->free;
     if (r && r->head_cap >= cap) {
-        w->free_reqs = r->next_free;
-        w->num_free_reqs--;
-    } else {
-        r = calloc(1, sizeof *r);
-        if (!r)
-            return NULL;
-        r->head_buf = malloc(cap);
-        if (!r->head_buf) {
-            free(r);
-            return NULL;
-        }
-        r->head_cap = cap;
+        pool->free = r->next_free;
+        pool->num_free--;
+        return r;
     }
-    char *buf = r->head_buf;
-    size_t bufcap = r->head_cap;
-    /* Only the fields before the big header table need clearing. */
-    memset(r, 0, offsetof(struct request, h));
-    memset(&r->id, 0, sizeof *r - offsetof(struct request, id));
-    r->head_buf = buf;
-    r->head_cap = bufcap;
-    r->conn = c;
-    memset(&r->h, 0, offsetof(struct http1_request, headers));
-    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
-    worker_request_id(w, r->id);
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->head_buf = malloc(cap);
+    if (!r->head_buf) {
+        free(r);
+        return NULL;
+    }
+    r->head_cap = cap;
     return r;
 }
 
-void request_free(struct worker *w, struct request *r)
+struct request *request_new(struct request_pool *pool, size_t head_cap)
+{
+    struct request *r = take(pool, head_cap);
+    if (!r)
+        return NULL;
+    r->next_free = NULL;
+    /* the header table (20 KiB) is filled by the parser: only the fixed part is cleared */
+    memset(&r->h, 0, offsetof(struct http1_request, headers));
+    memset(&r->FIRST_CLEARED, 0, sizeof *r - offsetof(struct request, FIRST_CLEARED));
+    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
+    return r;
+}
+
+void request_free(struct request_pool *pool, struct request *r)
 {
     if (!r)
         return;
-    if (w->num_free_reqs < REQUEST_FREE_MAX) {
-        r->next_free = w->free_reqs;
-        w->free_reqs = r;
-        w->num_free_reqs++;
+    if (pool->num_free < REQUEST_FREE_MAX) {
+        r->next_free = pool->free;
+        pool->free = r;
+        pool->num_free++;
         return;
     }
     free(r->head_buf);
     free(r);
 }
 
-void request_free_list_trim(struct worker *w, size_t keep)
+void request_pool_trim(struct request_pool *pool, size_t keep)
 {
-    while (w->num_free_reqs > keep && w->free_reqs) {
-        struct request *r = w->free_reqs;
-        w->free_reqs = r->next_free;
-        w->num_free_reqs--;
+    while (pool->num_free > keep && pool->free) {
+        struct request *r = pool->free;
+        pool->free = r->next_free;
+        pool->num_free--;
         free(r->head_buf);
         free(r);
     }
 }
 
-void request_free_list_clear(struct worker *w)
+void request_pool_clear(struct request_pool *pool)
 {
-    request_free_list_trim(w, 0);
+    request_pool_trim(pool, 0);
 }
 
 static int append_line(char *buf, size_t cap, size_t *len, const char *name, const char *value,

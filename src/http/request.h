@@ -11,13 +11,17 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "http/client_stream.h"
 #include "http/http1.h"
 
-struct conn;
-struct worker;
+struct config;
 struct config_route;
 struct config_upstream;
+struct config_rate_rule;
 struct upstream_conn;
+struct upstream_set;
+struct snapshot;
+struct services;
 
 #define REQUEST_ID_LEN 32
 #define REQUEST_ADD_HEADERS_MAX 2048
@@ -41,16 +45,26 @@ enum request_hflag {
 };
 
 struct request {
-    struct conn *conn;
+    /* Kept while the request waits on its pool's free list: the head buffer and
+     * the parser's header table (filled by the parser, never read beyond
+     * h.num_headers). request_new() clears everything from `stream` on. */
     struct request *next_free;
-
-    /* the head as received, owned copy; h's views point into it */
-    char *head_buf;
+    char *head_buf; /* the head as received, owned copy; h's views point into it */
     size_t head_cap;
-    size_t head_len;
     struct http1_request h;
     uint8_t hflags[HTTP1_MAX_HEADERS_CAP];
 
+    /* the client side that carries it (an HTTP/1 connection, an HTTP/2 stream) */
+    void *stream;
+    const struct client_stream_ops *ops;
+    const struct client_peer *peer;
+    /* the generation it runs on (config, keys, upstream pools) and the worker's services */
+    const struct snapshot *snap;
+    const struct config *cfg; /* snap->cfg */
+    struct upstream_set *ups;
+    struct services *svc;
+
+    size_t head_len;
     char id[REQUEST_ID_LEN + 1];
     unsigned phase; /* index of the next phase to run */
     bool suspended;
@@ -66,7 +80,7 @@ struct request {
     unsigned rl_next;
     bool rl_post_auth;
     bool rl_have;
-    const void *rl_rule; /* const struct config_rate_rule * */
+    const struct config_rate_rule *rl_rule;
     uint64_t rl_remaining;
     uint64_t rl_reset_ms;
 
@@ -110,11 +124,18 @@ struct request {
     bool logged;
 };
 
-struct request *request_new(struct worker *w, struct conn *c);
-void request_free(struct worker *w, struct request *r);
-void request_free_list_clear(struct worker *w);
+/* A worker's recycled requests: the hot path does not call malloc. */
+struct request_pool {
+    struct request *free;
+    size_t num_free;
+};
+
+/* A cleared request with a head buffer of at least head_cap bytes, or NULL. */
+struct request *request_new(struct request_pool *pool, size_t head_cap);
+void request_free(struct request_pool *pool, struct request *r);
+void request_pool_clear(struct request_pool *pool);
 /* Frees kept requests beyond `keep` (~20 KiB each): after a burst, the worker's housekeeping. */
-void request_free_list_trim(struct worker *w, size_t keep);
+void request_pool_trim(struct request_pool *pool, size_t keep);
 
 /* Appends "name: value\r\n" to the forwarded extra headers; -1 if it does not fit. */
 int request_add_header(struct request *r, const char *name, const char *value, size_t vlen);
@@ -124,5 +145,66 @@ int request_add_response_lines(struct request *r, const char *lines);
 
 /* Milliseconds between two monotonic timestamps. */
 double request_ms_between(const struct timespec *a, const struct timespec *b);
+
+/* The client side, through the request (client_stream.h says what each does). */
+static inline void request_respond(struct request *r, int status, const char *extra,
+                                   const char *body, bool close)
+{
+    r->ops->respond(r->stream, status, extra, body, close);
+}
+static inline struct evbuffer *request_body_in(const struct request *r)
+{
+    return r->ops->body_in(r->stream);
+}
+static inline struct evbuffer *request_out(const struct request *r)
+{
+    return r->ops->out(r->stream);
+}
+static inline size_t request_out_high(const struct request *r)
+{
+    return r->ops->out_high(r->stream);
+}
+static inline void request_set_reading(struct request *r, bool on)
+{
+    r->ops->set_reading(r->stream, on);
+}
+static inline void request_arm_timer(struct request *r, uint64_t ms)
+{
+    r->ops->arm_timer(r->stream, ms);
+}
+static inline bool request_stream_ending(const struct request *r)
+{
+    return r->ops->ending(r->stream);
+}
+static inline void request_tunnel(struct request *r)
+{
+    r->ops->tunnel(r->stream);
+}
+static inline void request_done(struct request *r)
+{
+    r->ops->done(r->stream);
+}
+static inline void request_abort(struct request *r)
+{
+    r->ops->abort(r->stream);
+}
+/*
+ * A callback that may end the exchange brackets its work with request_hold()
+ * and stream_release(): the request may be recycled in between, the stream
+ * stays until the release.
+ */
+struct stream_hold {
+    const struct client_stream_ops *ops;
+    void *stream;
+};
+static inline struct stream_hold request_hold(struct request *r)
+{
+    r->ops->hold(r->stream);
+    return (struct stream_hold){r->ops, r->stream};
+}
+static inline void stream_release(struct stream_hold h)
+{
+    h.ops->release(h.stream);
+}
 
 #endif

@@ -3,11 +3,11 @@
 #include <time.h>
 
 #include "config/config.h"
-#include "http/conn.h"
 #include "util/jsonw.h"
 #include "observe/log.h"
 #include "http/request.h"
-#include "core/worker.h"
+#include "core/services.h"
+#include "observe/metrics.h"
 
 static void add_identity(struct jsonw *j, const struct request *r)
 {
@@ -17,16 +17,16 @@ static void add_identity(struct jsonw *j, const struct request *r)
     jsonw_str(j, "user", r->ident.user);
 }
 
-void accesslog_request(struct worker *w, struct request *r)
+void accesslog_request(struct request *r)
 {
     if (r->logged)
         return;
     r->logged = true;
-    metrics_count_status(&w->metrics, r->status);
-    metrics_add(&w->metrics, M_BYTES_OUT, (int64_t)r->bytes_out);
+    metrics_count_status(r->svc->metrics, r->status);
+    metrics_add(r->svc->metrics, M_BYTES_OUT, (int64_t)r->bytes_out);
     if (!log_access_enabled())
         return;
-    struct conn *c = r->conn;
+    const struct client_peer *c = r->peer;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     char line[4096];
@@ -34,7 +34,7 @@ void accesslog_request(struct worker *w, struct request *r)
     jsonw_begin(&j, line, sizeof line);
     jsonw_time(&j, "time");
     jsonw_str(&j, "request_id", r->id);
-    jsonw_str(&j, "client_ip", c->peer_ip);
+    jsonw_str(&j, "client_ip", c->ip);
     jsonw_strn(&j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(&j, "host", r->h.host.p, r->h.host.len);
     jsonw_strn(&j, "path", r->h.path.p, r->h.path.len);
@@ -53,5 +53,5 @@ void accesslog_request(struct worker *w, struct request *r)
     if (r->error)
         jsonw_str(&j, "error", r->error);
     size_t n = jsonw_end(&j);
-    log_access_append(&w->access, line, n);
+    log_access_append(r->svc->access_log, line, n);
 }

@@ -2,9 +2,8 @@
 #ifndef MOAT_ACCESSLOG_H
 #define MOAT_ACCESSLOG_H
 
-struct worker;
 struct request;
 
-void accesslog_request(struct worker *w, struct request *r);
+void accesslog_request(struct request *r);
 
 #endif

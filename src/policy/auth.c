@@ -8,7 +8,6 @@
 #include "observe/audit.h"
 #include "policy/auth_cache.h"
 #include "config/config.h"
-#include "http/conn.h"
 #include "util/jsonw.h"
 #include "observe/log.h"
 #include "redis/redis.h"
@@ -16,7 +15,8 @@
 #include "policy/revocation.h"
 #include "policy/session.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
+#include "core/services.h"
+#include "observe/metrics.h"
 
 #define RETRY_AFTER_S "1"
 
@@ -29,7 +29,7 @@ static uint64_t now_ms(void)
 
 static const struct config_sessions *sess_cfg(const struct request *r)
 {
-    return &r->conn->gen->snap->cfg->sessions;
+    return &r->cfg->sessions;
 }
 
 static void audit_reject(struct request *r, enum session_status why)
@@ -68,12 +68,11 @@ static void url_encode(const char *s, size_t n, char *out, size_t cap)
 /* 401 for API clients, a 302 to the login page for browser routes, 403 for MFA. */
 static void reject(struct request *r, enum session_status why)
 {
-    struct conn *c = r->conn;
-    metrics_inc(&c->w->metrics, M_AUTH_REJECTED);
+    metrics_inc(r->svc->metrics, M_AUTH_REJECTED);
     r->error = session_status_str(why);
     audit_reject(r, why);
     if (why == SESSION_MFA) {
-        conn_respond(c, 403, NULL, "multi-factor authentication required", false);
+        request_respond(r, 403, NULL, "multi-factor authentication required", false);
         return;
     }
     const char *login = sess_cfg(r)->login_url;
@@ -82,14 +81,14 @@ static void reject(struct request *r, enum session_status why)
         url_encode(r->h.target.p, r->h.target.len, target, sizeof target);
         snprintf(extra, sizeof extra, "Location: %s%sreturn_to=%s\r\n", login,
                  strchr(login, '?') ? "&" : "?", target);
-        conn_respond(c, 302, extra, NULL, false);
+        request_respond(r, 302, extra, NULL, false);
         return;
     }
     const char *extra =
         why == SESSION_MISSING
             ? "WWW-Authenticate: Bearer realm=\"moat\"\r\n"
             : "WWW-Authenticate: Bearer realm=\"moat\", error=\"invalid_token\"\r\n";
-    conn_respond(c, 401, extra, NULL, false);
+    request_respond(r, 401, extra, NULL, false);
 }
 
 static enum phase_result decide(struct request *r, enum session_status st);
@@ -97,15 +96,15 @@ static enum phase_result decide(struct request *r, enum session_status st);
 /* Says why sessions fail closed (e.g. "AUTH failed: WRONGPASS ..."; the client
  * never puts the password in it), at most every 10 s per worker unless the
  * reason changes. Nothing else logs the session store's connection errors. */
-static void log_store_unavailable(struct worker *w, const char *why)
+static void log_store_unavailable(const struct services *svc, const char *why)
 {
     static _Thread_local uint64_t last_ms;
     static _Thread_local char last[300];
     /* the client's last error only explains a connection that is not up (it is
      * kept after a reconnect, so it says nothing about an error reply) */
-    const char *detail = !w->redis ? "no client"
-                         : redis_client_state(w->redis) != REDIS_STATE_CONNECTED
-                             ? redis_client_last_error(w->redis)
+    const char *detail = !svc->redis ? "no client"
+                         : redis_client_state(svc->redis) != REDIS_STATE_CONNECTED
+                             ? redis_client_last_error(svc->redis)
                              : "";
     char msg[300];
     snprintf(msg, sizeof msg, "%s%s%s", why, detail[0] ? ": " : "", detail);
@@ -114,31 +113,32 @@ static void log_store_unavailable(struct worker *w, const char *why)
         return;
     last_ms = now;
     snprintf(last, sizeof last, "%s", msg);
-    log_msg(LOG_ERROR, "worker %d: auth: session store unavailable, failing closed: %s", w->id,
-            msg);
+    log_msg(LOG_ERROR, "worker %d: auth: session store unavailable, failing closed: %s",
+            svc->worker_id, msg);
 }
 
 /* Redis cannot answer: known sessions within stale_grace continue, others get 503. */
 static enum phase_result store_unavailable(struct request *r, const char *why)
 {
-    struct conn *c = r->conn;
+    struct services *svc = r->svc;
     enum session_status st;
     uint64_t grace = sess_cfg(r)->stale_grace_ms;
-    if (grace && c->w->auth_cache &&
-        auth_cache_get(c->w->auth_cache, r->ident.token_sha, now_ms(), grace, &st, &r->ident) &&
+    if (grace && svc->auth_cache &&
+        auth_cache_get(svc->auth_cache, r->ident.token_sha, now_ms(), grace, &st, &r->ident) &&
         st == SESSION_OK && (r->ident.exp == 0 || r->ident.exp > (int64_t)time(NULL))) {
         r->ident.authenticated = true;
         return decide(r, st); /* the route's MFA requirement still holds */
     }
-    metrics_inc(&c->w->metrics, M_AUTH_REDIS_ERROR);
-    log_store_unavailable(c->w, why);
+    metrics_inc(svc->metrics, M_AUTH_REDIS_ERROR);
+    log_store_unavailable(svc, why);
     if (r->route->auth == AUTH_OPTIONAL) {
         memset(r->ident.tenant, 0, sizeof r->ident.tenant);
         r->ident.authenticated = false; /* anonymous: no identity headers at all */
         return PHASE_CONTINUE;
     }
     r->error = why;
-    conn_respond(c, 503, "Retry-After: " RETRY_AFTER_S "\r\n", "session store unavailable", false);
+    request_respond(r, 503, "Retry-After: " RETRY_AFTER_S "\r\n", "session store unavailable",
+                    false);
     return PHASE_RESPOND;
 }
 
@@ -183,8 +183,7 @@ static _Thread_local struct log_limit redis_error_log, malformed_log;
 static void on_session(redisReply *reply, const char *err, void *arg)
 {
     struct request *r = arg;
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     r->pending = NULL;
     r->cancel_pending = NULL;
     enum phase_result res;
@@ -201,14 +200,14 @@ static void on_session(redisReply *reply, const char *err, void *arg)
                             "auth: malformed session record for request %s", r->id);
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;
-        if (c->w->auth_cache)
-            auth_cache_put(c->w->auth_cache, r->ident.token_sha, st, &r->ident, now_ms(), ttl,
+        if (r->svc->auth_cache)
+            auth_cache_put(r->svc->auth_cache, r->ident.token_sha, st, &r->ident, now_ms(), ttl,
                            r->auth_epoch); /* not if revoked meanwhile: this reply may predate it */
         res = decide(r, st);
     }
     if (res == PHASE_CONTINUE)
         pipeline_resume(r);
-    conn_leave(c);
+    stream_release(hold);
 }
 
 static void cancel_lookup(struct request *r)
@@ -219,31 +218,31 @@ static void cancel_lookup(struct request *r)
 }
 
 /* The cache may answer unless push revocation is configured but not flowing. */
-static bool cache_usable(const struct worker *w, const struct config_sessions *cfg)
+static bool cache_usable(const struct services *svc, const struct config_sessions *cfg)
 {
-    return w->auth_cache && (!cfg->push_revocation || revocation_live(w->revocation));
+    return svc->auth_cache && (!cfg->push_revocation || revocation_live(svc->revocation));
 }
 
 static enum phase_result lookup(struct request *r)
 {
-    struct worker *w = r->conn->w;
+    struct services *svc = r->svc;
     const struct config_sessions *cfg = sess_cfg(r);
-    if (cache_usable(w, cfg)) {
+    if (cache_usable(svc, cfg)) {
         enum session_status st;
-        if (auth_cache_get(w->auth_cache, r->ident.token_sha, now_ms(), 0, &st, &r->ident) ==
+        if (auth_cache_get(svc->auth_cache, r->ident.token_sha, now_ms(), 0, &st, &r->ident) ==
             AUTH_CACHE_FRESH) {
-            metrics_inc(&w->metrics, M_AUTH_CACHE_HIT);
+            metrics_inc(svc->metrics, M_AUTH_CACHE_HIT);
             r->ident.authenticated = st == SESSION_OK;
             return decide(r, st);
         }
     }
-    if (w->auth_cache)
-        r->auth_epoch = auth_cache_epoch(w->auth_cache); /* before the question leaves */
+    if (svc->auth_cache)
+        r->auth_epoch = auth_cache_epoch(svc->auth_cache); /* before the question leaves */
     char key[320];
     int klen = snprintf(key, sizeof key, "%s%s", cfg->key_prefix, r->ident.token_hash);
     const char *argv[] = {"HGETALL", key};
     size_t lens[] = {7, (size_t)klen};
-    r->pending = w->redis ? redis_command_argv(w->redis, on_session, r, 2, argv, lens) : NULL;
+    r->pending = svc->redis ? redis_command_argv(svc->redis, on_session, r, 2, argv, lens) : NULL;
     if (!r->pending)
         return store_unavailable(r, "session store down");
     r->cancel_pending = cancel_lookup;

@@ -6,13 +6,11 @@
 #include <time.h>
 
 #include "config/config.h"
-#include "http/conn.h"
 #include "http/headername.h"
 #include "util/netutil.h"
 #include "http/request.h"
 #include "policy/signature.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
 
 #define XFF_MAX 1024
 #define CLIENT_REQUEST_ID_MAX 128
@@ -267,7 +265,7 @@ static void classify_headers(struct request *r, bool trusted, struct seen *s)
  */
 static int add_forwarded(struct request *r, struct seen *s)
 {
-    const char *ip = r->conn->peer_ip;
+    const char *ip = r->peer->ip;
     int rc = 0;
     if (s->xff_len && s->xff_len + strlen(ip) + 3 < sizeof s->xff) {
         s->xff_len += (size_t)snprintf(s->xff + s->xff_len, sizeof s->xff - s->xff_len, ", %s", ip);
@@ -300,7 +298,7 @@ static int add_session(struct request *r)
 /* 0 added (or no key), -1 signing failed, -2 no room for the header. */
 static int add_signature(struct request *r, struct http1_str request_id)
 {
-    const struct signature_key *key = r->conn->gen->snap->sign_key;
+    const struct signature_key *key = r->snap->sign_key;
     if (!key)
         return 0;
     const struct session_identity *id = &r->ident;
@@ -334,9 +332,9 @@ static int add_signature(struct request *r, struct http1_str request_id)
 
 enum phase_result identity_phase(struct request *r)
 {
-    const struct snapshot *snap = r->conn->gen->snap;
+    const struct snapshot *snap = r->snap;
     bool trusted = snap->num_trusted &&
-                   netutil_cidr_match(snap->trusted, snap->num_trusted, &r->conn->peer.sa);
+                   netutil_cidr_match(snap->trusted, snap->num_trusted, &r->peer->addr.sa);
     struct seen s = {0};
     classify_headers(r, trusted, &s);
     int rc = add_forwarded(r, &s) < 0 || add_session(r) < 0 ? -2 : 0;
@@ -344,12 +342,12 @@ enum phase_result identity_phase(struct request *r)
         rc = add_signature(r, s.request_id_value);
     if (rc == -2) { /* fail closed: never forward a partial set of moat's headers */
         r->error = "identity headers too large";
-        conn_respond(r->conn, 431, NULL, NULL, false);
+        request_respond(r, 431, NULL, NULL, false);
         return PHASE_RESPOND;
     }
     if (rc < 0) {
         r->error = "cannot sign identity headers";
-        conn_respond(r->conn, 500, NULL, NULL, false);
+        request_respond(r, 500, NULL, NULL, false);
         return PHASE_RESPOND;
     }
     return PHASE_CONTINUE;

@@ -1,7 +1,6 @@
 #include "policy/pipeline.h"
 
 #include "policy/auth.h"
-#include "http/conn.h"
 #include "policy/identity.h"
 #include "policy/request_limits.h"
 #include "upstream/proxy.h"
@@ -47,9 +46,8 @@ void pipeline_run(struct request *r)
 
 void pipeline_resume(struct request *r)
 {
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     r->suspended = false;
     pipeline_run(r);
-    conn_leave(c);
+    stream_release(hold);
 }

@@ -10,7 +10,6 @@
 
 #include "observe/audit.h"
 #include "config/config.h"
-#include "http/conn.h"
 #include "util/digest.h"
 #include "util/jsonw.h"
 #include "observe/log.h"
@@ -18,7 +17,8 @@
 #include "policy/ratelimit_table.h"
 #include "http/request.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
+#include "core/services.h"
+#include "observe/metrics.h"
 
 #define AUDIT_SLOTS 4096
 
@@ -91,7 +91,7 @@ static bool rule_key(const struct request *r, const struct config_rate_rule *rul
 {
     switch (rule->key) {
     case RL_KEY_IP:
-        *key = (struct http1_str){r->conn->peer_ip, strlen(r->conn->peer_ip)};
+        *key = (struct http1_str){r->peer->ip, strlen(r->peer->ip)};
         return true;
     case RL_KEY_SESSION:
         *key = (struct http1_str){r->ident.token_hash, 64};
@@ -176,10 +176,10 @@ static void respond_429(struct request *r, const struct config_rate_rule *rule,
     int n = snprintf(extra, sizeof extra, "Retry-After: %llu\r\n",
                      (unsigned long long)(ceil_seconds(retry_ms) ? ceil_seconds(retry_ms) : 1));
     format_headers(extra + n, sizeof extra - (size_t)n, rule, 0, reset_ms);
-    metrics_inc(&r->conn->w->metrics, M_RATELIMITED);
+    metrics_inc(r->svc->metrics, M_RATELIMITED);
     audit_rejection(r, rule, key);
     r->error = "rate limited";
-    conn_respond(r->conn, 429, extra, "rate limit exceeded", false);
+    request_respond(r, 429, extra, "rate limit exceeded", false);
 }
 
 /* ---- evaluation --------------------------------------------------------- */
@@ -211,12 +211,12 @@ static bool store_fallback(struct request *r, const struct config_rate_rule *rul
                            struct http1_str key)
 {
     report_store(true);
-    metrics_inc(&r->conn->w->metrics, M_RL_STORE_FALLBACK);
+    metrics_inc(r->svc->metrics, M_RL_STORE_FALLBACK);
     if (rule->on_store_error == RL_ON_ERROR_ALLOW)
         return true;
     if (rule->on_store_error == RL_ON_ERROR_DENY) {
         r->error = "rate limit store unavailable";
-        conn_respond(r->conn, 503, "Retry-After: 1\r\n", "rate limit store unavailable", false);
+        request_respond(r, 503, "Retry-After: 1\r\n", "rate limit store unavailable", false);
         return false;
     }
     unsigned n = rl_global_instances();
@@ -235,8 +235,7 @@ static bool store_fallback(struct request *r, const struct config_rate_rule *rul
 static void on_global(const struct rl_global_result *res, void *arg)
 {
     struct request *r = arg;
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     r->pending = NULL;
     r->cancel_pending = NULL;
     const struct config_rate_rule *rule = &r->route->rate_limits[r->rl_next];
@@ -248,7 +247,7 @@ static void on_global(const struct rl_global_result *res, void *arg)
         go_on = store_fallback(r, rule, key);
     } else {
         report_store(false);
-        metrics_inc(&c->w->metrics, M_RL_GLOBAL_DECISIONS);
+        metrics_inc(r->svc->metrics, M_RL_GLOBAL_DECISIONS);
         go_on = res->allowed;
         if (res->allowed)
             remember(r, rule, res->remaining, res->reset_after_ms);
@@ -257,7 +256,7 @@ static void on_global(const struct rl_global_result *res, void *arg)
     }
     if (go_on && evaluate(r) == PHASE_CONTINUE)
         pipeline_resume(r);
-    conn_leave(c);
+    stream_release(hold);
 }
 
 static void cancel_global(struct request *r)
@@ -279,7 +278,7 @@ static enum phase_result evaluate(struct request *r)
         if (rule->scope == RL_SCOPE_GLOBAL) {
             const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
             r->pending =
-                rl_global_decide(r->conn->w->rl_global, rule, key.p, key.len, tenant, on_global, r);
+                rl_global_decide(r->svc->rl_global, rule, key.p, key.len, tenant, on_global, r);
             if (r->pending) {
                 r->cancel_pending = cancel_global;
                 return PHASE_SUSPEND;

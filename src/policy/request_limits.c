@@ -3,11 +3,9 @@
 #include <string.h>
 
 #include "config/config.h"
-#include "http/conn.h"
 #include "http/path.h"
 #include "http/request.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
 
 /* The rules live with the canonical path they define (path.h, docs/routing.md). */
 const char *limits_path_problem(struct http1_str path)
@@ -17,7 +15,7 @@ const char *limits_path_problem(struct http1_str path)
 
 enum phase_result limits_phase(struct request *r)
 {
-    const struct config *cfg = r->conn->gen->snap->cfg;
+    const struct config *cfg = r->cfg;
     int status = 0;
     if (r->h.method_id == HTTP1_M_CONNECT || r->h.method_id == HTTP1_M_TRACE) {
         status = 405;
@@ -31,8 +29,8 @@ enum phase_result limits_phase(struct request *r)
     }
     if (!status)
         return PHASE_CONTINUE;
-    conn_respond(r->conn, status,
-                 status == 405 ? "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" : NULL,
-                 r->error, status != 405);
+    request_respond(
+        r, status, status == 405 ? "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" : NULL,
+        r->error, status != 405);
     return PHASE_RESPOND;
 }

@@ -41,8 +41,8 @@ static void drop_key(struct revocation *rv, const char *key, size_t len)
             return;
         sha[i] = (uint8_t)(hi * 16 + lo);
     }
-    if (rv->w->auth_cache)
-        auth_cache_drop(rv->w->auth_cache, sha);
+    if (rv->w->svc.auth_cache)
+        auth_cache_drop(rv->w->svc.auth_cache, sha);
 }
 
 /* ["message", "__redis__:invalidate", [keys...] or nil (flush)] */
@@ -53,8 +53,8 @@ static void on_push(redisReply *msg, void *arg)
         return;
     redisReply *keys = msg->element[2];
     if (keys->type == REDIS_REPLY_NIL) { /* FLUSHALL / FLUSHDB */
-        if (rv->w->auth_cache)
-            auth_cache_clear(rv->w->auth_cache);
+        if (rv->w->svc.auth_cache)
+            auth_cache_clear(rv->w->svc.auth_cache);
         return;
     }
     if (keys->type != REDIS_REPLY_ARRAY)
@@ -90,8 +90,8 @@ static void on_subscribed(redisReply *reply, const char *err, void *arg)
         return;
     /* Decisions cached while the channel was not live may have been revoked
      * unseen in the meantime. */
-    if (rv->w->auth_cache)
-        auth_cache_clear(rv->w->auth_cache);
+    if (rv->w->svc.auth_cache)
+        auth_cache_clear(rv->w->svc.auth_cache);
     rv->live = true; /* from now on every write to a session key reaches us */
 }
 
@@ -126,8 +126,8 @@ static void on_state(enum redis_state st, void *arg)
                 rv->w->id);
     rv->live = false;
     rv->tracking = false;
-    if (rv->w->auth_cache) /* invalidations may have been missed */
-        auth_cache_clear(rv->w->auth_cache);
+    if (rv->w->svc.auth_cache) /* invalidations may have been missed */
+        auth_cache_clear(rv->w->svc.auth_cache);
 }
 
 struct revocation *revocation_start(struct worker *w, const struct redis_options *o,

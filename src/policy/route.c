@@ -4,10 +4,8 @@
 #include <strings.h>
 
 #include "config/config.h"
-#include "http/conn.h"
 #include "http/request.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
 
 /* The host part of a Host header value: "[v6]:port" -> "[v6]", "name:port" -> "name". */
 static struct http1_str host_only(struct http1_str host)
@@ -63,11 +61,11 @@ const struct config_route *route_match(const struct config *cfg, struct http1_st
 
 enum phase_result route_phase(struct request *r)
 {
-    const struct config *cfg = r->conn->gen->snap->cfg;
+    const struct config *cfg = r->cfg;
     r->route = route_match(cfg, r->h.host, r->h.path);
     if (!r->route) {
         r->error = "no route";
-        conn_respond(r->conn, 404, NULL, NULL, false);
+        request_respond(r, 404, NULL, NULL, false);
         return PHASE_RESPOND;
     }
     r->upstream = r->route->up;
@@ -99,11 +97,11 @@ static bool upstream_is_dedicated(const struct config *cfg, const struct config_
  */
 enum phase_result route_tenant_phase(struct request *r)
 {
-    const struct config *cfg = r->conn->gen->snap->cfg;
+    const struct config *cfg = r->cfg;
     const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
     if (r->route->tenants && (!tenant || !tenant_allowed(r->route, tenant))) {
         r->error = "tenant not allowed on this route";
-        conn_respond(r->conn, 403, NULL, NULL, false);
+        request_respond(r, 403, NULL, NULL, false);
         return PHASE_RESPOND;
     }
     const struct config_tenant *t = tenant ? config_find_tenant(cfg, tenant, strlen(tenant)) : NULL;
@@ -113,7 +111,7 @@ enum phase_result route_tenant_phase(struct request *r)
     }
     if (upstream_is_dedicated(cfg, r->upstream)) {
         r->error = "dedicated upstream of another tenant";
-        conn_respond(r->conn, 403, NULL, NULL, false);
+        request_respond(r, 403, NULL, NULL, false);
         return PHASE_RESPOND;
     }
     return PHASE_CONTINUE;

@@ -9,14 +9,14 @@
 #include <event2/event.h>
 
 #include "config/config.h"
-#include "http/conn.h"
 #include "policy/identity.h"
+#include "core/services.h"
 #include "http/request.h"
+#include "observe/metrics.h"
 #include "http/request_head.h"
 #include "http/respond.h"
 #include "core/snapshot.h"
 #include "upstream/upstream.h"
-#include "core/worker.h"
 
 /* Above conn_out_high() (limits.connection_buffer), the side feeding a buffer
    stops reading until it drains. */
@@ -48,17 +48,17 @@ static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
 
 static const struct config *req_cfg(const struct request *r)
 {
-    return r->conn->gen->snap->cfg;
+    return r->cfg;
 }
 
 static struct evbuffer *client_in(struct request *r)
 {
-    return tlsio_input(&r->conn->io);
+    return request_body_in(r);
 }
 
 static struct evbuffer *client_out(struct request *r)
 {
-    return tlsio_output(&r->conn->io);
+    return request_out(r);
 }
 
 static void set_timeout(struct bufferevent *bev, uint64_t ms)
@@ -78,20 +78,18 @@ void proxy_abort(struct request *r)
 /* Answers the client with a gateway error, if no response byte has gone out yet. */
 static void fail(struct request *r, int status, const char *why)
 {
-    struct conn *c = r->conn;
     proxy_abort(r);
     if (r->resp_started) {
-        conn_abort(c); /* a response is half sent: only closing tells the client */
+        request_abort(r); /* a response is half sent: only closing tells the client */
         return;
     }
     r->error = why;
-    metrics_inc(&c->w->metrics, status == 504 ? M_UPSTREAM_TIMEOUT : M_UPSTREAM_ERROR);
-    conn_respond(c, status, NULL, NULL, false);
+    metrics_inc(r->svc->metrics, status == 504 ? M_UPSTREAM_TIMEOUT : M_UPSTREAM_ERROR);
+    request_respond(r, status, NULL, NULL, false);
 }
 
 static void finish_exchange(struct request *r)
 {
-    struct conn *c = r->conn;
     struct upstream_conn *uc = r->uc;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -105,7 +103,7 @@ static void finish_exchange(struct request *r)
     }
     if (!r->req_body_done)
         r->close_after = true; /* the rest of the body would be read as a request */
-    conn_exchange_done(c);
+    request_done(r);
 }
 
 /* ---- request head ------------------------------------------------------ */
@@ -233,7 +231,6 @@ static enum relay_result relay_request_body(struct request *r)
 
 static void request_body_progress(struct request *r)
 {
-    struct conn *c = r->conn;
     enum relay_result res = relay_request_body(r);
     if (res != RELAY_OK) {
         r->close_after = true;
@@ -244,13 +241,13 @@ static void request_body_progress(struct request *r)
         return;
     }
     if (r->req_body_done) {
-        conn_disarm_timer(c);
+        request_arm_timer(r, 0);
         set_timeout(r->uc->bev, req_cfg(r)->limits.upstream_timeout_ms);
         return;
     }
-    conn_arm_timer(c, req_cfg(r)->limits.body_timeout_ms);
-    if (evbuffer_get_length(bufferevent_get_output(r->uc->bev)) > conn_out_high(r->conn))
-        conn_set_reading(c, false); /* resumed by up_write */
+    request_arm_timer(r, req_cfg(r)->limits.body_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_output(r->uc->bev)) > request_out_high(r))
+        request_set_reading(r, false); /* resumed by up_write */
 }
 
 static void relay_tunnel(struct evbuffer *from, struct evbuffer *to, uint64_t *count)
@@ -269,8 +266,8 @@ static void tunnel_from_client(struct request *r)
 {
     struct evbuffer *out = bufferevent_get_output(r->uc->bev);
     relay_tunnel(client_in(r), out, &r->bytes_in);
-    if (evbuffer_get_length(out) > conn_out_high(r->conn))
-        conn_set_reading(r->conn, false);
+    if (evbuffer_get_length(out) > request_out_high(r))
+        request_set_reading(r, false);
 }
 
 void proxy_client_readable(struct request *r)
@@ -279,7 +276,7 @@ void proxy_client_readable(struct request *r)
         return;
     if (r->tunnel) {
         tunnel_from_client(r);
-        conn_arm_timer(r->conn, req_cfg(r)->limits.idle_timeout_ms);
+        request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
         return;
     }
     if (!r->req_body_done)
@@ -290,13 +287,12 @@ void proxy_client_readable(struct request *r)
 
 static void send_request(struct request *r)
 {
-    struct conn *c = r->conn;
     if (write_request_head(r) < 0) {
         fail(r, 502, "cannot write upstream request");
         return;
     }
     r->head_sent = true;
-    metrics_inc(&c->w->metrics, r->uc->reused ? M_UPSTREAM_REUSE : M_UPSTREAM_CONNECT);
+    metrics_inc(r->svc->metrics, r->uc->reused ? M_UPSTREAM_REUSE : M_UPSTREAM_CONNECT);
     if (r->h.framing.expect_continue && !r->req_body_done &&
         evbuffer_get_length(client_in(r)) == 0) {
         evbuffer_add(client_out(r), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -386,7 +382,6 @@ static void write_transfer_encoding(struct evbuffer *out, const struct http1_res
 /* Appends the response head moat sends to the client for an upstream response. */
 static void write_response_head(struct request *r, const struct http1_response *resp)
 {
-    struct conn *c = r->conn;
     struct evbuffer *out = client_out(r);
     const struct config *cfg = req_cfg(r);
     const struct http1_header *conn_hdr =
@@ -422,7 +417,7 @@ static void write_response_head(struct request *r, const struct http1_response *
         evbuffer_add(out, "Connection: Upgrade\r\n", 21);
         if (up)
             evbuffer_add_printf(out, "Upgrade: %.*s\r\n", (int)up->value.len, up->value.p);
-    } else if (!c->keep_alive) {
+    } else if (r->close_after) {
         evbuffer_add(out, "Connection: close\r\n", 19);
     } else if (r->h.minor_version == 0) {
         evbuffer_add(out, "Connection: keep-alive\r\n", 24);
@@ -456,7 +451,6 @@ static bool has_other_coding(const struct http1_response *resp)
  */
 static int choose_framing(struct request *r, const struct http1_response *resp)
 {
-    struct conn *c = r->conn;
     r->resp_in = resp->framing.body;
     r->resp_out = r->resp_in;
     if (r->h.minor_version == 0) {
@@ -469,19 +463,19 @@ static int choose_framing(struct request *r, const struct http1_response *resp)
     }
     r->resp_remaining = resp->framing.content_length;
     r->up_keep_alive = resp->framing.keep_alive;
-    if (r->resp_out == HTTP1_BODY_UNTIL_CLOSE || c->w->draining || !r->h.framing.keep_alive)
-        c->keep_alive = false;
+    if (r->resp_out == HTTP1_BODY_UNTIL_CLOSE || request_stream_ending(r) ||
+        !r->h.framing.keep_alive)
+        r->close_after = true;
     return 0;
 }
 
 static void start_tunnel(struct request *r)
 {
-    struct conn *c = r->conn;
     r->tunnel = true;
     r->req_body_done = true;
-    c->state = CONN_TUNNEL;
+    request_tunnel(r);
     set_timeout(r->uc->bev, 0);
-    conn_arm_timer(c, req_cfg(r)->limits.idle_timeout_ms);
+    request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
     tunnel_from_client(r);
 }
 
@@ -566,10 +560,9 @@ static enum relay_result relay_response_body(struct request *r)
 
 static void process_upstream(struct request *r)
 {
-    struct conn *c = r->conn;
     if (r->tunnel) {
         relay_tunnel(bufferevent_get_input(r->uc->bev), client_out(r), &r->bytes_out);
-        conn_arm_timer(c, req_cfg(r)->limits.idle_timeout_ms);
+        request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
     } else {
         if (!r->resp_head_done && read_response_head(r) <= 0)
             return;
@@ -582,7 +575,7 @@ static void process_upstream(struct request *r)
             return;
         }
     }
-    if (evbuffer_get_length(client_out(r)) > conn_out_high(r->conn))
+    if (evbuffer_get_length(client_out(r)) > request_out_high(r))
         bufferevent_disable(r->uc->bev, EV_READ); /* resumed by proxy_client_drained */
 }
 
@@ -600,23 +593,21 @@ void proxy_client_drained(struct request *r)
 static void up_read(struct bufferevent *bev, void *arg)
 {
     struct request *r = arg;
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     if (r->head_sent)
         process_upstream(r);
     else /* bytes before we asked anything: not a server we can trust */
         fail(r, 502, "upstream spoke first");
-    conn_leave(c);
+    stream_release(hold);
 }
 
 static void up_write(struct bufferevent *bev, void *arg)
 {
     struct request *r = arg;
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     if (r->head_sent && (!r->req_body_done || r->tunnel))
-        conn_set_reading(c, true);
-    conn_leave(c);
+        request_set_reading(r, true);
+    stream_release(hold);
 }
 
 /*
@@ -627,17 +618,16 @@ static void up_write(struct bufferevent *bev, void *arg)
  */
 static void on_upstream_closed(struct request *r, bool clean)
 {
-    struct conn *c = r->conn;
     if (r->tunnel) {
         process_upstream(r);
         proxy_abort(r);
-        c->keep_alive = false;
-        conn_exchange_done(c);
+        r->close_after = true;
+        request_done(r);
     } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE && !clean) {
-        metrics_inc(&c->w->metrics, M_UPSTREAM_ERROR);
+        metrics_inc(r->svc->metrics, M_UPSTREAM_ERROR);
         r->error = "upstream response truncated (reset)";
         proxy_abort(r);
-        conn_abort(c);
+        request_abort(r);
     } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
         relay_response_body(r);
         if (r->resp_out == HTTP1_BODY_CHUNKED)
@@ -655,8 +645,7 @@ static void on_upstream_closed(struct request *r, bool clean)
 static void up_event(struct bufferevent *bev, short what, void *arg)
 {
     struct request *r = arg;
-    struct conn *c = r->conn;
-    conn_enter(c);
+    struct stream_hold hold = request_hold(r);
     if (what & BEV_EVENT_CONNECTED) {
         r->uc->connected = true;
         send_request(r);
@@ -667,20 +656,19 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         on_upstream_closed(r, upstream_closed_cleanly(r->uc, what));
     }
-    conn_leave(c);
+    stream_release(hold);
 }
 
 static void proxy_connect(struct request *r, const struct upstream_server *skip)
 {
-    struct conn *c = r->conn;
     r->attempts++;
-    r->uc = upstream_acquire(c->gen->ups, r->upstream, skip, up_read, up_write, up_event, r);
+    r->uc = upstream_acquire(r->ups, r->upstream, skip, up_read, up_write, up_event, r);
     if (!r->uc) {
         fail(r, 502, "no upstream connection");
         return;
     }
     snprintf(r->upstream_addr, sizeof r->upstream_addr, "%s", upstream_server_addr(r->uc->srv));
-    bufferevent_setwatermark(r->uc->bev, EV_WRITE, conn_out_high(r->conn) / 2, 0);
+    bufferevent_setwatermark(r->uc->bev, EV_WRITE, request_out_high(r) / 2, 0);
     if (r->uc->connected)
         send_request(r);
 }
