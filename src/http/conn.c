@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "observe/accesslog.h"
+#include "observe/log.h"
 #include "config/config.h"
 #include "policy/connlimit.h"
 #include "core/membudget.h"
@@ -31,6 +32,25 @@
 #define LINGER_MS 2000
 
 static void conn_read_heads(struct conn *c);
+
+const char *conn_state_str(enum conn_state st)
+{
+    static const char *const names[] = {
+        [CONN_HANDSHAKE] = "handshake", [CONN_READ_HEAD] = "read_head", [CONN_BUSY] = "busy",
+        [CONN_TUNNEL] = "tunnel",       [CONN_CLOSING] = "closing",     [CONN_LINGER] = "linger",
+    };
+    return (unsigned)st < sizeof names / sizeof *names && names[st] ? names[st] : "invalid";
+}
+
+/* Every state change goes through here (debug log: which connection, from, to). */
+static void conn_set_state(struct conn *c, enum conn_state st)
+{
+    if (c->state == st)
+        return;
+    log_msg(LOG_DEBUG, "conn %s: %s -> %s", c->peer.ip, conn_state_str(c->state),
+            conn_state_str(st));
+    c->state = st;
+}
 
 static const struct config *conn_cfg(const struct conn *c)
 {
@@ -123,7 +143,7 @@ static void conn_free(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    connlimit_release(w, &c->peer.addr.sa);
+    connlimit_release(&c->peer.addr.sa);
     wgen_unref(c->gen);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
     free(c);
@@ -182,7 +202,7 @@ static void conn_finish_close(struct conn *c)
     }
     SSL_shutdown(tlsio_ssl(&c->io)); /* close_notify: the response is complete */
     shutdown(tlsio_fd(&c->io), SHUT_WR);
-    c->state = CONN_LINGER;
+    conn_set_state(c, CONN_LINGER);
     tlsio_set_reading(&c->io, true);
     struct evbuffer *in = tlsio_input(&c->io);
     if (in)
@@ -193,7 +213,7 @@ static void conn_finish_close(struct conn *c)
 /* Enters CLOSING: input is discarded; the end comes once the output is flushed. */
 static void conn_close_after_flush(struct conn *c)
 {
-    c->state = CONN_CLOSING;
+    conn_set_state(c, CONN_CLOSING);
     tlsio_set_write_low(&c->io, 0);
     if (tlsio_output_len(&c->io) == 0) {
         conn_finish_close(c);
@@ -241,7 +261,7 @@ void conn_exchange_done(struct conn *c)
         conn_close_after_flush(c);
         return;
     }
-    c->state = CONN_READ_HEAD;
+    conn_set_state(c, CONN_READ_HEAD);
     c->idle = true;
     memset(&c->scan, 0, sizeof c->scan);
     uint64_t idle = conn_cfg(c)->limits.idle_timeout_ms, left = age_left_ms(c);
@@ -314,7 +334,7 @@ static bool cs_ending(const void *s)
 
 static void cs_tunnel(void *s)
 {
-    ((struct conn *)s)->state = CONN_TUNNEL;
+    conn_set_state(s, CONN_TUNNEL);
 }
 
 static void cs_done(void *s)
@@ -373,7 +393,7 @@ static void conn_reject(struct conn *c, int status, const char *why)
     }
     r->error = why;
     metrics_inc(&c->w->metrics, M_BAD_REQUESTS);
-    c->state = CONN_BUSY;
+    conn_set_state(c, CONN_BUSY);
     evtimer_del(&c->timer);
     conn_respond(c, status, NULL, why, true);
 }
@@ -400,7 +420,7 @@ static void conn_start_request(struct conn *c)
     int status = 400;
     const char *err = "bad request";
     evtimer_del(&c->timer);
-    c->state = CONN_BUSY;
+    conn_set_state(c, CONN_BUSY);
     c->requests++;
     metrics_inc(&c->w->metrics, M_REQUESTS);
     metrics_add(&c->w->metrics, M_BYTES_IN, (int64_t)r->head_len);
@@ -517,7 +537,7 @@ static void on_handshake_done(struct conn *c)
     char subject[512];
     if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
         c->peer.client_subject = strdup(subject); /* once per connection, for every access line */
-    c->state = CONN_READ_HEAD;
+    conn_set_state(c, CONN_READ_HEAD);
     c->idle = false; /* the header clock keeps running from accept */
 }
 
@@ -609,7 +629,7 @@ static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
-    if (w->draining || !connlimit_admit(w, sa)) {
+    if (w->draining || !connlimit_admit(&w->gen->snap->cfg->limits, sa)) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
         close(fd);
         return;
@@ -618,7 +638,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct conn *c = conn_new(w, fd, sa, salen);
     if (!c) {
-        connlimit_release(w, sa);
+        connlimit_release(sa);
         return;
     }
     const struct config *cfg = conn_cfg(c);

@@ -56,6 +56,8 @@ struct conn {
     struct client_peer peer; /* address, TLS version and cipher, mTLS subject */
 };
 
+const char *conn_state_str(enum conn_state st);
+
 /* Takes ownership of an accepted socket; never fails loudly (closes on error). */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen);
 

@@ -72,7 +72,7 @@ static void rc_free(struct redirect_conn *rc)
     struct worker *w = rc->w;
     bufferevent_free(rc->bev);
     event_free(rc->deadline);
-    connlimit_release(w, &rc->peer.sa);
+    connlimit_release(&rc->peer.sa);
     wgen_unref(rc->gen);
     free(rc);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
@@ -177,7 +177,7 @@ static void rc_deadline(evutil_socket_t fd, short what, void *arg)
 /* Admission and the per-connection objects; closes fd and returns NULL on refusal. */
 static struct redirect_conn *rc_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
-    if (w->draining || !connlimit_admit_plain(w, sa)) {
+    if (w->draining || !connlimit_admit_plain(&w->gen->snap->cfg->limits, sa)) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
         close(fd);
         return NULL;
@@ -193,7 +193,7 @@ static struct redirect_conn *rc_new(struct worker *w, int fd, const struct socka
         else
             close(fd);
         free(rc);
-        connlimit_release(w, sa);
+        connlimit_release(sa);
         return NULL;
     }
     rc->w = w;

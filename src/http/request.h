@@ -13,6 +13,7 @@
 
 #include "http/client_stream.h"
 #include "http/http1.h"
+#include "upstream/proxy_state.h"
 
 struct config;
 struct config_route;
@@ -94,12 +95,9 @@ struct request {
     /* proxy state (proxy.c) */
     struct upstream_conn *uc;
     unsigned attempts;
-    bool req_body_done; /* whole request body forwarded */
-    bool resp_head_done;
-    bool resp_done;
-    bool tunnel;
+    enum proxy_state px;
+    bool req_body_done;            /* whole request body read from the client (or none) */
     bool close_after;              /* framing makes the connection unusable afterwards */
-    bool head_sent;                /* request head written to an upstream */
     bool up_keep_alive;            /* the upstream allows reusing its connection */
     bool resp_started;             /* at least one response byte queued to the client */
     enum http1_body_kind resp_in;  /* framing of the upstream response body */

@@ -10,7 +10,6 @@
 #include "config/config.h"
 #include "policy/ratelimit.h"
 #include "core/snapshot.h"
-#include "core/worker.h"
 
 #define STRIPES 64
 #define BUCKETS_PER_STRIPE 256
@@ -133,24 +132,22 @@ static bool admit_counts(const struct config_limits *lim, const struct sockaddr 
     return true;
 }
 
-bool connlimit_admit(struct worker *w, const struct sockaddr *sa)
+bool connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa)
 {
-    const struct config_limits *lim = &w->gen->snap->cfg->limits;
     pthread_once(&once, init_stripes);
     if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
         return false;
     return admit_counts(lim, sa);
 }
 
-bool connlimit_admit_plain(struct worker *w, const struct sockaddr *sa)
+bool connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa)
 {
     pthread_once(&once, init_stripes);
-    return admit_counts(&w->gen->snap->cfg->limits, sa);
+    return admit_counts(lim, sa);
 }
 
-void connlimit_release(struct worker *w, const struct sockaddr *sa)
+void connlimit_release(const struct sockaddr *sa)
 {
-    (void)w;
     pthread_once(&once, init_stripes);
     atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
     release_ip(sa);

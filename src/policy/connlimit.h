@@ -10,12 +10,12 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct worker;
+struct config_limits;
 
 /* A TLS connection: also limits.handshakes_per_ip. */
-bool connlimit_admit(struct worker *w, const struct sockaddr *sa);
+bool connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa);
 /* A plain-HTTP (redirect) connection: the connection caps only. */
-bool connlimit_admit_plain(struct worker *w, const struct sockaddr *sa);
-void connlimit_release(struct worker *w, const struct sockaddr *sa);
+bool connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa);
+void connlimit_release(const struct sockaddr *sa);
 
 #endif

@@ -12,6 +12,7 @@
 #include "policy/identity.h"
 #include "core/services.h"
 #include "http/request.h"
+#include "observe/log.h"
 #include "observe/metrics.h"
 #include "http/request_head.h"
 #include "http/respond.h"
@@ -44,6 +45,34 @@ static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
     }
     evbuffer_add(out, evbuffer_pullup(in, (ssize_t)n), n);
     evbuffer_drain(in, n);
+}
+
+const char *proxy_state_str(enum proxy_state st)
+{
+    static const char *const names[] = {
+        [PROXY_IDLE] = "idle",
+        [PROXY_CONNECTING] = "connecting",
+        [PROXY_AWAIT_HEAD] = "await_head",
+        [PROXY_RELAY_BODY] = "relay_body",
+        [PROXY_TUNNEL] = "tunnel",
+        [PROXY_DONE] = "done",
+    };
+    return (unsigned)st < sizeof names / sizeof *names && names[st] ? names[st] : "invalid";
+}
+
+/* Every change of r->px goes through here (debug log: which request, from, to). */
+static void set_state(struct request *r, enum proxy_state st)
+{
+    if (r->px == st)
+        return;
+    log_msg(LOG_DEBUG, "request %s: proxy %s -> %s", r->id, proxy_state_str(r->px),
+            proxy_state_str(st));
+    r->px = st;
+}
+
+static bool head_sent(const struct request *r)
+{
+    return r->px >= PROXY_AWAIT_HEAD;
 }
 
 static const struct config *req_cfg(const struct request *r)
@@ -96,7 +125,7 @@ static void finish_exchange(struct request *r)
     r->upstream_ms = request_ms_between(&r->t_upstream_start, &now);
     r->uc = NULL;
     if (uc) {
-        bool reusable = r->up_keep_alive && r->req_body_done && !r->tunnel &&
+        bool reusable = r->up_keep_alive && r->req_body_done && r->px != PROXY_TUNNEL &&
                         r->resp_in != HTTP1_BODY_UNTIL_CLOSE &&
                         evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0;
         upstream_release(uc, reusable);
@@ -272,9 +301,9 @@ static void tunnel_from_client(struct request *r)
 
 void proxy_client_readable(struct request *r)
 {
-    if (!r->uc || !r->head_sent)
+    if (!r->uc || !head_sent(r))
         return;
-    if (r->tunnel) {
+    if (r->px == PROXY_TUNNEL) {
         tunnel_from_client(r);
         request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
         return;
@@ -291,7 +320,7 @@ static void send_request(struct request *r)
         fail(r, 502, "cannot write upstream request");
         return;
     }
-    r->head_sent = true;
+    set_state(r, PROXY_AWAIT_HEAD);
     metrics_inc(r->svc->metrics, r->uc->reused ? M_UPSTREAM_REUSE : M_UPSTREAM_CONNECT);
     if (r->h.framing.expect_continue && !r->req_body_done &&
         evbuffer_get_length(client_in(r)) == 0) {
@@ -332,7 +361,7 @@ static bool can_retry(const struct request *r)
     /* A kept-alive connection the upstream closed after our request was sent and
        before any answer: the usual race with its keep-alive timeout. Replayed only
        when nothing of the request is lost with it and the method allows it. */
-    return r->uc->reused && !r->resp_head_done && r->resp_scan.offset == 0 &&
+    return r->uc->reused && r->px == PROXY_AWAIT_HEAD && r->resp_scan.offset == 0 &&
            r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS &&
            method_replayable(r);
 }
@@ -340,7 +369,6 @@ static bool can_retry(const struct request *r)
 static void retry(struct request *r, const struct upstream_server *skip)
 {
     proxy_abort(r);
-    r->head_sent = false;
     memset(&r->resp_scan, 0, sizeof r->resp_scan);
     proxy_connect(r, skip);
 }
@@ -471,7 +499,7 @@ static int choose_framing(struct request *r, const struct http1_response *resp)
 
 static void start_tunnel(struct request *r)
 {
-    r->tunnel = true;
+    set_state(r, PROXY_TUNNEL);
     r->req_body_done = true;
     request_tunnel(r);
     set_timeout(r->uc->bev, 0);
@@ -518,12 +546,13 @@ static int read_response_head(struct request *r)
             evbuffer_expand(client_out(r), (size_t)n + 1024 + r->resp_remaining); /* one chain */
         write_response_head(r, &resp);
         evbuffer_drain(in, (size_t)n); /* the head's views pointed into it until now */
-        r->resp_head_done = true;
         if (resp.status == 101)
             start_tunnel(r);
         else if (r->resp_in == HTTP1_BODY_NONE ||
                  (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining == 0))
-            r->resp_done = true;
+            set_state(r, PROXY_DONE);
+        else
+            set_state(r, PROXY_RELAY_BODY);
         return 1;
     }
 }
@@ -535,15 +564,16 @@ static enum relay_result relay_response_body(struct request *r)
     size_t before = evbuffer_get_length(out);
     enum relay_result res = RELAY_OK;
     uint64_t total = 0;
+    bool done = false;
     if (r->resp_in == HTTP1_BODY_LENGTH) {
         size_t len = evbuffer_get_length(in);
         size_t n = len < r->resp_remaining ? len : (size_t)r->resp_remaining;
         move_bytes(in, out, n);
         r->resp_remaining -= n;
-        r->resp_done = r->resp_remaining == 0;
+        done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {
         res = relay_chunked(in, out, &r->resp_chunk, &total, 0, r->resp_out == HTTP1_BODY_CHUNKED,
-                            &r->resp_done);
+                            &done);
     } else if (r->resp_out == HTTP1_BODY_CHUNKED) { /* until close, re-chunked */
         size_t n = evbuffer_get_length(in);
         if (n) {
@@ -555,22 +585,24 @@ static enum relay_result relay_response_body(struct request *r)
         evbuffer_add_buffer(out, in);
     }
     r->bytes_out += evbuffer_get_length(out) - before;
+    if (done)
+        set_state(r, PROXY_DONE);
     return res;
 }
 
 static void process_upstream(struct request *r)
 {
-    if (r->tunnel) {
+    if (r->px == PROXY_AWAIT_HEAD && read_response_head(r) <= 0)
+        return;
+    if (r->px == PROXY_TUNNEL) { /* also the bytes that came right behind the 101 */
         relay_tunnel(bufferevent_get_input(r->uc->bev), client_out(r), &r->bytes_out);
         request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
     } else {
-        if (!r->resp_head_done && read_response_head(r) <= 0)
-            return;
-        if (!r->resp_done && relay_response_body(r) != RELAY_OK) {
+        if (r->px == PROXY_RELAY_BODY && relay_response_body(r) != RELAY_OK) {
             fail(r, 502, "invalid upstream chunked body");
             return;
         }
-        if (r->resp_done) {
+        if (r->px == PROXY_DONE) {
             finish_exchange(r);
             return;
         }
@@ -581,7 +613,7 @@ static void process_upstream(struct request *r)
 
 void proxy_client_drained(struct request *r)
 {
-    if (!r->uc || !r->head_sent)
+    if (!r->uc || !head_sent(r))
         return;
     bufferevent_enable(r->uc->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(r->uc->bev)) > 0)
@@ -594,7 +626,7 @@ static void up_read(struct bufferevent *bev, void *arg)
 {
     struct request *r = arg;
     struct stream_hold hold = request_hold(r);
-    if (r->head_sent)
+    if (head_sent(r))
         process_upstream(r);
     else /* bytes before we asked anything: not a server we can trust */
         fail(r, 502, "upstream spoke first");
@@ -605,7 +637,7 @@ static void up_write(struct bufferevent *bev, void *arg)
 {
     struct request *r = arg;
     struct stream_hold hold = request_hold(r);
-    if (r->head_sent && (!r->req_body_done || r->tunnel))
+    if (head_sent(r) && (!r->req_body_done || r->px == PROXY_TUNNEL))
         request_set_reading(r, true);
     stream_release(hold);
 }
@@ -618,22 +650,22 @@ static void up_write(struct bufferevent *bev, void *arg)
  */
 static void on_upstream_closed(struct request *r, bool clean)
 {
-    if (r->tunnel) {
+    if (r->px == PROXY_TUNNEL) {
         process_upstream(r);
         proxy_abort(r);
         r->close_after = true;
         request_done(r);
-    } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE && !clean) {
+    } else if (r->px == PROXY_RELAY_BODY && r->resp_in == HTTP1_BODY_UNTIL_CLOSE && !clean) {
         metrics_inc(r->svc->metrics, M_UPSTREAM_ERROR);
         r->error = "upstream response truncated (reset)";
         proxy_abort(r);
         request_abort(r);
-    } else if (r->resp_head_done && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
+    } else if (r->px == PROXY_RELAY_BODY && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
         relay_response_body(r);
         if (r->resp_out == HTTP1_BODY_CHUNKED)
             evbuffer_add(client_out(r), "0\r\n\r\n", 5);
         r->up_keep_alive = false;
-        r->resp_done = true;
+        set_state(r, PROXY_DONE);
         finish_exchange(r);
     } else if (can_retry(r)) {
         retry(r, NULL);
@@ -662,6 +694,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 static void proxy_connect(struct request *r, const struct upstream_server *skip)
 {
     r->attempts++;
+    set_state(r, PROXY_CONNECTING);
     r->uc = upstream_acquire(r->ups, r->upstream, skip, up_read, up_write, up_event, r);
     if (!r->uc) {
         fail(r, 502, "no upstream connection");
