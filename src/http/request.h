@@ -13,12 +13,13 @@
 
 #include "http/client_stream.h"
 #include "http/http1.h"
+#include "policy/ratelimit_state.h"
+#include "policy/session_identity.h"
 #include "upstream/proxy_state.h"
 
 struct config;
 struct config_route;
 struct config_upstream;
-struct config_rate_rule;
 struct upstream_conn;
 struct upstream_set;
 struct snapshot;
@@ -26,19 +27,6 @@ struct services;
 
 #define REQUEST_ID_LEN 32
 #define REQUEST_ADD_HEADERS_MAX 2048
-#define SESSION_FIELD_MAX 128
-
-/* What the auth phase learned from the session; empty strings when anonymous. */
-struct session_identity {
-    bool authenticated;
-    bool mfa;
-    char tenant[SESSION_FIELD_MAX];
-    char user[SESSION_FIELD_MAX];
-    char roles[SESSION_FIELD_MAX];
-    int64_t exp;         /* session end (unix seconds), 0 if none */
-    char token_hash[65]; /* hex sha256 of the token, for session rate limits */
-    uint8_t token_sha[32];
-};
 
 /* Flags per received header, set by phases that decide what is forwarded. */
 enum request_hflag {
@@ -77,13 +65,7 @@ struct request {
     void (*cancel_pending)(struct request *);
     uint64_t auth_epoch; /* auth_cache epoch when the session lookup started */
 
-    /* rate limiting (ratelimit.c): next rule to evaluate, the most restrictive verdict */
-    unsigned rl_next;
-    bool rl_post_auth;
-    bool rl_have;
-    const struct config_rate_rule *rl_rule;
-    uint64_t rl_remaining;
-    uint64_t rl_reset_ms;
+    struct ratelimit_state rl; /* ratelimit.c's */
 
     /* headers to append to the forwarded head: "Name: value\r\n" lines */
     char add_headers[REQUEST_ADD_HEADERS_MAX];

@@ -118,12 +118,12 @@ static uint64_t ceil_seconds(uint64_t ms)
 static void remember(struct request *r, const struct config_rate_rule *rule, uint64_t remaining,
                      uint64_t reset_ms)
 {
-    if (r->rl_have && remaining >= r->rl_remaining)
+    if (r->rl.have && remaining >= r->rl.remaining)
         return;
-    r->rl_have = true;
-    r->rl_rule = rule;
-    r->rl_remaining = remaining;
-    r->rl_reset_ms = reset_ms;
+    r->rl.have = true;
+    r->rl.rule = rule;
+    r->rl.remaining = remaining;
+    r->rl.reset_ms = reset_ms;
 }
 
 static void format_headers(char *out, size_t cap, const struct config_rate_rule *rule,
@@ -238,10 +238,10 @@ static void on_global(const struct rl_global_result *res, void *arg)
     struct stream_hold hold = request_hold(r);
     r->pending = NULL;
     r->cancel_pending = NULL;
-    const struct config_rate_rule *rule = &r->route->rate_limits[r->rl_next];
+    const struct config_rate_rule *rule = &r->route->rate_limits[r->rl.next];
     struct http1_str key = {0};
     rule_key(r, rule, &key);
-    r->rl_next++;
+    r->rl.next++;
     bool go_on;
     if (!res) {
         go_on = store_fallback(r, rule, key);
@@ -266,14 +266,14 @@ static void cancel_global(struct request *r)
     r->cancel_pending = NULL;
 }
 
-/* Runs the rules of this phase from r->rl_next; CONTINUE, RESPOND or SUSPEND. */
+/* Runs the rules of this phase from r->rl.next; CONTINUE, RESPOND or SUSPEND. */
 static enum phase_result evaluate(struct request *r)
 {
     const struct config_route *rt = r->route;
-    for (; r->rl_next < rt->num_rate_limits; r->rl_next++) {
-        const struct config_rate_rule *rule = &rt->rate_limits[r->rl_next];
+    for (; r->rl.next < rt->num_rate_limits; r->rl.next++) {
+        const struct config_rate_rule *rule = &rt->rate_limits[r->rl.next];
         struct http1_str key;
-        if (!rule_in_phase(rule, r->rl_post_auth) || !rule_key(r, rule, &key))
+        if (!rule_in_phase(rule, r->rl.post_auth) || !rule_key(r, rule, &key))
             continue;
         if (rule->scope == RL_SCOPE_GLOBAL) {
             const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
@@ -294,9 +294,9 @@ static enum phase_result evaluate(struct request *r)
         }
         remember(r, rule, g.remaining, g.reset_after_us / 1000);
     }
-    if (r->rl_post_auth && r->rl_have && rt->ratelimit_headers) {
+    if (r->rl.post_auth && r->rl.have && rt->ratelimit_headers) {
         char hdrs[400];
-        format_headers(hdrs, sizeof hdrs, r->rl_rule, r->rl_remaining, r->rl_reset_ms);
+        format_headers(hdrs, sizeof hdrs, r->rl.rule, r->rl.remaining, r->rl.reset_ms);
         request_add_response_lines(r, hdrs); /* informational: dropped if it does not fit */
     }
     return PHASE_CONTINUE;
@@ -306,8 +306,8 @@ static enum phase_result start(struct request *r, bool post_auth)
 {
     if (r->route->num_rate_limits == 0)
         return PHASE_CONTINUE;
-    r->rl_post_auth = post_auth;
-    r->rl_next = 0;
+    r->rl.post_auth = post_auth;
+    r->rl.next = 0;
     return evaluate(r);
 }
 
