@@ -20,6 +20,19 @@
 
 #define CONFIG_MAX_LISTEN 16
 
+/*
+ * The TLS defaults, defined once: the schema rows of tls.ciphers, tls.ciphersuites
+ * and tls.groups use them, and tls_policy_build() falls back to them when a
+ * struct config_tls built by hand leaves the field NULL.
+ */
+#define CONFIG_TLS_CIPHERS                                                                         \
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"
+#define CONFIG_TLS_CIPHERSUITES                                                                    \
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#define CONFIG_TLS_GROUPS "X25519:P-256"
+
 struct config_addr {
     char *text; /* as written, for logs: "0.0.0.0:8443", "[::1]:8443", "unix:/path" */
     char *host; /* "0.0.0.0", "::1"; NULL for unix */

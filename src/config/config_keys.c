@@ -417,14 +417,11 @@ static const struct config_key tls_keys[] = {
      .elem_size = sizeof(C_), .pos_off = OFF(C_, line), .flags = CK_NULL | CK_POS},
     {"min_version", CK_ENUM, OFF(T_, min_version), .choices = tls_versions, .def = "TLSv1.2"},
     {"ciphers", CK_STR, OFF(T_, ciphers), .flags = CK_NONEMPTY, .check = check_no_controls,
-     .def = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"
-            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"
-            "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"},
+     .def = CONFIG_TLS_CIPHERS},
     {"ciphersuites", CK_STR, OFF(T_, ciphersuites), .flags = CK_NONEMPTY,
-     .check = check_no_controls,
-     .def = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"},
+     .check = check_no_controls, .def = CONFIG_TLS_CIPHERSUITES},
     {"groups", CK_STR, OFF(T_, groups), .flags = CK_NONEMPTY, .check = check_no_controls,
-     .def = "X25519:P-256"},
+     .def = CONFIG_TLS_GROUPS},
     {"allow_weak", CK_BOOL, OFF(T_, allow_weak), .def = "false"},
     {"session_tickets", CK_SECTION, 0, .keys = tickets_keys},
     {"session_cache", CK_BOOL, OFF(T_, session_cache), .def = "true"},

@@ -1069,6 +1069,16 @@ static void test_no_file_checks_in_pure_mode(void **state)
     config_unref(c);
 }
 
+/* The schema's TLS defaults are the constants tls_policy_build() falls back to. */
+static void test_tls_defaults_single_source(void **state)
+{
+    struct config *c = load_ok(BASE);
+    assert_string_equal(c->tls.ciphers, CONFIG_TLS_CIPHERS);
+    assert_string_equal(c->tls.ciphersuites, CONFIG_TLS_CIPHERSUITES);
+    assert_string_equal(c->tls.groups, CONFIG_TLS_GROUPS);
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1105,6 +1115,7 @@ int main(void)
         cmocka_unit_test(test_unreadable_key),
         cmocka_unit_test(test_cert_key_mismatch),
         cmocka_unit_test(test_no_file_checks_in_pure_mode),
+        cmocka_unit_test(test_tls_defaults_single_source),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }
