@@ -95,28 +95,19 @@ struct config *config_load_string(const char *name, const char *yaml, bool check
     return load_buffer(name, yaml, strlen(yaml), check_files, errs);
 }
 
-struct config *config_load(const char *path, struct config_errors *errs)
+/* Reads all of fd (not st_size: /dev/stdin and pipes work too); NULL is reported. */
+static char *read_all(int fd, const char *path, size_t *lenp, struct config_errors *errs)
 {
-    struct stat st;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        config_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        config_errors_add(errs, "%s: cannot open: %s", path, strerror(EISDIR));
-        goto fail;
-    }
-    for (;;) { /* not st_size: /dev/stdin and pipes work too */
+    for (;;) {
         if (len == cap) {
             char *nb = cap < CONFIG_MAX_FILE ? realloc(buf, cap ? cap * 2 : 65536) : NULL;
             if (!nb) {
                 config_errors_add(errs, "%s: too large (more than %u bytes) or out of memory", path,
                                   CONFIG_MAX_FILE);
-                goto fail;
+                free(buf);
+                return NULL;
             }
             buf = nb;
             cap = cap ? cap * 2 : 65536;
@@ -126,21 +117,37 @@ struct config *config_load(const char *path, struct config_errors *errs)
             continue;
         if (r < 0) {
             config_errors_add(errs, "%s: cannot read: %s", path, strerror(errno));
-            goto fail;
+            free(buf);
+            return NULL;
         }
         if (r == 0)
             break;
         len += (size_t)r;
     }
-    close(fd);
+    *lenp = len;
+    return buf;
+}
+
+struct config *config_load(const char *path, struct config_errors *errs)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fstat(fd, &st) < 0)
+        config_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+    else if (S_ISDIR(st.st_mode))
+        config_errors_add(errs, "%s: cannot open: %s", path, strerror(EISDIR));
+    else
+        buf = read_all(fd, path, &len, errs);
+    if (fd >= 0)
+        close(fd);
+    if (!buf)
+        return NULL;
     struct config *c = load_buffer(path, buf, len, true, errs);
     free(buf);
     return c;
-fail:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    return NULL;
 }
 
 struct config *config_ref(struct config *c)

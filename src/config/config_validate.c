@@ -15,6 +15,9 @@
 
 #include "tls/tls.h"
 
+/* What the HSTS preload list asks for: a year. */
+#define HSTS_PRELOAD_MIN_AGE 31536000
+
 /* Exactly 127.0.0.0/8, ::1, the name "localhost" (bound as 127.0.0.1, never resolved)
  * or a unix socket: not "::", not v4-mapped addresses, not other names. */
 static bool addr_is_loopback(const struct config_addr *a)
@@ -260,19 +263,21 @@ static const struct config_upstream *upstream_index_find(const struct upstream_i
     return hit ? *hit : NULL;
 }
 
-static void validate_misc(struct config_loader *L, struct config *c,
-                          const struct upstream_index *ix)
+static void validate_redis(struct config_loader *L, const struct config *c)
 {
     const struct config_redis *r = &c->redis;
-    const struct config_sessions *s = &c->sessions;
-    if (c->redis_enabled) {
-        if (r->password_file && r->password_env)
-            config_loader_error(L, config_pos_of(L, &r->password_env, r, CONFIG_POS_ROOT),
-                                "redis.password_env",
-                                "set only one of password_file and password_env");
-        validate_tls_client(L, &r->tls, "redis.tls");
-    }
-    for (size_t i = 0; i < c->num_upstreams; i++) { /* refused rather than silently ignored */
+    if (!c->redis_enabled)
+        return;
+    if (r->password_file && r->password_env)
+        config_loader_error(L, config_pos_of(L, &r->password_env, r, CONFIG_POS_ROOT),
+                            "redis.password_env", "set only one of password_file and password_env");
+    validate_tls_client(L, &r->tls, "redis.tls");
+}
+
+/* Keys the schema knows but moat does not do yet: refused rather than silently ignored. */
+static void validate_unsupported(struct config_loader *L, const struct config *c)
+{
+    for (size_t i = 0; i < c->num_upstreams; i++) {
         const struct config_upstream *u = &c->upstreams[i];
         char key[160];
         snprintf(key, sizeof key, "upstreams.%.100s.health.path", u->name);
@@ -281,25 +286,30 @@ static void validate_misc(struct config_loader *L, struct config *c,
                                 "not supported yet: servers that fail to connect are skipped "
                                 "for 1 s (passive checks); leave health.path null");
     }
-    if (c->log.syslog_address.text) /* refused rather than silently ignored */
+    if (c->log.syslog_address.text)
         config_loader_error(L, config_pos_of(L, &c->log.syslog_address, &c->log, CONFIG_POS_ROOT),
                             "log.syslog",
                             "not supported yet: use log.audit (a file or stderr) "
                             "and forward it with the host's syslog daemon");
+}
+
+static void validate_sessions_hsts(struct config_loader *L, const struct config *c)
+{
+    const struct config_sessions *s = &c->sessions;
     if (s->token_min_len > s->token_max_len)
         config_loader_error(L, config_pos_of(L, &s->token_min_len, s, CONFIG_POS_ROOT),
                             "sessions.token_min_len",
                             "must not exceed sessions.token_max_len (%zu)", s->token_max_len);
-    if (c->hsts.preload && (c->hsts.max_age < 31536000 || !c->hsts.include_subdomains))
+    if (c->hsts.preload && (c->hsts.max_age < HSTS_PRELOAD_MIN_AGE || !c->hsts.include_subdomains))
         config_loader_error(L, config_pos_of(L, &c->hsts.preload, &c->hsts, CONFIG_POS_ROOT),
-                            "hsts.preload",
-                            "requires max_age >= 31536000 and include_subdomains: true");
-    for (size_t i = 0; i < c->num_upstreams; i++) {
-        char path[128];
-        snprintf(path, sizeof path, "upstreams.%s.tls",
-                 c->upstreams[i].name ? c->upstreams[i].name : "?");
-        validate_tls_client(L, &c->upstreams[i].tls, path);
-    }
+                            "hsts.preload", "requires max_age >= %d and include_subdomains: true",
+                            HSTS_PRELOAD_MIN_AGE);
+}
+
+/* Resolves each tenant's upstream (tenant->up). */
+static void validate_tenants(struct config_loader *L, struct config *c,
+                             const struct upstream_index *ix)
+{
     for (size_t i = 0; i < c->num_tenants; i++) {
         struct config_tenant *t = &c->tenants[i];
         char q[80];
@@ -313,6 +323,23 @@ static void validate_misc(struct config_loader *L, struct config *c,
                                 "unknown upstream %s", config_quote(t->upstream, q, sizeof q));
         }
     }
+}
+
+/* The sections other than listen, tls and routes; in this order, as messages at one
+ * position keep the order they were found in. */
+static void validate_sections(struct config_loader *L, struct config *c,
+                              const struct upstream_index *ix)
+{
+    validate_redis(L, c);
+    validate_unsupported(L, c);
+    validate_sessions_hsts(L, c);
+    for (size_t i = 0; i < c->num_upstreams; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "upstreams.%s.tls",
+                 c->upstreams[i].name ? c->upstreams[i].name : "?");
+        validate_tls_client(L, &c->upstreams[i].tls, path);
+    }
+    validate_tenants(L, c, ix);
 }
 
 static const char *const auth_names[] = {"none", "optional", "required"};
@@ -435,7 +462,7 @@ void config_validate(struct config_loader *L, struct config *c)
     upstream_index_build(&ix, c);
     validate_listen(L, c);
     validate_tls(L, c);
-    validate_misc(L, c, &ix);
+    validate_sections(L, c, &ix);
     if (c->num_routes == 0)
         config_loader_error(L, config_pos_of(L, &c->routes, NULL, CONFIG_POS_ROOT), "routes",
                             "at least one route is required");
