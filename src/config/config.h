@@ -8,7 +8,8 @@
  * under an in-flight request.
  *
  * Durations are stored in milliseconds. Rates are stored as events per second
- * (a double) plus the burst.
+ * (a double) plus the burst. Every key's default is in its row of the schema
+ * (config_schema.c), written once.
  */
 #ifndef MOAT_CONFIG_H
 #define MOAT_CONFIG_H
@@ -196,7 +197,7 @@ struct config_ratelimit {
     size_t max_keys; /* bound on the local key table */
     uint64_t redis_timeout_ms;
     uint64_t heartbeat_ms;
-    char *key_prefix; /* "moat:rl:" */
+    char *key_prefix; /* prefix of the Redis keys */
 };
 
 struct config_log {
@@ -213,7 +214,7 @@ struct config_listen {
     struct config_addr http[CONFIG_MAX_LISTEN];
     size_t num_http;
     struct config_addr admin; /* text NULL: no admin listener */
-    char *admin_mode;         /* octal file mode of a unix: admin socket, "0600" */
+    char *admin_mode;         /* octal file mode of a unix: admin socket */
     uint16_t redirect_https_port;
     char **acme_challenge_dir; /* unused placeholder kept NULL */
 };
