@@ -8,7 +8,8 @@
  * under an in-flight request.
  *
  * Durations are stored in milliseconds. Rates are stored as events per second
- * (a double) plus the burst.
+ * (a double) plus the burst. Every key's default is in its row of the schema
+ * (config_schema.c), written once.
  */
 #ifndef MOAT_CONFIG_H
 #define MOAT_CONFIG_H
@@ -19,6 +20,19 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_LISTEN 16
+
+/*
+ * The TLS defaults, defined once: the schema rows of tls.ciphers, tls.ciphersuites
+ * and tls.groups use them, and tls_policy_build() falls back to them when a
+ * struct config_tls built by hand leaves the field NULL.
+ */
+#define CONFIG_TLS_CIPHERS                                                                         \
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"
+#define CONFIG_TLS_CIPHERSUITES                                                                    \
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#define CONFIG_TLS_GROUPS "X25519:P-256"
 
 struct config_addr {
     char *text; /* as written, for logs: "0.0.0.0:8443", "[::1]:8443", "unix:/path" */
@@ -183,7 +197,7 @@ struct config_ratelimit {
     size_t max_keys; /* bound on the local key table */
     uint64_t redis_timeout_ms;
     uint64_t heartbeat_ms;
-    char *key_prefix; /* "moat:rl:" */
+    char *key_prefix; /* prefix of the Redis keys */
 };
 
 struct config_log {
@@ -200,7 +214,7 @@ struct config_listen {
     struct config_addr http[CONFIG_MAX_LISTEN];
     size_t num_http;
     struct config_addr admin; /* text NULL: no admin listener */
-    char *admin_mode;         /* octal file mode of a unix: admin socket, "0600" */
+    char *admin_mode;         /* octal file mode of a unix: admin socket */
     uint16_t redirect_https_port;
     char **acme_challenge_dir; /* unused placeholder kept NULL */
 };

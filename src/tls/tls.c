@@ -566,15 +566,15 @@ static int set_protocol(struct build *b, SSL_CTX *ctx)
     if (SSL_CTX_set_min_proto_version(ctx, minv) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
         return fail(b, "tls.min_version: unsupported %s", tls_version_name(minv));
-    if (SSL_CTX_set_cipher_list(ctx, cfg->ciphers ? cfg->ciphers : TLS_POLICY_CIPHERS) != 1)
+    if (SSL_CTX_set_cipher_list(ctx, cfg->ciphers ? cfg->ciphers : CONFIG_TLS_CIPHERS) != 1)
         return fail(b, "tls.ciphers: no usable cipher in \"%s\"",
-                    cfg->ciphers ? cfg->ciphers : TLS_POLICY_CIPHERS);
+                    cfg->ciphers ? cfg->ciphers : CONFIG_TLS_CIPHERS);
     if (SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites ? cfg->ciphersuites
-                                                        : TLS_POLICY_CIPHERSUITES) != 1)
+                                                        : CONFIG_TLS_CIPHERSUITES) != 1)
         return fail(b, "tls.ciphersuites: no usable TLS 1.3 suite");
-    if (SSL_CTX_set1_groups_list(ctx, cfg->groups ? cfg->groups : TLS_POLICY_GROUPS) != 1)
+    if (SSL_CTX_set1_groups_list(ctx, cfg->groups ? cfg->groups : CONFIG_TLS_GROUPS) != 1)
         return fail(b, "tls.groups: unknown group in \"%s\"",
-                    cfg->groups ? cfg->groups : TLS_POLICY_GROUPS);
+                    cfg->groups ? cfg->groups : CONFIG_TLS_GROUPS);
     uint64_t opts = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
                     SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3;
     if (!cfg->tickets_enabled)

@@ -27,20 +27,15 @@ struct config_tls;
 struct tls_policy;
 struct tls_ticket_store;
 
-/* Used when the config leaves them NULL (config.c keeps its own copy of the defaults). */
-#define TLS_POLICY_CIPHERS                                                                         \
-    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:"                                   \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:"                                   \
-    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"
-#define TLS_POLICY_CIPHERSUITES                                                                    \
-    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#define TLS_POLICY_GROUPS "X25519:P-256"
+/* Entries of the server-side session cache per SSL_CTX. */
 #define TLS_POLICY_SESSION_CACHE 20000
 
 typedef void (*tls_warn_fn)(const char *msg, void *arg);
 
 /*
- * Builds the policy. tickets: the process-wide ticket store (tls_tickets_new), used
+ * Builds the policy. A NULL cfg->ciphers, ->ciphersuites or ->groups means the
+ * config's default (CONFIG_TLS_CIPHERS and so on, config.h: defined once).
+ * tickets: the process-wide ticket store (tls_tickets_new), used
  * when cfg->tickets_enabled (NULL then is an error); the policy takes a reference.
  * Refused with a message naming what is weak when the config would score below an
  * SSL Labs "A" (protocol below TLS 1.2, a TLS 1.2 suite that is not ECDHE + AEAD,

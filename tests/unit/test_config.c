@@ -22,6 +22,8 @@
 #include <openssl/x509.h>
 
 #include "config/config.h"
+#include "config/config_schema.h"
+#include "config/config_store.h"
 
 /* A config that is valid on its own; tests add to or change it. */
 #define BASE                                                                                       \
@@ -1069,6 +1071,54 @@ static void test_no_file_checks_in_pure_mode(void **state)
     config_unref(c);
 }
 
+/* The schema's TLS defaults are the constants tls_policy_build() falls back to. */
+static void test_tls_defaults_single_source(void **state)
+{
+    struct config *c = load_ok(BASE);
+    assert_string_equal(c->tls.ciphers, CONFIG_TLS_CIPHERS);
+    assert_string_equal(c->tls.ciphersuites, CONFIG_TLS_CIPHERSUITES);
+    assert_string_equal(c->tls.groups, CONFIG_TLS_GROUPS);
+    config_unref(c);
+}
+
+/* Defaults of the list and map element tables below keys (sections recursed into). */
+static void apply_element_defaults(struct config_loader *L, const struct config_key *keys)
+{
+    for (const struct config_key *k = keys; k->name; k++) {
+        assert_false((k->flags & CK_REQUIRED) && k->def); /* a default never used */
+        assert_true((k->type == CK_REJECT) == (k->reject != NULL));
+        if (k->type == CK_SECTION)
+            apply_element_defaults(L, k->keys);
+        if (k->type != CK_LIST && k->type != CK_MAP)
+            continue;
+        void *elem = calloc(1, k->elem_size);
+        assert_non_null(elem);
+        config_store_defaults(L, k->keys, elem);
+        apply_element_defaults(L, k->keys);
+        config_store_free(k->keys, elem);
+        free(elem);
+    }
+}
+
+/* Every row's default parses and passes its own row's checks and bounds. */
+static void test_schema_defaults_in_bounds(void **state)
+{
+    struct config_loader L;
+    struct config_errors errs = {0};
+    struct config *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    config_loader_init(&L, "schema", false);
+    config_store_defaults(&L, config_root_keys, c);
+    apply_element_defaults(&L, config_root_keys);
+    size_t n = L.num_errs + L.dropped;
+    config_loader_finish(&L, &errs);
+    dump(&errs);
+    assert_int_equal(n, 0);
+    config_errors_free(&errs);
+    config_store_free(config_root_keys, c);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1105,6 +1155,8 @@ int main(void)
         cmocka_unit_test(test_unreadable_key),
         cmocka_unit_test(test_cert_key_mismatch),
         cmocka_unit_test(test_no_file_checks_in_pure_mode),
+        cmocka_unit_test(test_tls_defaults_single_source),
+        cmocka_unit_test(test_schema_defaults_in_bounds),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }
