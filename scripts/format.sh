@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fmt=$(command -v clang-format-14 || command -v clang-format || true)
 [ -n "$fmt" ] || { echo "format.sh: clang-format not found (scripts/install-deps.sh --test)" >&2; exit 2; }
-mapfile -t files < <(git ls-files -- 'src/*.[ch]' 'tests/*.[ch]' 2>/dev/null ||
+mapfile -t files < <(git ls-files --cached --others --exclude-standard -- 'src/*.[ch]' 'tests/*.[ch]' 2>/dev/null ||
                      find src tests -name '*.[ch]')
 if [ "${1:-}" != "--check" ]; then
     "$fmt" -i "${files[@]}"

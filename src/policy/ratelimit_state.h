@@ -12,9 +12,9 @@
 struct config_rate_rule;
 
 struct ratelimit_state {
-    unsigned next;  /* next rule to evaluate */
-    bool post_auth; /* evaluating the rules keyed by session or tenant */
-    bool have;      /* a verdict is remembered (for the RateLimit-* headers) */
+    unsigned next;                       /* next rule to evaluate */
+    bool post_auth;                      /* evaluating the rules keyed by session or tenant */
+    bool have;                           /* a verdict is remembered (for the RateLimit-* headers) */
     const struct config_rate_rule *rule; /* the most restrictive verdict so far */
     uint64_t remaining;
     uint64_t reset_ms;
