@@ -428,7 +428,7 @@ static void conn_start_request(struct conn *c)
         conn_reject(c, status, err);
         return;
     }
-    memset(r->hflags, 0, r->h.num_headers);
+    request_head_parsed(r);
     c->keep_alive = r->h.framing.keep_alive && age_left_ms(c) > 0; /* the last one says so */
     if (r->h.framing.body == HTTP1_BODY_NONE)
         r->req_body_done = true;

@@ -79,6 +79,11 @@ void request_pool_clear(struct request_pool *pool)
     request_pool_trim(pool, 0);
 }
 
+void request_head_parsed(struct request *r)
+{
+    memset(r->hflags, 0, r->h.num_headers);
+}
+
 static int append_line(char *buf, size_t cap, size_t *len, const char *name, const char *value,
                        size_t vlen)
 {

@@ -117,6 +117,10 @@ void request_pool_clear(struct request_pool *pool);
 /* Frees kept requests beyond `keep` (~20 KiB each): after a burst, the worker's housekeeping. */
 void request_pool_trim(struct request_pool *pool, size_t keep);
 
+/* The head is parsed into r->h: clears the per-header flags (kept storage) for its headers.
+ * Every client stream calls it before the phases run. */
+void request_head_parsed(struct request *r);
+
 /* Appends "name: value\r\n" to the forwarded extra headers; -1 if it does not fit. */
 int request_add_header(struct request *r, const char *name, const char *value, size_t vlen);
 /* Appends complete "Name: value\r\n" lines to the response headers moat adds; -1 if they do not

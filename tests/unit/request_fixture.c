@@ -166,7 +166,7 @@ struct request *fixture_request(struct fixture *fx, const char *head)
         fail_msg("head does not scan as one whole head (%zd, status %d)", n, status);
     if (http1_parse_request(r->head_buf, len, &lim, &r->h, &status, &err) < 0)
         fail_msg("head does not parse: %d %s", status, err);
-    memset(r->hflags, 0, r->h.num_headers); /* kept storage: the connection clears it so */
+    request_head_parsed(r);
     r->head_len = len;
     memset(&fx->stream, 0, sizeof fx->stream);
     r->stream = &fx->stream;
