@@ -2,9 +2,9 @@
  * pipeline: the request phases of DESIGN.md, run in order over each request.
  *
  * A phase returns CONTINUE, RESPOND (it has answered the request itself via
- * conn_respond()) or SUSPEND (it waits for something asynchronous, e.g. Redis;
- * the callback then calls pipeline_resume()). A new policy is a new phase in
- * the table in pipeline.c; phases do not know about each other.
+ * request_respond(); the request may be gone) or SUSPEND (it waits for something asynchronous, e.g.
+ * Redis; the callback then calls pipeline_resume()). A new policy is a new phase in the table in
+ * pipeline.c; phases do not know about each other.
  */
 #ifndef MOAT_PIPELINE_H
 #define MOAT_PIPELINE_H
