@@ -6,7 +6,7 @@
  * nginx's ngx_command_t arrays. The same rows drive the three walks over a
  * snapshot (config_store.c: applying defaults, storing what the YAML says,
  * freeing), so a new key is one row: it cannot leak or miss its default.
- * docs/config-internals.md shows how to add one.
+ * docs/architecture.md ("How to add a config key") shows how to add one.
  */
 #ifndef MOAT_CONFIG_SCHEMA_H
 #define MOAT_CONFIG_SCHEMA_H
