@@ -90,11 +90,11 @@ static int start_clients(struct worker *w, const struct config *cfg, char *err, 
         return -1;
     redis_client_on_state(w->svc.redis, on_redis_state, w);
     if (cfg->sessions.push_revocation) {
-        w->svc.revocation = revocation_start(w, &o, cfg->sessions.key_prefix, err, errlen);
+        w->svc.revocation = revocation_start(&w->svc, &o, cfg->sessions.key_prefix, err, errlen);
         if (!w->svc.revocation)
             return -1;
     }
-    w->svc.rl_global = rl_global_new(w, cfg, &o, err, errlen);
+    w->svc.rl_global = rl_global_new(&w->svc, cfg, &o, err, errlen);
     if (!w->svc.rl_global)
         return -1;
     w->svc.redis_key = redis_fingerprint(cfg);
