@@ -2,10 +2,14 @@
  * services: what a worker offers the request path (its Redis client, session
  * cache, push revocation, global rate limiter, metrics), without the worker.
  * Phases reach them through the request (r->svc) and never include worker.h;
- * the worker owns them and builds, reloads and frees them.
+ * the worker owns them and builds, reloads, drains and frees them with the
+ * four calls below, which run services.c's table of services in order (free
+ * in reverse order).
  */
 #ifndef MOAT_SERVICES_H
 #define MOAT_SERVICES_H
+
+#include <stddef.h>
 
 struct event_base;
 struct metrics;
@@ -14,6 +18,15 @@ struct redis_client;
 struct auth_cache;
 struct revocation;
 struct rl_global;
+struct config;
+struct services_redis_conf;
+
+/* The Redis state last logged ("connected" / "down"), so that only changes are news. */
+enum services_redis_logged {
+    SVC_REDIS_LOGGED_NONE = 0,
+    SVC_REDIS_LOGGED_DOWN,
+    SVC_REDIS_LOGGED_UP
+};
 
 struct services {
     int worker_id; /* for log lines: "worker N: ..." */
@@ -24,7 +37,39 @@ struct services {
     struct auth_cache *auth_cache; /* session decisions */
     struct revocation *revocation; /* push invalidation, when enabled */
     struct rl_global *rl_global;   /* global rate limits (EVALSHA) */
-    char *redis_key;               /* the redis options the clients were made from */
+    /* What the Redis clients were built from; NULL while there are none. */
+    struct services_redis_conf *redis_conf;
+    enum services_redis_logged redis_logged;
 };
+
+/*
+ * Builds every service for cfg. The caller has filled worker_id, base, metrics
+ * and access_log. Returns 0, or -1 with a message in err (what was built is
+ * freed again; services_free() is still safe).
+ */
+int services_init(struct services *svc, const struct config *cfg, char *err, size_t errlen);
+/*
+ * A new config is in use: the session cache starts afresh, and the Redis
+ * clients are rebuilt when what they were built from changed. A failure is
+ * logged and leaves the Redis services off (sessions fail closed until fixed).
+ */
+void services_reload(struct services *svc, const struct config *cfg);
+/* Drain started: say goodbye where others keep count of us (heartbeat). */
+void services_drain(struct services *svc);
+/* Frees every service, in reverse order; safe on partly built or freed services. */
+void services_free(struct services *svc);
+
+/*
+ * The parsed config fields the Redis clients are built from, copied (they
+ * outlive the config they came from). Exposed for tests.
+ * services_redis_conf_copy: NULL when out of memory.
+ * services_redis_conf_diff: NULL when cfg builds the same clients as conf
+ * (conf NULL: no clients); otherwise the name of a field that differs
+ * ("redis" when Redis was switched on or off).
+ */
+struct services_redis_conf *services_redis_conf_copy(const struct config *cfg);
+void services_redis_conf_free(struct services_redis_conf *conf);
+const char *services_redis_conf_diff(const struct services_redis_conf *conf,
+                                     const struct config *cfg);
 
 #endif

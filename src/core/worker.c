@@ -20,9 +20,9 @@
 #include "http/redirect.h"
 #include "http/request.h"
 #include "policy/signature.h"
+#include "core/services.h"
 #include "core/snapshot.h"
 #include "upstream/upstream.h"
-#include "core/worker_ext.h"
 
 #define TICK_MS 100
 /* After the last connection: time for goodbye messages (heartbeat) to be flushed. */
@@ -158,7 +158,7 @@ static void apply_snapshot(struct worker *w, struct snapshot *snap)
     }
     struct wgen *old = w->gen;
     w->gen = g;
-    worker_ext_reload(w);
+    services_reload(&w->svc, g->snap->cfg);
     wgen_unref(old);
 }
 
@@ -182,7 +182,7 @@ static void start_drain(struct worker *w)
         return;
     w->draining = true;
     close_listeners(w);
-    worker_ext_drain(w);
+    services_drain(&w->svc);
     struct timeval tv;
     uint64_t ms = w->gen->snap->cfg->limits.drain_timeout_ms;
     tv.tv_sec = (time_t)(ms / 1000);
@@ -329,7 +329,8 @@ struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, s
         snprintf(err, errlen, "worker %d: cannot build upstream pools", id);
         goto fail;
     }
-    if (open_listeners(w, err, errlen) < 0 || worker_ext_init(w, err, errlen) < 0)
+    if (open_listeners(w, err, errlen) < 0 ||
+        services_init(&w->svc, w->gen->snap->cfg, err, errlen) < 0)
         goto fail;
     return w;
 fail:
@@ -391,7 +392,7 @@ void worker_join_and_free(struct worker *w)
         conn_abort(w->conns);
     membudget_publish(w); /* what its connections held is gone from the instance total */
     close_listeners(w);
-    worker_ext_free(w);
+    services_free(&w->svc);
     if (w->wake) {
         close(event_get_fd(w->wake));
         event_free(w->wake);

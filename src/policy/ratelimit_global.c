@@ -16,7 +16,8 @@
 #include "observe/log.h"
 #include "policy/ratelimit_script.h"
 #include "redis/redis.h"
-#include "core/worker.h"
+#include "core/services.h"
+#include "observe/metrics.h"
 
 #define KEY_MAX 512
 /* An instance is live while its last beat is younger than this many beats. */
@@ -31,7 +32,7 @@ static atomic_uint instances_live = 1;
 struct group;
 
 struct rl_global {
-    struct worker *w;
+    struct services *svc; /* the worker's: its event loop, id and metrics */
     struct redis_client *rc;
     char *prefix;
     char gcra_sha[41];
@@ -362,7 +363,7 @@ static void rl_flush(evutil_socket_t fd, short what, void *arg)
         }
         pack_args(c);
         if (send_call(c))
-            metrics_inc(&g->w->metrics, M_RL_GLOBAL_CALLS);
+            metrics_inc(g->svc->metrics, M_RL_GLOBAL_CALLS);
         else
             finish_call(c, NULL, NULL, NULL, NULL);
     }
@@ -514,7 +515,7 @@ static int start_heartbeat(struct rl_global *g)
     RAND_bytes(rnd, sizeof rnd);
     snprintf(g->instance_id, sizeof g->instance_id, "%.32s:%d:%02x%02x%02x%02x%02x%02x", host,
              (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    g->beat = event_new(g->w->base, -1, EV_PERSIST, beat, g);
+    g->beat = event_new(g->svc->base, -1, EV_PERSIST, beat, g);
     if (!g->beat)
         return -1;
     struct timeval tv = {(time_t)(g->heartbeat_ms / 1000),
@@ -522,23 +523,23 @@ static int start_heartbeat(struct rl_global *g)
     return event_add(g->beat, &tv);
 }
 
-struct rl_global *rl_global_new(struct worker *w, const struct config *cfg,
+struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
                                 const struct redis_options *o, char *err, size_t errlen)
 {
     struct rl_global *g = calloc(1, sizeof *g);
     if (!g)
         return NULL;
-    g->w = w;
+    g->svc = svc;
     g->prefix = strdup(cfg->ratelimit.key_prefix);
     g->heartbeat_ms = cfg->ratelimit.heartbeat_ms ? cfg->ratelimit.heartbeat_ms : 1000;
     g->out_tail = &g->out;
-    g->flush = event_new(w->base, -1, 0, rl_flush, g);
+    g->flush = event_new(svc->base, -1, 0, rl_flush, g);
     sha1_hex(RL_GCRA_SCRIPT, g->gcra_sha);
     struct redis_options opt = *o;
     opt.timeout_ms = cfg->ratelimit.redis_timeout_ms;
     opt.client_name = "moat-ratelimit";
-    g->rc = g->prefix && g->flush ? redis_client_new(w->base, &opt, err, errlen) : NULL;
-    if (!g->rc || (w->id == 0 && start_heartbeat(g) < 0)) {
+    g->rc = g->prefix && g->flush ? redis_client_new(svc->base, &opt, err, errlen) : NULL;
+    if (!g->rc || (svc->worker_id == 0 && start_heartbeat(g) < 0)) {
         rl_global_free(g);
         return NULL;
     }

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct worker;
+struct services;
 struct config;
 struct config_rate_rule;
 struct rl_global;
@@ -37,7 +37,8 @@ struct rl_global_result {
 /* res NULL: the store did not answer (timeout, error, connection lost). */
 typedef void (*rl_global_fn)(const struct rl_global_result *res, void *arg);
 
-struct rl_global *rl_global_new(struct worker *w, const struct config *cfg,
+/* Runs on svc->base; worker 0 (svc->worker_id) also writes the heartbeat. */
+struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
                                 const struct redis_options *o, char *err, size_t errlen);
 void rl_global_free(struct rl_global *g);
 

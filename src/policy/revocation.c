@@ -7,12 +7,12 @@
 #include "policy/auth_cache.h"
 #include "observe/log.h"
 #include "redis/redis.h"
-#include "core/worker.h"
+#include "core/services.h"
 
 #define PING_MS 1000
 
 struct revocation {
-    struct worker *w;
+    struct services *svc; /* the worker's: its cache, event loop and id */
     struct redis_client *rc;
     char *prefix;
     bool tracking; /* CLIENT TRACKING accepted on the current connection */
@@ -41,8 +41,8 @@ static void drop_key(struct revocation *rv, const char *key, size_t len)
             return;
         sha[i] = (uint8_t)(hi * 16 + lo);
     }
-    if (rv->w->svc.auth_cache)
-        auth_cache_drop(rv->w->svc.auth_cache, sha);
+    if (rv->svc->auth_cache)
+        auth_cache_drop(rv->svc->auth_cache, sha);
 }
 
 /* ["message", "__redis__:invalidate", [keys...] or nil (flush)] */
@@ -53,8 +53,8 @@ static void on_push(redisReply *msg, void *arg)
         return;
     redisReply *keys = msg->element[2];
     if (keys->type == REDIS_REPLY_NIL) { /* FLUSHALL / FLUSHDB */
-        if (rv->w->svc.auth_cache)
-            auth_cache_clear(rv->w->svc.auth_cache);
+        if (rv->svc->auth_cache)
+            auth_cache_clear(rv->svc->auth_cache);
         return;
     }
     if (keys->type != REDIS_REPLY_ARRAY)
@@ -70,7 +70,7 @@ static void on_tracking_reply(redisReply *reply, const char *err, void *arg)
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
         log_msg(LOG_ERROR,
                 "worker %d: revocation: CLIENT TRACKING refused: %s; session cache bypassed",
-                rv->w->id,
+                rv->svc->worker_id,
                 err     ? err
                 : reply ? reply->str
                         : "?");
@@ -90,8 +90,8 @@ static void on_subscribed(redisReply *reply, const char *err, void *arg)
         return;
     /* Decisions cached while the channel was not live may have been revoked
      * unseen in the meantime. */
-    if (rv->w->svc.auth_cache)
-        auth_cache_clear(rv->w->svc.auth_cache);
+    if (rv->svc->auth_cache)
+        auth_cache_clear(rv->svc->auth_cache);
     rv->live = true; /* from now on every write to a session key reaches us */
 }
 
@@ -102,7 +102,7 @@ static void on_connect(struct redis_client *c, void *arg)
     if (redis_client_id(c) <= 0) { /* REDIRECT needs our id (CLIENT ID refused by an ACL?) */
         log_msg(LOG_ERROR,
                 "worker %d: revocation: CLIENT ID unknown, cannot track; session cache bypassed",
-                rv->w->id);
+                rv->svc->worker_id);
         return;
     }
     char id[32];
@@ -123,25 +123,25 @@ static void on_state(enum redis_state st, void *arg)
         return;
     if (rv->live)
         log_msg(LOG_WARN, "worker %d: revocation channel lost; session cache bypassed until back",
-                rv->w->id);
+                rv->svc->worker_id);
     rv->live = false;
     rv->tracking = false;
-    if (rv->w->svc.auth_cache) /* invalidations may have been missed */
-        auth_cache_clear(rv->w->svc.auth_cache);
+    if (rv->svc->auth_cache) /* invalidations may have been missed */
+        auth_cache_clear(rv->svc->auth_cache);
 }
 
-struct revocation *revocation_start(struct worker *w, const struct redis_options *o,
+struct revocation *revocation_start(struct services *svc, const struct redis_options *o,
                                     const char *key_prefix, char *err, unsigned long errlen)
 {
     struct revocation *rv = calloc(1, sizeof *rv);
     if (!rv)
         return NULL;
-    rv->w = w;
+    rv->svc = svc;
     rv->prefix = strdup(key_prefix);
     struct redis_options opt = *o;
     opt.ping_interval_ms = PING_MS; /* notice a dead peer on an otherwise silent connection */
     opt.client_name = "moat-revocation";
-    rv->rc = rv->prefix ? redis_client_new(w->base, &opt, err, errlen) : NULL;
+    rv->rc = rv->prefix ? redis_client_new(svc->base, &opt, err, errlen) : NULL;
     if (!rv->rc) {
         revocation_stop(rv);
         return NULL;

@@ -17,11 +17,15 @@
 
 #include <stdbool.h>
 
-struct worker;
+struct services;
 struct revocation;
 struct redis_options;
 
-struct revocation *revocation_start(struct worker *w, const struct redis_options *o,
+/*
+ * Starts the channel for the worker whose services svc are (it runs on
+ * svc->base and drops entries from svc->auth_cache, read at each event).
+ */
+struct revocation *revocation_start(struct services *svc, const struct redis_options *o,
                                     const char *key_prefix, char *err, unsigned long errlen);
 void revocation_stop(struct revocation *rv);
 /* True while invalidations are flowing (the cache may be used). */

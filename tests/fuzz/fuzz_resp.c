@@ -26,7 +26,7 @@
 #include "fuzz_util.h"
 #include "http/request.h"
 #include "policy/session.h"
-#include "core/worker.h"
+#include "core/services.h"
 
 #define MAX_PENDING 16
 
@@ -82,8 +82,8 @@ static void user_cb(redisReply *reply, const char *err, void *arg)
         check_reply(reply);
 }
 
-static struct worker fz_worker;
-static struct revocation fz_rv = {.w = &fz_worker, .prefix = (char *)"moat:s:"};
+static struct services fz_svc;
+static struct revocation fz_rv = {.svc = &fz_svc, .prefix = (char *)"moat:s:"};
 
 static void push_cb(redisReply *msg, void *arg)
 {
@@ -91,9 +91,9 @@ static void push_cb(redisReply *msg, void *arg)
     check_reply(msg);
     /* what a subscribed revocation connection does with it: drops or clears,
      * never adds (the cache starts empty: the key parsing is what runs here) */
-    size_t before = auth_cache_count(fz_worker.svc.auth_cache);
+    size_t before = auth_cache_count(fz_svc.auth_cache);
     on_push(msg, &fz_rv);
-    CHECK(auth_cache_count(fz_worker.svc.auth_cache) <= before);
+    CHECK(auth_cache_count(fz_svc.auth_cache) <= before);
 }
 
 static void setup(struct redis_client *c, uint32_t knob, size_t *npend)
@@ -168,7 +168,7 @@ static void feed(struct redis_client *c, const char *buf, size_t len, uint32_t s
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fz_base) {
-        fz_worker.svc.auth_cache = auth_cache_new(64);
+        fz_svc.auth_cache = auth_cache_new(64);
         fz_base = event_base_new();
         for (int i = 0; i < 4; i++)
             fz_ev[i] = evtimer_new(fz_base, noop_cb, NULL);
