@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -189,6 +190,19 @@ static void conn_close_clean(struct conn *c)
 }
 
 /*
+ * Whether anything the client sent is still unread: in the input buffer, in
+ * OpenSSL, or still in the socket (a paused pipelining client's requests; the
+ * input buffer alone can be empty then).
+ */
+static bool conn_unread_input(struct conn *c)
+{
+    int queued = 0;
+    if (tlsio_input_len(&c->io) > 0 || SSL_pending(tlsio_ssl(&c->io)) > 0)
+        return true;
+    return ioctl(tlsio_fd(&c->io), FIONREAD, &queued) == 0 && queued > 0;
+}
+
+/*
  * The response is out: close now, or (when the client may still be sending a
  * body nobody read) shut our side and discard input for a while. Closing a
  * socket with unread input sends a TCP reset, which can destroy the response
@@ -196,7 +210,7 @@ static void conn_close_clean(struct conn *c)
  */
 static void conn_finish_close(struct conn *c)
 {
-    if (!c->linger && tlsio_input_len(&c->io) == 0) {
+    if (!c->linger && !conn_unread_input(c)) {
         conn_close_clean(c);
         return;
     }
