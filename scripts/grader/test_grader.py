@@ -35,7 +35,7 @@ def caps_text(r):
         "\n".join("%s %s" % w for w in r.warnings)
 
 
-# ---- the real scan and the grades moat's TLS policy asks for ----------------------------------
+# ---- the real scan and the grades moat's TLS policy asks for --------------------------
 
 def test_real_moat_scan_grades_a_plus(tmp_path):
     r = grade_of(base(), tmp_path)
