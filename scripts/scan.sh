@@ -18,7 +18,8 @@
 #
 # testssl.sh runs offline-safe: --nodns none for localhost/IP targets (min otherwise), no
 # --phone-out (no CRL/OCSP fetches), --openssl /usr/bin/openssl, --warnings batch, no
-# colours. Then scripts/ssllabs_grade.py prints the score table and every cap.
+# colours. Then the grader (python3 scripts/grader FILE) prints the score table and every
+# cap.
 #
 # Environment: MOAT_BIN (moat binary for --start, default build/moat), TESTSSL (the
 # testssl.sh command), SCAN_TIMEOUT (seconds for testssl.sh, default 900).
@@ -26,7 +27,7 @@
 # testssl.sh's remarks about its own environment are not findings against the server:
 # engine_problem (the local openssl has no GOST engine) is listed as "not tested" and
 # graded around; a stopped scan (FATAL, scanProblem) or an openssl testssl.sh calls too
-# old (old_fart, too_old_openssl) is exit 2 (scripts/ssllabs_grade.py, scan_problems).
+# old (old_fart, too_old_openssl) is exit 2 (scripts/grader/facts.py, scan_problems).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
@@ -56,7 +57,7 @@ done
 
 python3=/usr/bin/python3
 [ -x "$python3" ] || python3="$(command -v python3)"
-grader="$repo/scripts/ssllabs_grade.py"
+grader="$repo/scripts/grader"  # a package: python3 runs its __main__.py
 
 if [ -n "$grade_only" ]; then
     "$python3" "$grader" "$grade_only"

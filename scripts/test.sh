@@ -158,7 +158,7 @@ if want integration; then
     step "integration tests (pytest)"
     # SIGINT on overrun lets pytest run its fixtures' teardown (they stop moat, upstreams).
     # shellcheck disable=SC2086
-    timeout -s INT -k 60 3600 "$py" -m pytest tests/integration --junitxml="$logs/junit.xml" \
+    timeout -s INT -k 60 3600 "$py" -m pytest tests/integration scripts/grader --junitxml="$logs/junit.xml" \
         ${PYTEST_ARGS:-}
     junit_counts "$logs/junit.xml" it $?
     passed=$((passed + it_pass))

@@ -1,12 +1,13 @@
-"""scripts/ssllabs_grade.py on synthetic testssl.sh JSON: every cap the grader applies.
+"""The grader (scripts/grader) on synthetic testssl.sh JSON: every cap it applies.
 
-The base input, REAL, is the flat JSON of a real testssl.sh 3.0.8 run against moat with
-the default policy (dev RSA certificate, HSTS one year), minus the certificate PEM, the
-fingerprints and most client simulations. Each test changes a few findings the way
-testssl.sh words them and checks the grade. No process but the grader's CLI is started.
+The base input is sample.REAL, a real testssl.sh 3.0.8 scan of moat. Each test changes
+a few findings the way testssl.sh words them and checks the grade; test_rule_fires
+shows each row of the rule table (rules.RULES) applying. No process but the grader's
+CLI is started.
+
+    /usr/bin/python3 -m pytest scripts/grader
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,153 +15,12 @@ import sys
 
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-GRADER = os.path.join(REPO, "scripts", "ssllabs_grade.py")
+import grader
+from grader import rules
+from grader.scores import RANK
+from grader.sample import base, cipher, drop, put, tls12_only
 
-_spec = importlib.util.spec_from_file_location("ssllabs_grade", GRADER)
-grader = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(grader)
-
-# (id, severity, finding) of a real run: testssl.sh 3.0.8 --jsonfile against moat
-REAL = [
-    ('service', 'INFO', 'HTTP'),
-    ('pre_128cipher', 'INFO', 'No 128 cipher limit bug'),
-    ('SSLv2', 'OK', 'not offered'),
-    ('SSLv3', 'OK', 'not offered'),
-    ('TLS1', 'INFO', 'not offered'),
-    ('TLS1_1', 'INFO', 'not offered'),
-    ('TLS1_2', 'OK', 'offered'),
-    ('TLS1_3', 'OK', 'offered with final'),
-    ('NPN', 'INFO', 'not offered'),
-    ('ALPN', 'INFO', 'not offered'),
-    ('cipherlist_NULL', 'OK', 'not offered'),
-    ('cipherlist_aNULL', 'OK', 'not offered'),
-    ('cipherlist_EXPORT', 'OK', 'not offered'),
-    ('cipherlist_LOW', 'OK', 'not offered'),
-    ('cipherlist_3DES_IDEA', 'INFO', 'not offered'),
-    ('cipherlist_AVERAGE', 'INFO', 'not offered'),
-    ('cipherlist_STRONG', 'OK', 'offered'),
-    ('PFS', 'OK', 'offered'),
-    ('PFS_ciphers', 'INFO', 'TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256 ECDHE-RSA-AES256-GCM-SHA384 ECDHE-RSA-CHACHA20-POLY1305 TLS_AES_128_GCM_SHA256 ECDHE-RSA-AES128-GCM-SHA256'),
-    ('PFS_ECDHE_curves', 'OK', 'prime256v1 X25519'),
-    ('cipher_order', 'OK', 'server'),
-    ('protocol_negotiated', 'OK', 'Default protocol TLS1.3'),
-    ('cipher_negotiated', 'OK', 'TLS_AES_128_GCM_SHA256, 253 bit ECDH (X25519)'),
-    ('cipherorder_TLSv1_2', 'INFO', 'ECDHE-RSA-AES128-GCM-SHA256 ECDHE-RSA-AES256-GCM-SHA384 ECDHE-RSA-CHACHA20-POLY1305'),
-    ('cipherorder_TLSv1_3', 'INFO', 'TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256'),
-    ('TLS_extensions', 'INFO', "'renegotiation info/#65281' 'EC point formats/#11' 'session ticket/#35' 'supported versions/#43' 'key share/#51' 'max fragment length/#1' 'extended master secret/#23'"),
-    ('TLS_session_ticket', 'INFO', 'valid for 7200 seconds only (<daily)'),
-    ('SSL_sessionID_support', 'INFO', 'yes'),
-    ('sessionresumption_ticket', 'WARN', 'check failed because of connect problem'),
-    ('sessionresumption_ID', 'INFO', 'not supported'),
-    ('TLS_timestamp', 'INFO', 'random'),
-    ('cert_numbers', 'INFO', '1'),
-    ('cert_signatureAlgorithm', 'OK', 'SHA256 with RSA'),
-    ('cert_keySize', 'INFO', 'RSA 2048 bits'),
-    ('cert_keyUsage', 'INFO', 'Digital Signature, Key Encipherment'),
-    ('cert_extKeyUsage', 'INFO', 'TLS Web Server Authentication'),
-    ('cert_serialNumberLen', 'INFO', '16'),
-    ('cert_commonName', 'OK', 'localhost'),
-    ('cert_commonName_wo_SNI', 'INFO', 'localhost'),
-    ('cert_subjectAltName', 'INFO', 'localhost *.localhost 127.0.0.1 0:0:0:0:0:0:0:1'),
-    ('cert_caIssuers', 'INFO', 'moat dev CA (moat development)'),
-    ('cert_trust', 'OK', 'Ok via SAN (same w/o SNI)'),
-    ('cert_chain_of_trust', 'OK', 'passed.'),
-    ('cert_certificatePolicies_EV', 'INFO', 'no'),
-    ('cert_eTLS', 'INFO', 'not present'),
-    ('cert_expirationStatus', 'OK', '824 >= 60 days'),
-    ('cert_notBefore', 'INFO', '2026-11-24 06:58'),
-    ('cert_notAfter', 'OK', '2029-02-26 06:58'),
-    ('cert_validityPeriod', 'INFO', 'No finding'),
-    ('certs_countServer', 'INFO', '1'),
-    ('certs_list_ordering_problem', 'INFO', 'no'),
-    ('cert_crlDistributionPoints', 'INFO', '--'),
-    ('cert_ocspURL', 'INFO', '--'),
-    ('cert_revocation', 'HIGH', 'Neither CRL nor OCSP URI provided'),
-    ('OCSP_stapling', 'INFO', 'not offered'),
-    ('cert_mustStapleExtension', 'INFO', '--'),
-    ('DNS_CAArecord', 'INFO', 'check skipped as instructed'),
-    ('certificate_transparency', 'INFO', '--'),
-    ('HTTP_status_code', 'INFO', "200 OK ('/')"),
-    ('HTTP_clock_skew', 'INFO', 'Got no HTTP time, maybe try different URL?'),
-    ('HSTS_time', 'OK', '365 days (=31536000 seconds) > 15552000 seconds'),
-    ('HSTS_subdomains', 'OK', 'includes subdomains'),
-    ('HSTS_preload', 'INFO', 'domain is NOT marked for preloading'),
-    ('HPKP', 'INFO', 'No support for HTTP Public Key Pinning'),
-    ('banner_server', 'INFO', 'No Server banner line in header, interesting!'),
-    ('banner_application', 'INFO', 'No application banner found'),
-    ('cookie_count', 'INFO', "0 at '/'"),
-    ('X-Content-Type-Options', 'OK', 'nosniff'),
-    ('Referrer-Policy', 'INFO', 'strict-origin-when-cross-origin'),
-    ('banner_reverseproxy', 'INFO', '--'),
-    ('heartbleed', 'OK', 'not vulnerable, no heartbeat extension'),
-    ('CCS', 'OK', 'not vulnerable'),
-    ('ticketbleed', 'OK', 'not vulnerable'),
-    ('ROBOT', 'OK', 'not vulnerable, no RSA key transport cipher'),
-    ('secure_renego', 'OK', 'supported'),
-    ('secure_client_renego', 'OK', 'not vulnerable'),
-    ('CRIME_TLS', 'OK', 'not vulnerable'),
-    ('BREACH', 'OK', "not vulnerable, no HTTP compression  - only supplied '/' tested"),
-    ('POODLE_SSL', 'OK', 'not vulnerable, no SSLv3'),
-    ('fallback_SCSV', 'OK', 'no protocol below TLS 1.2 offered'),
-    ('SWEET32', 'OK', 'not vulnerable'),
-    ('FREAK', 'OK', 'not vulnerable'),
-    ('DROWN', 'OK', 'not vulnerable on this host and port'),
-    ('LOGJAM', 'OK', 'not vulnerable, no DH EXPORT ciphers,'),
-    ('LOGJAM-common_primes', 'OK', 'no DH key with <= TLS 1.2'),
-    ('BEAST', 'OK', 'not vulnerable, no SSL3 or TLS1'),
-    ('LUCKY13', 'OK', 'not vulnerable'),
-    ('RC4', 'OK', 'not vulnerable'),
-    ('cipher_x1302', 'INFO', 'x1302   TLS_AES_256_GCM_SHA384            ECDH 253   AESGCM      256      TLS_AES_256_GCM_SHA384'),
-    ('cipher_x1303', 'INFO', 'x1303   TLS_CHACHA20_POLY1305_SHA256      ECDH 253   ChaCha20    256      TLS_CHACHA20_POLY1305_SHA256'),
-    ('cipher_xc030', 'INFO', 'xc030   ECDHE-RSA-AES256-GCM-SHA384       ECDH 253   AESGCM      256      TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384'),
-    ('cipher_xcca8', 'INFO', 'xcca8   ECDHE-RSA-CHACHA20-POLY1305       ECDH 253   ChaCha20    256      TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256'),
-    ('cipher_x1301', 'INFO', 'x1301   TLS_AES_128_GCM_SHA256            ECDH 253   AESGCM      128      TLS_AES_128_GCM_SHA256'),
-    ('cipher_xc02f', 'INFO', 'xc02f   ECDHE-RSA-AES128-GCM-SHA256       ECDH 253   AESGCM      128      TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'),
-    ('clientsimulation-chrome_101_win10', 'INFO', 'TLSv1.3 TLS_AES_128_GCM_SHA256'),
-    ('clientsimulation-firefox_100_win10', 'INFO', 'TLSv1.3 TLS_AES_128_GCM_SHA256'),
-    ('clientsimulation-safari_154_osx_1231', 'INFO', 'TLSv1.3 TLS_AES_128_GCM_SHA256'),
-    ('clientsimulation-java_8u161', 'INFO', 'TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256'),
-    ('scanTime', 'INFO', '87'),
-]
-
-
-def base():
-    """A copy of REAL as a list of testssl.sh flat-JSON dicts."""
-    return [{"id": i, "ip": "localhost/127.0.0.1", "port": "8443", "severity": s, "finding": f}
-            for i, s, f in REAL]
-
-
-def put(entries, fid, finding, severity="INFO", cve=None):
-    """Sets (or adds) the finding with this id."""
-    for e in entries:
-        if e["id"] == fid:
-            e["finding"], e["severity"] = finding, severity
-            if cve:
-                e["cve"] = cve
-            return entries
-    d = {"id": fid, "ip": "localhost/127.0.0.1", "port": "8443", "severity": severity,
-         "finding": finding}
-    if cve:
-        d["cve"] = cve
-    entries.append(d)
-    return entries
-
-
-def drop(entries, prefix):
-    entries[:] = [e for e in entries if not e["id"].startswith(prefix)]
-    return entries
-
-
-def cipher(entries, hexcode, name, kx, enc, bits, iana="-"):
-    return put(entries, "cipher_x" + hexcode,
-               "x%s   %-32s  %-9s  %-10s  %-5s  %s" % (hexcode, name, kx, enc, bits, iana))
-
-
-def tls12_only(entries):
-    put(entries, "TLS1_3", "not offered", "MEDIUM")
-    drop(entries, "cipher_x13")
-    return entries
+GRADER = os.path.dirname(os.path.abspath(__file__))  # python3 scripts/grader FILE
 
 
 def grade_of(entries, tmp_path, name="scan.json"):
@@ -175,7 +35,7 @@ def caps_text(r):
         "\n".join("%s %s" % w for w in r.warnings)
 
 
-# ---- the real scan and the grades the brief asks for ----------------------------------
+# ---- the real scan and the grades moat's TLS policy asks for --------------------------
 
 def test_real_moat_scan_grades_a_plus(tmp_path):
     r = grade_of(base(), tmp_path)
@@ -482,3 +342,127 @@ def test_cli_reads_a_truncated_flat_file(tmp_path):
     text = text.rstrip().rstrip("]")  # testssl.sh interrupted before closing the array
     p = run_cli(tmp_path, text=text)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---- every row of the rule table fires ------------------------------------------------
+
+def vulnerable_finding(fid, cve=None):
+    return lambda e: put(e, fid, "VULNERABLE (NOT ok)", "HIGH", cve=cve)
+
+
+def only_tls10(e):
+    put(e, "TLS1", "offered (deprecated)", "LOW")
+    put(e, "TLS1_2", "not offered", "MEDIUM")
+    return tls12_only(e)
+
+
+def triple_des(e):
+    return cipher(e, "0a", "DES-CBC3-SHA", "RSA", "3DES", 168, "TLS_RSA_WITH_3DES_EDE_CBC_SHA")
+
+
+# rule id -> a change of the real scan that makes that row (and maybe others) apply
+RULE_CASES = {
+    "cert-key-below-1024": lambda e: put(e, "cert_keySize", "RSA 512 bits"),
+    "cert-key-below-2048": lambda e: put(e, "cert_keySize", "RSA 1024 bits"),
+    "cert-dsa-key": lambda e: put(e, "cert_keySize", "DSA 2048 bits"),
+    "cert-md5-signature": lambda e: put(e, "cert_signatureAlgorithm", "MD5 with RSA",
+                                        "CRITICAL"),
+    "cert-sha1-signature": lambda e: put(e, "cert_signatureAlgorithm", "SHA1 with RSA", "LOW"),
+    "cert-name-mismatch": lambda e: put(e, "cert_trust", "certificate does not match "
+                                        "supplied URI (same w/o SNI)", "HIGH"),
+    "cert-chain-untrusted": lambda e: put(e, "cert_chain_of_trust",
+                                          "failed (chain incomplete).", "CRITICAL"),
+    "cert-not-valid-now": lambda e: put(e, "cert_expirationStatus", "expired", "CRITICAL"),
+    "cert-revoked": lambda e: put(e, "cert_ocspRevoked", "revoked", "CRITICAL"),
+    "cert-revocation-unchecked": lambda e: e,  # the real scan: no CRL, no OCSP URI
+    "sslv2": lambda e: put(e, "SSLv2", "offered (NOT ok)", "CRITICAL"),
+    "sslv3": lambda e: put(e, "SSLv3", "offered", "HIGH"),
+    "poodle-ssl": lambda e: put(put(e, "SSLv3", "offered", "HIGH"), "POODLE_SSL",
+                                "VULNERABLE (NOT ok), uses SSLv3+CBC", "HIGH"),
+    "tls10-tls11": lambda e: put(e, "TLS1_1", "offered (deprecated)", "LOW"),
+    "no-tls12": only_tls10,
+    "no-tls13": tls12_only,
+    "rc4-only": lambda e: cipher(tls12_only(drop(e, "cipher_x")), "05", "RC4-SHA", "RSA",
+                                 "RC4", 128),
+    "rc4": lambda e: cipher(e, "c011", "ECDHE-RSA-RC4-SHA", "ECDH 253", "RC4", 128),
+    "block64-tls11": triple_des,
+    "block64-old-protocols": lambda e: triple_des(only_tls10(e)),
+    "no-forward-secrecy": lambda e: put(e, "PFS", "not offered", "MEDIUM"),
+    "no-fs-reference-browsers": lambda e: put(e, "clientsimulation-chrome_101_win10",
+                                              "TLSv1.2 AES128-GCM-SHA256"),
+    "no-aead": lambda e: cipher(put(tls12_only(drop(e, "cipher_x")), "cipherlist_STRONG",
+                                    "not offered"), "c013", "ECDHE-RSA-AES128-SHA",
+                                "ECDH 253", "AES", 128),
+    "export": lambda e: put(e, "cipherlist_EXPORT", "offered (NOT ok)", "CRITICAL"),
+    "dh-below-1024": lambda e: cipher(e, "9e", "DHE-RSA-AES128-GCM-SHA256", "DH 768",
+                                      "AESGCM", 128),
+    "dh-below-2048": lambda e: cipher(e, "9e", "DHE-RSA-AES128-GCM-SHA256", "DH 1024",
+                                      "AESGCM", 128),
+    "anonymous": lambda e: put(e, "cipherlist_aNULL", "offered (NOT ok)", "CRITICAL"),
+    "null": lambda e: put(e, "cipherlist_NULL", "offered (NOT ok)", "CRITICAL"),
+    "heartbleed": vulnerable_finding("heartbleed"),
+    "ccs-injection": vulnerable_finding("CCS"),
+    "ticketbleed": vulnerable_finding("ticketbleed"),
+    "robot": vulnerable_finding("ROBOT"),
+    "poodle-tls": vulnerable_finding("POODLE_TLS"),
+    "padding-oracle": vulnerable_finding("openssl_padding_oracle"),
+    "drown": vulnerable_finding("DROWN"),
+    "freak": vulnerable_finding("FREAK"),
+    "logjam": vulnerable_finding("LOGJAM"),
+    "zombie-poodle": vulnerable_finding("zombie_poodle"),
+    "goldendoodle": vulnerable_finding("goldendoodle"),
+    "opossum": vulnerable_finding("some_new_id", cve="CVE-2023-28346"),  # found by its CVE
+    "crime": vulnerable_finding("CRIME_TLS"),
+    "insecure-renegotiation": lambda e: put(put(e, "secure_renego", "Not supported / "
+                                                "VULNERABLE (NOT ok)", "CRITICAL"),
+                                            "secure_client_renego", "VULNERABLE (NOT ok)",
+                                            "MEDIUM"),
+    "no-secure-renegotiation": lambda e: put(e, "secure_renego", "Not supported / "
+                                             "VULNERABLE (NOT ok)", "CRITICAL"),
+    "client-renegotiation": lambda e: put(e, "secure_client_renego",
+                                          "VULNERABLE (NOT ok), DoS threat", "MEDIUM"),
+    "beast": lambda e: put(e, "BEAST", "VULNERABLE -- but also supports higher protocols",
+                           "LOW"),
+    "lucky13": lambda e: put(e, "LUCKY13", "potentially vulnerable, uses cipher block "
+                             "chaining", "LOW"),
+    "breach": lambda e: put(e, "BREACH", "potentially VULNERABLE, gzip HTTP compression "
+                            "detected", "MEDIUM"),
+    "hsts-not-valid": lambda e: put(drop(e, "HSTS"), "HSTS", "not offered", "LOW"),
+    "a-plus-hsts-max-age": lambda e: put(e, "HSTS_time", "max-age too short. 1 days "
+                                         "(=86400 seconds) < 15552000 seconds", "MEDIUM"),
+    "a-plus-fallback-scsv": lambda e: put(e, "fallback_SCSV", "Downgrade attack prevention "
+                                          "NOT supported", "HIGH"),
+}
+
+
+def effect_seen(rule, r):
+    """The row's effect shows in the result (its reason text where it belongs)."""
+    if rule.effect in RANK:
+        return any(g == rule.effect and src == rule.source for g, _, src in r.caps) and \
+            RANK[r.grade_ignoring_trust] >= \
+            RANK[rule.effect]
+    if rule.effect == rules.WARNING:
+        return any(src == rule.source for _, src in r.warnings) and r.grade == "A-"
+    if rule.effect == rules.TRUST:
+        return r.trust and r.grade == "T"
+    if rule.effect == rules.MISMATCH:
+        return r.mismatch and r.grade == "M"
+    if rule.effect == rules.NOTE:
+        return bool(r.notes)
+    return any(x.startswith("not A+: ") for x in r.a_plus) and r.grade == "A"
+
+
+def test_every_rule_has_a_case():
+    ids = [x.id for x in rules.RULES]
+    assert len(ids) == len(set(ids)), "duplicate rule ids"
+    assert sorted(ids) == sorted(RULE_CASES)
+
+
+@pytest.mark.parametrize("rule", rules.RULES, ids=lambda x: x.id)
+def test_rule_fires(tmp_path, rule):
+    assert rule.id not in grade_of(base(), tmp_path, "base.json").fired or \
+        rule.id == "cert-revocation-unchecked"
+    r = grade_of(RULE_CASES[rule.id](base()), tmp_path)
+    assert r.errors == [], r.errors
+    assert rule.id in r.fired, (r.fired, r.as_dict())
+    assert effect_seen(rule, r), r.as_dict()
