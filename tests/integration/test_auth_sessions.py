@@ -9,9 +9,10 @@ import urllib.parse
 
 import pytest
 
-from authutil import (Client, audit_events, auth_overrides, delete_session, get, identity,
-                      metrics, new_token, poll, put_session, raw_file, rcall, session_key,
-                      wait_sessions_ready)
+from authutil import (Client, audit_events, auth_overrides, get, identity, metrics, poll,
+                      raw_file, wait_sessions_ready)
+from redisutil import call as rcall
+from redisutil import delete_session, new_token, put_session, session_key
 
 
 def hgetall_calls(redis):
@@ -38,7 +39,7 @@ def env(upstream, start_moat, redis_server):
 
 def test_valid_bearer_and_cookie_sessions_carry_identity(env):
     acme = put_session(env.redis, tenant="acme", user="alice@acme.example", mfa=0,
-                       roles="admin,billing")
+                       roles="admin,billing", exp=None)  # exp is optional
     globex = put_session(env.redis, tenant="globex", user="bob", mfa=1,
                          exp=time.time() + 3600)
     for kw in ({"token": acme}, {"cookie": acme}):

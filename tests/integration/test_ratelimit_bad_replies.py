@@ -8,7 +8,6 @@ import time
 import pytest
 
 import rlutil
-from authutil import fake_redis  # noqa: F401 (fixture)
 from rlutil import Client, rl_route
 
 ROUTES = [
