@@ -6,11 +6,10 @@ upstream, redis_server, redis_factory, fake_redis, redis_certs):
 
 - moat configs with one route per auth mode (auth_overrides);
 - requests over fresh or kept-alive TLS connections;
-- the upstream's view of the identity headers, /metrics, audit events;
+- the upstream's view of the identity headers;
 - wait_sessions_ready(): moat's Redis clients are up and answering.
 """
 
-import http.client
 import time
 
 import moatctl
@@ -78,22 +77,6 @@ def identity(resp):
     return got
 
 
-def metrics(m):
-    """moat's /metrics as {name: value} (label-less lines)."""
-    c = http.client.HTTPConnection("127.0.0.1", m.admin_port, timeout=5)
-    try:
-        c.request("GET", "/metrics")
-        body = c.getresponse().read().decode()
-    finally:
-        c.close()
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def wait_sessions_ready(m, redis, workers=2, push=False, timeout=15.0):
     """Waits until every worker's Redis connection is up (CLIENT LIST shows them),
     then until a bogus token gets its 401 (not 503) a few times in a row on fresh
@@ -125,10 +108,6 @@ def poll(fn, timeout, interval=0.01):
     t0 = time.monotonic()
     v = moatctl.wait_until(fn, timeout, interval=interval)
     return v, time.monotonic() - t0
-
-
-def audit_events(m, event="auth_rejected"):
-    return [e for e in m.audit_log() if e.get("event") == event]
 
 
 def raw_file(path):

@@ -10,6 +10,11 @@ reported as an error of that test at teardown.
     def test_y(upstream, start_moat):        # custom config
         up = upstream("app")
         m = start_moat({"limits": {"header_timeout": "1s"}}, upstream=up)
+
+Every fixture of the suite is here (none is imported into a test module):
+upstream, capture_upstream (upstream_server.py processes); moat_factory / start_moat,
+proxy, fleet (moat processes); redis_server, redis_factory (redis-server processes),
+fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS).
 """
 
 import os

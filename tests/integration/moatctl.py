@@ -7,6 +7,7 @@ conftest.py call .stop() in a finally block.
 
 import copy
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -427,8 +428,9 @@ class Upstream:
         return [e["raw"].encode("latin-1") for e in self.log() if e.get("event") == "raw"]
 
 
-# Addresses of the redis-servers (redisutil.RedisServer) the tests started and have not stopped: a moat
-# configured with one of them is started only once its workers are connected to it.
+# Addresses of the redis-servers (redisutil.RedisServer) the tests started and have not
+# stopped: a moat configured with one of them is started only once its workers are
+# connected to it.
 LIVE_REDIS = set()
 
 # Generous for a test that is not about Redis timeouts: a loaded 2-core machine can keep
@@ -803,6 +805,27 @@ def listening_sockets(port):
         except FileNotFoundError:
             pass
     return n
+
+
+def metrics(m):
+    """moat's admin /metrics (a Moat) as {name: value}."""
+    c = http.client.HTTPConnection("127.0.0.1", m.admin_port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode("utf-8", "replace")
+    finally:
+        c.close()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def audit_events(m, event):
+    """The audit-log entries of a Moat whose "event" is event, in order."""
+    return [e for e in m.audit_log() if e.get("event") == event]
 
 
 def bearer(token):

@@ -182,34 +182,7 @@ def retry_after(resp):
     return int(v)
 
 
-# ---- audit, metrics, misc ---------------------------------------------------------
-
-def audit_events(moat, event):
-    return [e for e in moat.audit_log() if e.get("event") == event]
-
-
-def metrics(moat):
-    """The admin /metrics as {name: value}."""
-    with socket.create_connection(("127.0.0.1", moat.admin_port), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-    out = {}
-    body = buf.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            parts = line.split()
-            if len(parts) == 2:
-                try:
-                    out[parts[0]] = float(parts[1])
-                except ValueError:
-                    pass
-    return out
-
+# ---- misc ---------------------------------------------------------
 
 def not_near_minute_boundary(margin=12):
     """Waits until the wall clock is at least margin s away from the next minute, so

@@ -14,7 +14,8 @@ import pytest
 
 import hostile
 import moatctl
-from authutil import Client, auth_overrides, get, identity, metrics, poll, wait_sessions_ready
+from authutil import Client, auth_overrides, get, identity, poll, wait_sessions_ready
+from moatctl import metrics
 from redisutil import RespError, delete_session, encode, new_token, put_session, session_key
 from redisutil import call as rcall
 from redisutil import call_many as rcall_many

@@ -26,7 +26,7 @@ RL_SETTINGS = {"redis_timeout": "2s", "heartbeat": "300ms"}
 
 def _no_outage(*moats):
     for m in moats:
-        ev = rlutil.audit_events(m, "ratelimit_store_unavailable")
+        ev = moatctl.audit_events(m, "ratelimit_store_unavailable")
         assert not ev, "Redis was unavailable during the test (%s): %r\n%s" % (
             m.config_path, ev, m.stderr())
 

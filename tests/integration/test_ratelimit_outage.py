@@ -92,10 +92,10 @@ def test_redis_killed_local_fallback_splits_burst(upstream, fleet, redis_proc):
             statuses = [c.get("/default").status for _ in range(4)]
         assert statuses == [200, 200, 429, 429], (m.config_path, statuses)
     for m in (a, b):
-        moatctl.wait_until(lambda: rlutil.audit_events(m, "ratelimit_store_unavailable"), 5)
+        moatctl.wait_until(lambda: moatctl.audit_events(m, "ratelimit_store_unavailable"), 5)
     time.sleep(0.2)
     for m in (a, b):
-        ev = rlutil.audit_events(m, "ratelimit_store_unavailable")
+        ev = moatctl.audit_events(m, "ratelimit_store_unavailable")
         assert len(ev) == 1, ev
 
 
@@ -115,7 +115,7 @@ def test_redis_killed_deny_and_allow(upstream, fleet, redis_proc):
         assert got == [200] * 30, got
     moatctl.wait_until(lambda: len(up.requests()) >= before + 30, 5)
     assert len(up.requests()) == before + 30  # none of the 503s went upstream
-    ev = rlutil.audit_events(a, "ratelimit_store_unavailable")
+    ev = moatctl.audit_events(a, "ratelimit_store_unavailable")
     assert len(ev) == 1, ev
 
 
@@ -156,7 +156,7 @@ def test_outage_fails_fast(upstream, fleet, redis_proc, how):
     assert slow <= 1, msg
     # even the request that detects a hung Redis is bounded by the timeout (+ slack)
     assert max(lat) < REDIS_TIMEOUT_MS / 1000.0 + 1.5, msg
-    ev = rlutil.audit_events(a, "ratelimit_store_unavailable")
+    ev = moatctl.audit_events(a, "ratelimit_store_unavailable")
     assert len(ev) == 1, ev
 
 
@@ -194,8 +194,8 @@ def test_recovery_after_redis_restart(upstream, fleet, redis_proc):
         rs = [(ca if i % 2 else cb).get("/deny") for i in range(12)]
     assert [r.status for r in rs] == [200] * 10 + [429] * 2, rs
     _wait_recovered(a)
-    assert len(rlutil.audit_events(a, "ratelimit_store_unavailable")) == 1
-    assert len(rlutil.audit_events(a, "ratelimit_store_recovered")) == 1
+    assert len(moatctl.audit_events(a, "ratelimit_store_unavailable")) == 1
+    assert len(moatctl.audit_events(a, "ratelimit_store_recovered")) == 1
 
 
 def _wait_recovered(m):
@@ -203,7 +203,7 @@ def _wait_recovered(m):
     failures (workers reconnect at different times; one event per outage)."""
     def seen():
         rlutil.one_shot(m.https_port, "/probe")
-        return rlutil.audit_events(m, "ratelimit_store_recovered")
+        return moatctl.audit_events(m, "ratelimit_store_recovered")
     assert moatctl.wait_until(seen, 15, interval=0.25), "recovery never audited"
 
 
@@ -232,6 +232,6 @@ def test_one_audit_event_per_outage_across_workers(upstream, fleet, redis_proc):
     _wait_recovered(a)
     for _ in range(10):
         assert rlutil.one_shot(a.https_port, "/probe").status == 200
-    down = rlutil.audit_events(a, "ratelimit_store_unavailable")
-    up_ev = rlutil.audit_events(a, "ratelimit_store_recovered")
+    down = moatctl.audit_events(a, "ratelimit_store_unavailable")
+    up_ev = moatctl.audit_events(a, "ratelimit_store_recovered")
     assert (len(down), len(up_ev)) == (1, 1), (down, up_ev)
