@@ -634,7 +634,8 @@ def make_server(host, port, name, log_path, handler=Handler, idle_timeout=IDLE_T
     return Server((host, port), handler, name, log_path, idle_timeout, tls)
 
 
-def main(argv=None, default_name="upstream"):
+def main(argv=None, handler=Handler, default_name="upstream"):
+    """Runs the server; handler: the Handler (sub)class (--capture: CaptureHandler)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True, help="0 picks a free port")
@@ -649,7 +650,8 @@ def main(argv=None, default_name="upstream"):
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
-    handler = CaptureHandler if args.capture else Handler
+    if args.capture:
+        handler = CaptureHandler
     srv = make_server(args.host, args.port, args.name, args.log, handler, args.idle_timeout,
                       args.tls_cert, args.tls_key)
     host, port = srv.server_address[:2]
