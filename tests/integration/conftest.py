@@ -10,14 +10,23 @@ reported as an error of that test at teardown.
     def test_y(upstream, start_moat):        # custom config
         up = upstream("app")
         m = start_moat({"limits": {"header_timeout": "1s"}}, upstream=up)
+
+Every fixture of the suite is here (none is imported into a test module):
+upstream, capture_upstream (upstream_server.py processes); moat_factory / start_moat,
+proxy, fleet (moat processes); redis_server, redis_factory (redis-server processes),
+fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS).
 """
 
 import os
+import signal
 import subprocess
 
 import pytest
 
 import moatctl
+import redisutil
+import rlutil
+import tlsutil
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,8 +105,9 @@ def proxy(upstream, moat_factory):
 
 @pytest.fixture
 def redis_server(tmp_path):
-    """redis-server --port N --save '' --appendonly no in tmp_path (stopped by PID)."""
-    r = moatctl.Redis(tmp_path)
+    """redis-server --port N --save '' --appendonly no in tmp_path (stopped by PID); a moat
+    configured with it starts once its workers are connected."""
+    r = redisutil.RedisServer(tmp_path)
     try:
         r.start()
         yield r
@@ -106,9 +116,74 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture
+def redis_factory(tmp_path):
+    """Factory: redis_factory(args=(), password=None, tls=None, port=None) -> RedisServer
+    (started; stopped by PID at teardown, also when the test restarted, killed or stopped
+    (SIGSTOP) it). A moat configured with one does not wait for its workers to connect
+    (it may be meant to fail) unless moat_waits=True."""
+    started = []
+
+    def make(**kw):
+        kw.setdefault("moat_waits", False)
+        r = redisutil.RedisServer(tmp_path, **kw)
+        started.append(r)
+        return r.start()
+
+    try:
+        yield make
+    finally:
+        for r in started:
+            if r.proc is not None and r.proc.poll() is None:
+                try:
+                    os.kill(r.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            r.stop()
+
+
+@pytest.fixture
+def fake_redis():
+    """Factory: fake_redis(mode, garbage=b"", replies=None) -> redisutil.FakeRedis (threads
+    of this process, stopped at teardown)."""
+    made = []
+
+    def make(mode, garbage=b"", replies=None):
+        f = redisutil.FakeRedis(mode, garbage, replies)
+        made.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        for f in made:
+            f.stop()
+
+
+@pytest.fixture
+def redis_certs(tmp_path):
+    """For redis_factory(tls=...): a test CA, a Redis server certificate it signs
+    (localhost, 127.0.0.1) and an unrelated CA. {"ca", "cert", "key", "other_ca"} (paths)."""
+    pki = tlsutil.PKI(tmp_path / "redis-certs")
+    ca = pki.ca("ca", "/CN=moat test ca", key="ec")
+    other = pki.ca("other-ca", "/CN=moat test other-ca", key="ec")
+    srv = pki.leaf(ca, "redis", "/CN=localhost", dns=["localhost"], ips=["127.0.0.1"], key="ec",
+                   days=2)
+    return {"ca": ca.cert, "cert": srv.cert, "key": srv.key, "other_ca": other.cert}
+
+
+@pytest.fixture
+def capture_upstream(upstream):
+    """Factory: capture_upstream(name="capture") starts upstream_server.py --capture: every
+    request is answered with (and logged as) its exact bytes; Upstream.captured() lists
+    them."""
+    def make(name="capture"):
+        return upstream(name, args=["--capture"])
+    return make
+
+
+@pytest.fixture
 def fleet(tmp_path):
     """Several moat instances sharing a Redis (rate-limit tests); stopped by PID."""
-    import rlutil
     f = rlutil.Fleet(tmp_path)
     try:
         yield f

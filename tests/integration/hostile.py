@@ -17,7 +17,6 @@ its shadow doubles the rest): tests that bound RSS call skip_if_sanitized().
 import os
 import threading
 import time
-import urllib.request
 
 import pytest
 
@@ -29,19 +28,6 @@ SANITIZED = os.environ.get("MOAT_SANITIZED") == "1"
 def skip_if_sanitized():
     if SANITIZED:
         pytest.skip("RSS bounds do not hold under ASan (quarantine and shadow memory)")
-
-
-def metrics(m):
-    """moat's admin /metrics as {name: value}."""
-    url = "http://127.0.0.1:%d/metrics" % m.admin_port
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def rss_kib(pid):

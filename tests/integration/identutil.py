@@ -2,27 +2,21 @@
 
 Standard library only; builds on moatctl (processes, configs, clients).
 
-- sessions in a real redis-server (`moat:sess:<hex sha256(token)>`)
 - config overrides for identity, tenants and routes
 - raw requests over TLS for spoofs curl cannot express
 - loose header-name folding, as CGI/WSGI servers do it
 - scripts/verify-signature.py run as a separate program over what the upstream got
-- CaptureUpstream: an in-process upstream that records the exact bytes moat sent
-  (request head, body and chunked trailers), for what upstream_server.py does not log
+- parse_raw_head(): the exact bytes an upstream_server.py --capture received (the
+  capture_upstream fixture), split into request line, headers and the rest
+
+Sessions are written with redisutil.put_session.
 """
 
-import hashlib
 import json
 import os
 import re
 import secrets
-import socket
-import socketserver
 import subprocess
-import threading
-import time
-
-import pytest
 
 import moatctl
 from moatctl import Conn
@@ -59,29 +53,6 @@ def exact(headers, name):
 def echo_headers(j):
     """The [name, value] list an upstream_server.py /echo answer reports."""
     return [(k, v) for k, v in j["headers"]]
-
-
-# ---- sessions in redis ----------------------------------------------------------
-
-class Sessions:
-    """Creates sessions the way the login service does: HSET moat:sess:<sha256 hex>."""
-
-    def __init__(self, redis, prefix="moat:sess:"):
-        self.redis = redis
-        self.prefix = prefix
-
-    def add(self, tenant, user, mfa=True, exp=None, token=None):
-        token = token or secrets.token_urlsafe(32)
-        key = self.prefix + hashlib.sha256(token.encode()).hexdigest()
-        exp = exp if exp is not None else int(time.time()) + 3600
-        reply = self.redis.command("HSET", key, "tenant", tenant, "user", user,
-                                   "mfa", "1" if mfa else "0", "exp", str(exp))
-        assert reply.startswith(b":"), reply
-        return token
-
-
-def bearer(token):
-    return ("Authorization", "Bearer " + token)
 
 
 # ---- config -------------------------------------------------------------------
@@ -197,116 +168,7 @@ def _tmpfile(tmp_path, prefix, suffix):
     return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=str(tmp_path))
 
 
-# ---- an upstream that records raw bytes ---------------------------------------
-
-class _CaptureHandler(socketserver.BaseRequestHandler):
-    def handle(self):
-        srv = self.server
-        sock = self.request
-        sock.settimeout(30)
-        buf = b""
-
-        def fill():
-            nonlocal buf
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("eof")
-            buf += data
-
-        def take_until(sep):
-            nonlocal buf
-            while sep not in buf:
-                fill()
-            i = buf.index(sep) + len(sep)
-            out, buf = buf[:i], buf[i:]
-            return out
-
-        def take(n):
-            nonlocal buf
-            while len(buf) < n:
-                fill()
-            out, buf = buf[:n], buf[n:]
-            return out
-
-        try:
-            while True:
-                head = take_until(b"\r\n\r\n")
-                lines = head[:-4].split(b"\r\n")
-                names = {}
-                for l in lines[1:]:
-                    k, _, v = l.partition(b":")
-                    names.setdefault(k.strip().lower(), []).append(v.strip())
-                raw = head
-                te = b",".join(names.get(b"transfer-encoding", [])).lower()
-                if b"chunked" in te:
-                    while True:
-                        size_line = take_until(b"\r\n")
-                        raw += size_line
-                        size = int(size_line.split(b";")[0].strip(), 16)
-                        if size == 0:
-                            while True:  # trailer section up to the empty line
-                                t = take_until(b"\r\n")
-                                raw += t
-                                if t == b"\r\n":
-                                    break
-                            break
-                        raw += take(size + 2)
-                elif b"content-length" in names:
-                    raw += take(int(names[b"content-length"][0]))
-                with srv.lock:
-                    srv.captured.append(raw)
-                body = json.dumps({"raw": raw.decode("latin-1"), "upstream": srv.name}).encode()
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        except (ConnectionError, OSError, ValueError):
-            return
-
-
-class CaptureUpstream:
-    """A thread in the test process (no child process) answering 200 to every request
-    and keeping the exact bytes of each one (head, body, trailers) in .captured."""
-
-    def __init__(self, name="capture"):
-        self.name = name
-        self.srv = None
-        self.thread = None
-
-    def start(self):
-        srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CaptureHandler,
-                                              bind_and_activate=False)
-        srv.daemon_threads = True
-        srv.allow_reuse_address = True
-        srv.server_bind()
-        srv.server_activate()
-        srv.captured = []
-        srv.lock = threading.Lock()
-        srv.name = self.name
-        self.srv = srv
-        self.thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
-        return self
-
-    @property
-    def port(self):
-        return self.srv.server_address[1]
-
-    @property
-    def addr(self):
-        return "127.0.0.1:%d" % self.port
-
-    @property
-    def captured(self):
-        with self.srv.lock:
-            return list(self.srv.captured)
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.shutdown()
-            self.srv.server_close()
-            self.thread.join(5)
-            self.srv = None
-
+# ---- raw bytes an upstream received -------------------------------------------
 
 def parse_raw_head(raw):
     """(request line, [(name, value)], rest) of raw request bytes."""
@@ -317,27 +179,3 @@ def parse_raw_head(raw):
         k, _, v = l.partition(":")
         hdrs.append((k, v.strip(" \t")))
     return lines[0], hdrs, rest
-
-
-# ---- fixtures (import them into a test module to use them) --------------------
-
-@pytest.fixture
-def capture_upstream():
-    """Factory: capture_upstream(name) starts a CaptureUpstream; all stopped at teardown."""
-    started = []
-
-    def make(name="capture"):
-        u = CaptureUpstream(name)
-        started.append(u)
-        return u.start()
-
-    try:
-        yield make
-    finally:
-        for u in started:
-            u.stop()
-
-
-@pytest.fixture
-def sessions(redis_server):
-    return Sessions(redis_server)

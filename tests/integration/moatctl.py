@@ -7,6 +7,7 @@ conftest.py call .stop() in a finally block.
 
 import copy
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -364,7 +365,10 @@ def run_moat(args, timeout=20):
 
 
 class Upstream:
-    """An upstream_server.py process on a free port, logging requests to a file."""
+    """An upstream_server.py process on a free port, logging requests to a file.
+
+    args: more upstream_server.py options, e.g. ["--capture"] (answer with the raw bytes
+    of each request) or ["--tls-cert", CRT, "--tls-key", KEY] (HTTPS)."""
 
     def __init__(self, tmpdir, name="app", port=None, args=()):
         self.name = name
@@ -419,70 +423,20 @@ class Upstream:
         return [e for e in self.log() if e.get("event") in ("request", "bad", "ws_frame")
                 and e.get("path") != "/healthz"]
 
+    def captured(self):
+        """With args=["--capture"]: the exact bytes of every request received, in order."""
+        return [e["raw"].encode("latin-1") for e in self.log() if e.get("event") == "raw"]
 
-# Addresses of the redis-servers (Redis) the tests started and have not stopped: a moat
-# configured with one of them is started only once its workers are connected to it.
+
+# Addresses of the redis-servers (redisutil.RedisServer) the tests started and have not
+# stopped: a moat configured with one of them is started only once its workers are
+# connected to it.
 LIVE_REDIS = set()
 
 # Generous for a test that is not about Redis timeouts: a loaded 2-core machine can keep
 # Redis (or moat) from answering for far longer than the 250 ms default. Tests about
 # timeouts and outages set their own short redis.timeout.
 TEST_REDIS_TIMEOUT = "5s"
-
-
-class Redis:
-    """redis-server --port N --save '' --appendonly no, in its own tmpdir."""
-
-    def __init__(self, tmpdir, port=None):
-        self.port = port or free_port()
-        self.dir = os.path.join(str(tmpdir), "redis-%d" % self.port)
-        os.makedirs(self.dir, exist_ok=True)
-        self.proc = None
-
-    @property
-    def addr(self):
-        return "127.0.0.1:%d" % self.port
-
-    def start(self, timeout=10.0):
-        exe = shutil.which("redis-server")
-        if not exe:
-            raise AssertionError("redis-server not installed (scripts/install-deps.sh)")
-        self.out = open(os.path.join(self.dir, "redis.out"), "ab")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        if not wait_until(lambda: self.proc.poll() is not None or self.ping(), timeout) \
-                or self.proc.poll() is not None:
-            self.stop()
-            raise AssertionError("redis-server did not start:\n"
-                                 + read_text(os.path.join(self.dir, "redis.out")))
-        LIVE_REDIS.add(self.addr)
-        return self
-
-    def command(self, *args, timeout=5.0):
-        """Sends one command (RESP) and returns the raw reply bytes."""
-        msg = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            msg += b"$%d\r\n%s\r\n" % (len(a), a)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(msg)
-            return s.recv(65536)
-
-    def ping(self):
-        try:
-            return self.command("PING", timeout=0.5).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self):
-        LIVE_REDIS.discard(self.addr)
-        rc = stop_process(self.proc, sig=signal.SIGTERM, timeout=5)
-        if getattr(self, "out", None):
-            self.out.close()
-        return rc
 
 
 # ---- clients ----------------------------------------------------------------
@@ -851,6 +805,32 @@ def listening_sockets(port):
         except FileNotFoundError:
             pass
     return n
+
+
+def metrics(m):
+    """moat's admin /metrics (a Moat) as {name: value}."""
+    c = http.client.HTTPConnection("127.0.0.1", m.admin_port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode("utf-8", "replace")
+    finally:
+        c.close()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def audit_events(m, event):
+    """The audit-log entries of a Moat whose "event" is event, in order."""
+    return [e for e in m.audit_log() if e.get("event") == event]
+
+
+def bearer(token):
+    """The Authorization header of a bearer token, as a (name, value) pair."""
+    return ("Authorization", "Bearer " + token)
 
 
 def hsts_directives(value):

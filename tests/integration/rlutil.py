@@ -1,93 +1,18 @@
 """Helpers for the rate-limit integration tests (tests/integration/test_ratelimit_*.py).
 
-Standard library only; builds on moatctl (processes, configs, clients) and identutil
-(sessions in Redis). Every client connection opened here is closed in a finally block;
-every process is started through the conftest fixtures (stopped by PID).
+Standard library only; builds on moatctl (processes, configs, clients); Redis (the RESP
+client, sessions) is redisutil's. Every client connection opened here is closed in a
+finally block; every process is started through the conftest fixtures (stopped by PID).
 """
 
-import hashlib
 import math
 import re
-import secrets
 import socket
 import threading
 import time
 
 import moatctl
 from moatctl import Conn
-
-# ---- Redis: a tiny RESP client (moatctl.Redis.command returns raw bytes) ------------
-
-
-def resp_parse(buf, i=0):
-    """Parses one RESP value from buf at i; returns (value, next index).
-    Errors come back as RespError instances, not raised."""
-    t = buf[i:i + 1]
-    j = buf.index(b"\r\n", i)
-    line = buf[i + 1:j]
-    i = j + 2
-    if t == b"+":
-        return line.decode(), i
-    if t == b"-":
-        return RespError(line.decode()), i
-    if t == b":":
-        return int(line), i
-    if t == b"$":
-        n = int(line)
-        if n < 0:
-            return None, i
-        return buf[i:i + n], i + n + 2
-    if t == b"*":
-        n = int(line)
-        if n < 0:
-            return None, i
-        out = []
-        for _ in range(n):
-            v, i = resp_parse(buf, i)
-            out.append(v)
-        return out, i
-    raise ValueError("bad RESP at %d: %r" % (i, buf[i:i + 50]))
-
-
-class RespError(str):
-    pass
-
-
-def rcmd(redis, *args, timeout=5.0):
-    """One command on a fresh connection to redis (a moatctl.Redis); the parsed reply."""
-    msg = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        msg += b"$%d\r\n%s\r\n" % (len(a), a)
-    with socket.create_connection(("127.0.0.1", redis.port), timeout=timeout) as s:
-        s.sendall(msg)
-        buf = b""
-        while True:
-            data = s.recv(65536)
-            if not data:
-                raise ConnectionError("redis closed the connection; had %r" % buf)
-            buf += data
-            try:
-                v, _ = resp_parse(buf)
-                return v
-            except (ValueError, IndexError):
-                continue  # incomplete
-
-
-# ---- sessions ---------------------------------------------------------------------
-
-def add_session(redis, tenant, user="u1", mfa=True, prefix="moat:sess:"):
-    """HSET moat:sess:<sha256 hex(token)> like the login service; returns the token."""
-    token = secrets.token_urlsafe(32)
-    key = prefix + hashlib.sha256(token.encode()).hexdigest()
-    reply = rcmd(redis, "HSET", key, "tenant", tenant, "user", user, "mfa", "1" if mfa else "0",
-                 "exp", str(int(time.time()) + 3600))
-    assert isinstance(reply, int), reply
-    return token
-
-
-def bearer(token):
-    return ("Authorization", "Bearer " + token)
 
 
 # ---- config -----------------------------------------------------------------------
@@ -257,34 +182,7 @@ def retry_after(resp):
     return int(v)
 
 
-# ---- audit, metrics, misc ---------------------------------------------------------
-
-def audit_events(moat, event):
-    return [e for e in moat.audit_log() if e.get("event") == event]
-
-
-def metrics(moat):
-    """The admin /metrics as {name: value}."""
-    with socket.create_connection(("127.0.0.1", moat.admin_port), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-    out = {}
-    body = buf.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            parts = line.split()
-            if len(parts) == 2:
-                try:
-                    out[parts[0]] = float(parts[1])
-                except ValueError:
-                    pass
-    return out
-
+# ---- misc ---------------------------------------------------------
 
 def not_near_minute_boundary(margin=12):
     """Waits until the wall clock is at least margin s away from the next minute, so

@@ -14,12 +14,11 @@ import pytest
 
 import hostile
 import moatctl
-from authutil import (Client, RespError, auth_overrides, delete_session, get, identity, metrics,
-                      new_token, poll, put_session, rcall, rcall_many, session_key,
-                      wait_sessions_ready)
-# fixtures
-from authutil import certs, fake_redis, redis_factory  # noqa: F401
-from authutil import resp_encode
+from authutil import Client, auth_overrides, get, identity, poll, wait_sessions_ready
+from moatctl import metrics
+from redisutil import RespError, delete_session, encode, new_token, put_session, session_key
+from redisutil import call as rcall
+from redisutil import call_many as rcall_many
 
 
 def assert_503(r):
@@ -178,9 +177,9 @@ def test_wrong_password_is_logged_and_fails_closed(upstream, start_moat, redis_f
 # ---- TLS -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("server_name", [None, "localhost"])
-def test_redis_over_tls(upstream, start_moat, redis_factory, certs, server_name):
-    r = redis_factory(tls=certs)
-    tls = {"enabled": True, "ca": certs["ca"]}
+def test_redis_over_tls(upstream, start_moat, redis_factory, redis_certs, server_name):
+    r = redis_factory(tls=redis_certs)
+    tls = {"enabled": True, "ca": redis_certs["ca"]}
     if server_name:
         tls["server_name"] = server_name
     up = upstream("app")
@@ -198,12 +197,12 @@ def test_redis_over_tls(upstream, start_moat, redis_factory, certs, server_name)
 
 
 @pytest.mark.parametrize("case", ["untrusted_ca", "wrong_name", "plaintext_to_tls"])
-def test_redis_tls_refused(upstream, start_moat, redis_factory, certs, case):
-    r = redis_factory(tls=certs)
-    tls = {"enabled": True, "ca": certs["ca"]}
+def test_redis_tls_refused(upstream, start_moat, redis_factory, redis_certs, case):
+    r = redis_factory(tls=redis_certs)
+    tls = {"enabled": True, "ca": redis_certs["ca"]}
     needles = ["certificate verif"]
     if case == "untrusted_ca":
-        tls["ca"] = certs["other_ca"]
+        tls["ca"] = redis_certs["other_ca"]
     elif case == "wrong_name":
         tls["server_name"] = "redis.elsewhere.example"
     else:
@@ -341,7 +340,7 @@ GARBAGE = {
     "negative_array": b"*-5\r\n",
     "huge_array": b"*2147483647\r\n",
     "extra_replies": b"+OK\r\n" * 50,
-    "hostile_hash": resp_encode(["tenant", "acme\r\nX-Admin: true", "user", "u"]),
+    "hostile_hash": encode(["tenant", "acme\r\nX-Admin: true", "user", "u"]),
 }
 
 

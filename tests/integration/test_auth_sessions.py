@@ -9,9 +9,15 @@ import urllib.parse
 
 import pytest
 
-from authutil import (Client, audit_events, auth_overrides, delete_session, get, identity,
-                      metrics, new_token, poll, put_session, raw_file, rcall, session_key,
-                      wait_sessions_ready)
+from authutil import Client, auth_overrides, get, identity, poll, raw_file, wait_sessions_ready
+from moatctl import audit_events, metrics
+from redisutil import call as rcall
+from redisutil import delete_session, new_token, put_session, session_key
+
+
+def rejected(m):
+    """moat's auth_rejected audit events."""
+    return audit_events(m, "auth_rejected")
 
 
 def hgetall_calls(redis):
@@ -38,7 +44,7 @@ def env(upstream, start_moat, redis_server):
 
 def test_valid_bearer_and_cookie_sessions_carry_identity(env):
     acme = put_session(env.redis, tenant="acme", user="alice@acme.example", mfa=0,
-                       roles="admin,billing")
+                       roles="admin,billing", exp=None)  # exp is optional
     globex = put_session(env.redis, tenant="globex", user="bob", mfa=1,
                          exp=time.time() + 3600)
     for kw in ({"token": acme}, {"cookie": acme}):
@@ -113,8 +119,8 @@ def test_rejections_are_401_and_never_reach_upstream(env, name, kw, invalid, rea
         assert hgetall_calls(env.redis) == before
     else:
         assert hgetall_calls(env.redis) == before + 1
-    ev = [e for e in audit_events(env.m) if e.get("request_id") == r.header("X-Request-ID")]
-    assert len(ev) == 1 and ev[0]["reason"] == reason, audit_events(env.m)
+    ev = [e for e in rejected(env.m) if e.get("request_id") == r.header("X-Request-ID")]
+    assert len(ev) == 1 and ev[0]["reason"] == reason, rejected(env.m)
     # a browser route with login_url answers the same rejection with a 302
     r = get(env.port, "/web/page?x=1", **kw)
     assert r.status == 302, r
@@ -140,7 +146,7 @@ def test_expired_and_broken_sessions_are_401(env):
     rcall(env.redis, "SET", session_key(tok), "tenant=acme")
     r = get(env.port, "/echo", token=tok)
     assert r.status in (401, 503), r
-    reasons = [e["reason"] for e in audit_events(env.m)]
+    reasons = [e["reason"] for e in rejected(env.m)]
     assert reasons.count("expired") == 1, reasons
     assert reasons.count("invalid") >= 3, reasons
     assert env.up.requests() == []
@@ -179,7 +185,7 @@ def test_mfa_route(env):
     with_mfa = put_session(env.redis, tenant="acme", user="alice", mfa=1)
     r = get(env.port, "/admin/users", token=no_mfa)
     assert r.status == 403, r
-    ev = [e for e in audit_events(env.m) if e.get("request_id") == r.header("X-Request-ID")]
+    ev = [e for e in rejected(env.m) if e.get("request_id") == r.header("X-Request-ID")]
     assert ev and ev[0]["reason"] == "mfa" and ev[0]["tenant"] == "acme", ev
     # cached the second time: still 403
     assert get(env.port, "/admin/users", cookie=no_mfa).status == 403
@@ -209,14 +215,14 @@ def test_audit_line_has_reason_and_never_the_token(env):
     malformed = "tok$" + new_token()
     no_mfa = put_session(env.redis, mfa=0)
     valid = put_session(env.redis)
-    seen = len(audit_events(env.m))  # the readiness probes' "unknown" lines
+    seen = len(rejected(env.m))  # the readiness probes' "unknown" lines
     cases = [({"token": unknown}, "unknown"), ({"cookie": expired}, "expired"),
              ({"token": malformed}, "malformed")]
     for kw, reason in cases:
         r = get(env.port, "/echo", **kw)
         assert r.status == 401, r
-        ev = [e for e in audit_events(env.m) if e.get("request_id") == r.header("X-Request-ID")]
-        assert len(ev) == 1, audit_events(env.m)
+        ev = [e for e in rejected(env.m) if e.get("request_id") == r.header("X-Request-ID")]
+        assert len(ev) == 1, rejected(env.m)
         assert ev[0]["event"] == "auth_rejected" and ev[0]["reason"] == reason, ev
     assert get(env.port, "/admin", token=no_mfa).status == 403
     assert get(env.port, "/echo", token=valid).status == 200
@@ -226,7 +232,7 @@ def test_audit_line_has_reason_and_never_the_token(env):
         data = raw_file(path)
         for tok in (unknown, expired, malformed, no_mfa, valid):
             assert tok.encode() not in data, (path, tok)
-    reasons = sorted(e["reason"] for e in audit_events(env.m)[seen:])
+    reasons = sorted(e["reason"] for e in rejected(env.m)[seen:])
     assert reasons == ["expired", "malformed", "mfa", "unknown"], reasons
 
 
@@ -302,7 +308,7 @@ def test_session_exp_is_honoured_while_cached(upstream, start_moat, redis_server
         r = c.get("/echo", token=tok)
         assert r.status == 401, "session accepted %.2f s after its exp" % (time.time() - exp)
         assert c.reconnects == 0
-    ev = audit_events(m)
+    ev = rejected(m)
     assert ev and ev[-1]["reason"] == "expired", ev
 
 
@@ -343,5 +349,5 @@ def test_custom_sessions_config(upstream, start_moat, redis_server):
         ok, _ = poll(lambda: c.get("/echo", headers=[("Cookie", "sid=" + tok)]).status == 401,
                      5.0)
         assert ok, "push revocation with a custom prefix did not arrive"
-    reasons = [e["reason"] for e in audit_events(m)]
+    reasons = [e["reason"] for e in rejected(m)]
     assert "malformed" in reasons and "missing" in reasons, reasons

@@ -6,6 +6,7 @@ import json
 import os
 
 import upstream_server
+from redisutil import RespError, call, call_many
 from moatctl import (DELETE, Conn, deep_merge, free_port, write_config, ws_handshake, ws_recv,
                      ws_send)
 
@@ -74,9 +75,16 @@ def test_websocket_accept_rfc6455_example():
 
 
 def test_redis_fixture(redis_server):
-    assert redis_server.command("PING").startswith(b"+PONG")
-    assert redis_server.command("SET", "k", "v") == b"+OK\r\n"
-    assert redis_server.command("GET", "k") == b"$1\r\nv\r\n"
+    assert call(redis_server, "PING") == "PONG"
+    assert call(redis_server, "SET", "k", "v") == "OK"
+    assert call(redis_server, "GET", "k") == b"v"
+    # a reply larger than one recv() is read whole
+    assert call(redis_server, "SET", "big", b"x" * 300000) == "OK"
+    assert call(redis_server, "GET", "big") == b"x" * 300000
+    # a pipeline: an error reply comes back in its place, not raised
+    replies = call_many(redis_server, [["GET", "k"], ["HGETALL", "k"], ["GET", "none"]])
+    assert replies[0] == b"v" and replies[2] is None, replies
+    assert isinstance(replies[1], RespError) and "WRONGTYPE" in str(replies[1]), replies
 
 
 def test_config_writer(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import hostile
 import identutil as iu
 import moatctl
-from moatctl import Conn
+from moatctl import Conn, metrics
 
 N_PIPELINED = 10000
 # With the watermarks moat holds well under 1 MiB for one connection; the floods below
@@ -27,7 +27,6 @@ N_PIPELINED = 10000
 RSS_BOUND_KIB = 8 * 1024
 
 
-metrics = hostile.metrics
 
 
 class ResponseCounter:

@@ -24,8 +24,8 @@ import pytest
 
 import authutil as au
 import identutil as iu
-from authutil import redis_factory  # noqa: F401  (fixture)
-from identutil import capture_upstream, sessions  # noqa: F401  (fixtures)
+from moatctl import bearer
+from redisutil import delete_session, put_session, session_key
 
 
 def _raw_names(raw):
@@ -62,7 +62,7 @@ def _fold(name):
 
 
 @pytest.fixture
-def cap(capture_upstream, moat_factory):  # noqa: F811
+def cap(capture_upstream, moat_factory):
     """moat (base config, no trusted proxies) in front of a raw-capturing upstream."""
     up = capture_upstream("app")
     m = moat_factory({"upstreams": {"app": {"servers": [up.addr]}}})
@@ -78,7 +78,7 @@ def _send(port, lines):
 def test_lookalike_framing_headers_never_reach_the_upstream(cap):
     m, up = cap
     _send(m.https_port, LOOKALIKE + ["Content-Type: text/plain"])
-    (raw,) = up.captured
+    (raw,) = up.captured()
     names = _raw_names(raw)
     for line in LOOKALIKE:
         assert line.split(":")[0] not in names, (line, raw)
@@ -92,13 +92,13 @@ def test_lookalike_framing_headers_never_reach_the_upstream(cap):
 def test_client_ip_headers_from_untrusted_peers_are_stripped(cap, name):
     m, up = cap
     _send(m.https_port, ["%s: %s" % (n, SPOOF_IP) for n in _spellings(name)])
-    (raw,) = up.captured
+    (raw,) = up.captured()
     assert SPOOF_IP.encode() not in raw, raw
     assert _fold(name) not in [_fold(n) for n in _raw_names(raw)], raw
 
 
 @pytest.mark.parametrize("name", OVERRIDES)
-def test_override_headers_never_reach_the_upstream(capture_upstream, moat_factory,  # noqa: F811
+def test_override_headers_never_reach_the_upstream(capture_upstream, moat_factory,
                                                    name):
     """Not even from a trusted proxy: moat routed the request line it received."""
     up = capture_upstream("app")
@@ -106,18 +106,18 @@ def test_override_headers_never_reach_the_upstream(capture_upstream, moat_factor
                       "identity": {"trusted_proxies": ["127.0.0.1"]}})
     _send(m.https_port, ["%s: %s" % (n, "/admin" if "UR" in name.upper() else "DELETE")
                          for n in _spellings(name)])
-    (raw,) = up.captured
+    (raw,) = up.captured()
     assert _fold(name) not in [_fold(n) for n in _raw_names(raw)], raw
     assert b"/admin" not in raw and b"DELETE" not in raw, raw
 
 
-def test_client_ip_headers_from_a_trusted_proxy_pass(capture_upstream, moat_factory):  # noqa: F811
+def test_client_ip_headers_from_a_trusted_proxy_pass(capture_upstream, moat_factory):
     """The documented X-Forwarded-* rule: a trusted proxy's client-IP headers are kept."""
     up = capture_upstream("app")
     m = moat_factory({"upstreams": {"app": {"servers": [up.addr]}},
                       "identity": {"trusted_proxies": ["127.0.0.1"]}})
     _send(m.https_port, ["%s: %s" % (n, SPOOF_IP) for n in CLIENT_IP])
-    (raw,) = up.captured
+    (raw,) = up.captured()
     _, hdrs, _ = iu.parse_raw_head(raw)
     for n in CLIENT_IP:
         assert (n, SPOOF_IP) in hdrs, (n, raw)
@@ -143,7 +143,7 @@ BYPASS = [
 
 
 @pytest.fixture
-def routed(redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def routed(redis_server, upstream, moat_factory):
     """/admin needs a session, /public and everything else do not."""
     up = upstream("app")
     m = moat_factory(iu.identity_overrides(
@@ -151,7 +151,7 @@ def routed(redis_server, sessions, upstream, moat_factory):  # noqa: F811
         routes=[{"match": {"path_prefix": "/admin"}, "auth": "required", "upstream": "app"},
                 {"match": {"path_prefix": "/public"}, "auth": "none", "upstream": "app"},
                 {"match": {"path_prefix": "/"}, "auth": "none", "upstream": "app"}]))
-    return m, up, sessions.add("acme", "alice")
+    return m, up, put_session(redis_server, tenant="acme", user="alice", mfa=True)
 
 
 def test_admin_route_cannot_be_bypassed_by_spelling(routed):
@@ -170,8 +170,8 @@ def test_admin_route_cannot_be_bypassed_by_spelling(routed):
 def test_canonical_paths_still_routed(routed):
     m, up, token = routed
     for path, auth, want in (("/public/x", [], 200), ("/admin/x", [], 401),
-                             ("/admin/x", [iu.bearer(token)], 200),
-                             ("/ADMIN/x", [iu.bearer(token)], 200),
+                             ("/admin/x", [bearer(token)], 200),
+                             ("/ADMIN/x", [bearer(token)], 200),
                              ("/public/a%3Fb/caf%C3%A9?q=;x%3b", [], 200),
                              ("/other/x", [], 200)):
         r = iu.request(m.https_port, "GET", path, auth)
@@ -312,14 +312,14 @@ def test_revocation_during_lookup_is_not_undone_by_the_reply(upstream, start_moa
                                          sessions={"push_revocation": True, "cache_ttl": "5m"},
                                          workers=1), upstream=up)
         au.wait_sessions_ready(m, r, workers=1, push=True)
-        tok = au.put_session(r)
-        gate.hold(au.session_key(tok).encode())
+        tok = put_session(r)
+        gate.hold(session_key(tok).encode())
         first = {}
         t = threading.Thread(target=lambda: first.update(r=au.get(m.https_port, "/echo",
                                                                    token=tok, timeout=30)))
         t.start()
         assert gate.reply_held.wait(15), "moat never looked the session up"
-        assert au.delete_session(r, tok) == 1
+        assert delete_session(r, tok) == 1
         assert gate.pushed.wait(15), "the invalidation never reached moat"
         # a request on the same (single) worker: its loop has run since the push arrived
         assert au.get(m.https_port, "/public/x").status == 200

@@ -19,7 +19,7 @@ import pytest
 
 import hostile
 import upstream_server
-from moatctl import Conn, curl, free_port, tls_context, wait_until, ws_handshake
+from moatctl import Conn, curl, free_port, metrics, tls_context, wait_until, ws_handshake
 
 MiB = 1024 * 1024
 FLOOD = 64 * MiB
@@ -381,12 +381,12 @@ def test_upload_stalled_by_upstream_counts_in_buffered_bytes(raw_upstream, moat_
             c.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
                    % FLOOD)
             send_for(c.sock, FLOOD, os.urandom(64 * 1024))
-            buffered = hostile.metrics(m)["moat_buffered_bytes"]
+            buffered = metrics(m)["moat_buffered_bytes"]
             print("stalled upload: moat_buffered_bytes %d" % buffered)
             assert buffered > 32 * 1024, buffered
     finally:
         stall.set()
-    assert wait_until(lambda: hostile.metrics(m)["moat_buffered_bytes"] == 0, 10)
+    assert wait_until(lambda: metrics(m)["moat_buffered_bytes"] == 0, 10)
 
 
 # ---- 3. the rewritten request head: the worst growth reaches the upstream intact ------

@@ -10,13 +10,13 @@ import re
 import pytest
 
 import identutil as iu
-from identutil import sessions  # noqa: F401  (fixture)
+from redisutil import put_session
 
 RID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @pytest.fixture
-def pair(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def pair(tmp_path, redis_server, upstream, moat_factory):
     up = upstream("app")
     key = iu.make_signing_key(tmp_path)
     routes = [{"match": {"path_prefix": "/"}, "auth": "optional", "upstream": "app"}]
@@ -36,7 +36,7 @@ def pair(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F81
     p.untrusted = make(["10.0.0.0/8", "::1"], "untrusted.yaml")
     p.trusted = make(["127.0.0.1/32"], "trusted.yaml")
     p.default = make(None, "default.yaml")  # no trusted_proxies at all
-    p.token = sessions.add("acme", "alice", mfa=True)
+    p.token = put_session(redis_server, tenant="acme", user="alice", mfa=True)
     return p
 
 

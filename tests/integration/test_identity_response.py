@@ -8,13 +8,14 @@ import urllib.parse
 import pytest
 
 import identutil as iu
-from identutil import sessions  # noqa: F401  (fixture)
+from moatctl import bearer
+from redisutil import put_session
 
 HSTS = "max-age=31536000; includeSubDomains"
 
 
 @pytest.fixture
-def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def gw(tmp_path, redis_server, upstream, moat_factory):
     up = upstream("app")
     m = moat_factory(iu.identity_overrides(
         redis=redis_server, upstreams={"app": up}, signing_key=iu.make_signing_key(tmp_path),
@@ -25,7 +26,7 @@ def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
         pass
     g = G()
     g.moat, g.up, g.port = m, up, m.https_port
-    g.token = sessions.add("acme", "alice")
+    g.token = put_session(redis_server, tenant="acme", user="alice", mfa=True)
     return g
 
 
@@ -44,7 +45,7 @@ def test_upstream_internal_headers_stripped(gw):
                         ("x-moat-lower", "1"), ("X-MOAT-UPPER", "1"), ("Server", "gunicorn/21"),
                         ("X-Powered-By", "PHP/8.2"), ("server", "lower"),
                         ("X-Keep", "yes"), ("X-Moatish", "kept"))
-    for auth in ([], [iu.bearer(gw.token)]):
+    for auth in ([], [bearer(gw.token)]):
         r = iu.request(gw.port, "GET", path, auth,
                        host="private.example" if auth else "localhost")
         assert r is not None and r.status == 200, r
@@ -87,7 +88,7 @@ def test_response_connection_listed_header_dropped(gw):
     ("unknown.example", "/x", False, 200),
 ])
 def test_security_headers_on_every_response(gw, host, path, auth, status):
-    r = iu.request(gw.port, "GET", path, [iu.bearer(gw.token)] if auth else [], host=host)
+    r = iu.request(gw.port, "GET", path, [bearer(gw.token)] if auth else [], host=host)
     assert r is not None and r.status == status, r
     assert_security_headers(r)
     assert not any(k.lower().startswith("x-moat-") for k, _ in r.headers), r.headers

@@ -9,13 +9,14 @@ import time
 import pytest
 
 import identutil as iu
-from identutil import sessions  # noqa: F401  (fixture)
+from moatctl import bearer
+from redisutil import put_session
 
 SIG = re.compile(r"^t=(\d+),v1=([0-9a-f]{64})$")
 
 
 @pytest.fixture
-def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def gw(tmp_path, redis_server, upstream, moat_factory):
     up = upstream("app")
     key = iu.make_signing_key(tmp_path)
     routes = [
@@ -30,7 +31,7 @@ def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
         pass
     g = G()
     g.moat, g.up, g.key, g.port = m, up, key, m.https_port
-    g.token = sessions.add("acme", "alice", mfa=True)
+    g.token = put_session(redis_server, tenant="acme", user="alice", mfa=True)
     g.auth = ("Authorization", "Bearer " + g.token)
     return g
 
@@ -203,21 +204,21 @@ def test_cli_header_mode(gw, tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr
 
 
-def test_no_signature_without_key(tmp_path, redis_server, sessions, upstream,  # noqa: F811
+def test_no_signature_without_key(tmp_path, redis_server, upstream,
                                   moat_factory):
     up = upstream("app")
     m = moat_factory(iu.identity_overrides(
         redis=redis_server, upstreams={"app": up},
         routes=[{"match": {"path_prefix": "/"}, "auth": "required", "upstream": "app"}]))
-    tok = sessions.add("acme", "alice")
-    _, j = iu.get_json(m.https_port, "/x", [iu.bearer(tok),
+    tok = put_session(redis_server, tenant="acme", user="alice", mfa=True)
+    _, j = iu.get_json(m.https_port, "/x", [bearer(tok),
                                             ("X-Moat-Signature", "t=1,v1=" + "0" * 64)])
     h = iu.echo_headers(j)
     assert iu.loose_prefix(h, "X-Moat-") == [], h
     assert iu.exact(h, "X-Tenant-ID") == ["acme"]
 
 
-def test_key_rotation_signs_with_current_key_only(tmp_path, redis_server, sessions,  # noqa: F811
+def test_key_rotation_signs_with_current_key_only(tmp_path, redis_server,
                                                   upstream, moat_factory):
     up = upstream("app")
     old = iu.make_signing_key(tmp_path, "old.key")
@@ -226,8 +227,8 @@ def test_key_rotation_signs_with_current_key_only(tmp_path, redis_server, sessio
         redis=redis_server, upstreams={"app": up},
         identity={"signing_key_file": new, "previous_signing_key_file": old},
         routes=[{"match": {"path_prefix": "/"}, "auth": "required", "upstream": "app"}]))
-    tok = sessions.add("acme", "alice")
-    _, j = iu.get_json(m.https_port, "/x", [iu.bearer(tok)])
+    tok = put_session(redis_server, tenant="acme", user="alice", mfa=True)
+    _, j = iu.get_json(m.https_port, "/x", [bearer(tok)])
     dump = iu.dump_from_echo(j)
     assert iu.run_verifier(dump, new, tmp_path)[0] == 0
     assert iu.run_verifier(dump, old, tmp_path)[0] == 1

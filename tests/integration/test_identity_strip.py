@@ -11,7 +11,8 @@ Whitespace before the colon is a parse error (400) and nothing is forwarded.
 import pytest
 
 import identutil as iu
-from identutil import capture_upstream, sessions  # noqa: F401  (fixtures)
+from moatctl import bearer
+from redisutil import put_session
 
 EVIL = "evil-tenant"
 
@@ -25,7 +26,7 @@ def _routes():
 
 
 @pytest.fixture
-def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def gw(tmp_path, redis_server, upstream, moat_factory):
     """moat with a signing key in front of one echoing upstream, plus a session of
     tenant acme (user alice, no MFA)."""
     up = upstream("app")
@@ -33,7 +34,7 @@ def gw(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
     m = moat_factory(iu.identity_overrides(redis=redis_server, upstreams={"app": up},
                                            routes=_routes(), signing_key=key,
                                            trusted_proxies=["10.0.0.0/8"]))
-    token = sessions.add("acme", "alice", mfa=False)
+    token = put_session(redis_server, tenant="acme", user="alice", mfa=False)
 
     class G:
         pass
@@ -206,13 +207,13 @@ def test_hop_by_hop_headers_not_forwarded(gw):
     assert_only_moat_identity(hdrs)
 
 
-def test_chunked_trailer_never_reaches_upstream(tmp_path, redis_server, sessions,  # noqa: F811
-                                                 capture_upstream, moat_factory):  # noqa: F811
+def test_chunked_trailer_never_reaches_upstream(tmp_path, redis_server,
+                                                 capture_upstream, moat_factory):
     """Trailers are dropped entirely: the exact bytes moat sends carry no client trailer."""
     cap = capture_upstream("capture")
     m = moat_factory(iu.identity_overrides(redis=redis_server, upstreams={"app": cap},
                                            routes=_routes()))
-    token = sessions.add("acme", "alice", mfa=False)
+    token = put_session(redis_server, tenant="acme", user="alice", mfa=False)
     body = (b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
             b"X-Tenant-ID: " + EVIL.encode() + b"\r\nx_user_id: root\r\n"
             b"X-Moat-Signature: t=1,v1=" + b"0" * 64 + b"\r\nX-Other-Trailer: t\r\n\r\n")
@@ -234,7 +235,7 @@ def test_chunked_trailer_never_reaches_upstream(tmp_path, redis_server, sessions
         else:
             assert_no_identity(hdrs)
         assert iu.loose_prefix(hdrs, "X-Moat-") == [], hdrs
-    assert len(cap.captured) == 2
+    assert len(cap.captured()) == 2
 
 
 def test_chunked_trailer_with_real_upstream(gw):
@@ -282,7 +283,7 @@ def _long_host(n):
 
 
 @pytest.mark.parametrize("signed", [True, False])
-def test_long_host_never_yields_partial_identity(tmp_path, redis_server, sessions,  # noqa: F811
+def test_long_host_never_yields_partial_identity(tmp_path, redis_server,
                                                  upstream, moat_factory, signed):
     """moat's added headers share a bounded buffer, and the client sizes X-Forwarded-Host
     (its Host). Whatever the size, moat forwards all of its headers or refuses (431):
@@ -292,13 +293,13 @@ def test_long_host_never_yields_partial_identity(tmp_path, redis_server, session
     m = moat_factory(iu.identity_overrides(
         redis=redis_server, upstreams={"app": up}, signing_key=key,
         routes=[{"match": {"path_prefix": "/"}, "auth": "required", "upstream": "app"}]))
-    token = sessions.add("acme", "alice", mfa=True)
+    token = put_session(redis_server, tenant="acme", user="alice", mfa=True)
     statuses = set()
     for n in range(1700, 2100, 6):
         host = _long_host(n)
         assert len(host) == n
         before = len(up.requests())
-        r = iu.request(m.https_port, "GET", "/x?n=%d" % n, [iu.bearer(token)], host=host)
+        r = iu.request(m.https_port, "GET", "/x?n=%d" % n, [bearer(token)], host=host)
         assert r is not None, n
         statuses.add(r.status)
         if r.status != 200:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+import moatctl
 import rlutil
-from authutil import fake_redis  # noqa: F401 (fixture)
 from rlutil import Client, rl_route
 
 ROUTES = [
@@ -39,7 +39,7 @@ BAD_REPLIES = {
 
 
 def _fallbacks(m):
-    return rlutil.metrics(m).get("moat_ratelimit_store_fallbacks_total", 0)
+    return moatctl.metrics(m).get("moat_ratelimit_store_fallbacks_total", 0)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_REPLIES))
@@ -62,7 +62,7 @@ def test_bad_script_reply_is_never_a_verdict(upstream, fleet, fake_redis, name):
             assert r.header("Retry-After") is not None, r
         got = [c.get("/allow").status for _ in range(3)]
         assert got == [200] * 3, (name, got)
-    assert _fallbacks(m) >= before + 6, (name, before, rlutil.metrics(m))
+    assert _fallbacks(m) >= before + 6, (name, before, moatctl.metrics(m))
     gcra = [c for c in fake.commands if c[0].upper() in ("EVALSHA", "EVAL")
             and len(c) > 3 and c[3].startswith("moat:rl:bad-")]
     assert gcra, "no script call reached the fake Redis: %r" % fake.commands[-5:]

@@ -59,7 +59,7 @@ def test_per_ip_connection_cap(upstream, start_moat):
     clients = []
     try:
         clients = [open_ok(m.https_port) for _ in range(3)]
-        before = rlutil.metrics(m).get("moat_connections_refused_total", 0)
+        before = moatctl.metrics(m).get("moat_connections_refused_total", 0)
         for _ in range(5):  # several attempts: each may land on either worker
             assert refused(m.https_port), "a 4th connection from 127.0.0.1 was served"
         for c in clients:  # the three are still open and served
@@ -69,7 +69,7 @@ def test_per_ip_connection_cap(upstream, start_moat):
         other = [open_ok(m.https_port, source="127.0.0.2") for _ in range(3)]
         clients += other
         assert refused(m.https_port, source="127.0.0.2")
-        assert rlutil.metrics(m).get("moat_connections_refused_total", 0) - before == 6
+        assert moatctl.metrics(m).get("moat_connections_refused_total", 0) - before == 6
         # closing one frees exactly one slot (refusals did not leak counts)
         clients[0].close()
         assert moatctl.wait_until(lambda: not refused(m.https_port), 5), \

@@ -12,7 +12,10 @@ import time
 
 import moatctl
 import rlutil
-from rlutil import Client, policy, rcmd, retry_after, rl_route, state
+from moatctl import bearer
+from redisutil import call as rcall
+from redisutil import put_session
+from rlutil import Client, policy, retry_after, rl_route, state
 
 
 
@@ -23,14 +26,14 @@ RL_SETTINGS = {"redis_timeout": "2s", "heartbeat": "300ms"}
 
 def _no_outage(*moats):
     for m in moats:
-        ev = rlutil.audit_events(m, "ratelimit_store_unavailable")
+        ev = moatctl.audit_events(m, "ratelimit_store_unavailable")
         assert not ev, "Redis was unavailable during the test (%s): %r\n%s" % (
             m.config_path, ev, m.stderr())
 
 
 def wait_instances(redis, n, timeout=10):
-    got = moatctl.wait_until(lambda: rcmd(redis, "ZCARD", "moat:rl:instances") == n, timeout)
-    assert got, "moat:rl:instances: %r" % rcmd(redis, "ZRANGE", "moat:rl:instances", 0, -1)
+    got = moatctl.wait_until(lambda: rcall(redis, "ZCARD", "moat:rl:instances") == n, timeout)
+    assert got, "moat:rl:instances: %r" % rcall(redis, "ZRANGE", "moat:rl:instances", 0, -1)
 
 
 def test_two_instances_share_one_global_limit(upstream, fleet, redis_server):
@@ -69,7 +72,7 @@ def test_two_instances_share_one_global_limit(upstream, fleet, redis_server):
     for r in results:
         if r.status == 429:
             assert retry_after(r) >= 3500 and policy(r) == ("shared", 200, 720000), r
-    ttl = rcmd(redis_server, "PTTL", "moat:rl:shared:127.0.0.1")
+    ttl = rcall(redis_server, "PTTL", "moat:rl:shared:127.0.0.1")
     assert isinstance(ttl, int) and 0 < ttl <= 200 * 3600 * 1000, ttl
 
 
@@ -138,7 +141,7 @@ def test_requests_for_one_key_share_redis_calls(upstream, fleet, redis_server):
     mon = Monitor(redis_server)
 
     def pause():  # the heartbeat, the first decision and the rest all wait 400 ms
-        assert rcmd(redis_server, "CLIENT", "PAUSE", "400", "ALL") == "OK"
+        assert rcall(redis_server, "CLIENT", "PAUSE", "400", "ALL") == "OK"
 
     results = rlutil.parallel_requests(a.https_port, 40, "/g", ready=pause)
     bad = [r for r in results if not hasattr(r, "status")]
@@ -151,7 +154,7 @@ def test_requests_for_one_key_share_redis_calls(upstream, fleet, redis_server):
     ns = [int(ln.split(b'" "')[7]) for ln in calls if b'"EVALSHA"' in ln or b'"EVAL"' in ln]
     assert 1 <= len(ns) <= 2 and sum(ns) == 40, calls
     # 30 rejected in a batch consumed nothing: the bucket is exactly 10 deep
-    tat, iv = (int(x) for x in rcmd(redis_server, "GET", "moat:rl:gbatch:127.0.0.1").split(b":"))
+    tat, iv = (int(x) for x in rcall(redis_server, "GET", "moat:rl:gbatch:127.0.0.1").split(b":"))
     now_us = int(time.time() * 1e6)
     assert iv == 3600 * 10**6 and abs((tat - now_us) - 10 * iv) < 60 * 10**6, (tat, now_us)
     _no_outage(a)
@@ -209,21 +212,21 @@ def test_global_state_and_heartbeat_in_redis(upstream, fleet, redis_server):
     a = fleet.start(ov, up, "a")
     b = fleet.start(ov, up, "b")
     wait_instances(redis_server, 2)
-    members = rcmd(redis_server, "ZRANGE", "moat:rl:instances", 0, -1)
+    members = rcall(redis_server, "ZRANGE", "moat:rl:instances", 0, -1)
     assert len(set(members)) == 2, members
-    assert 0 < rcmd(redis_server, "PTTL", "moat:rl:instances") <= 2 * 3 * 300 + 50
+    assert 0 < rcall(redis_server, "PTTL", "moat:rl:instances") <= 2 * 3 * 300 + 50
     with Client(a.https_port) as c:
         for i in range(3):
             r = c.get("/s")
             assert r.status == 200 and state(r)[1] == 4 - i, r
-        ttl = rcmd(redis_server, "PTTL", "moat:rl:st:127.0.0.1")
+        ttl = rcall(redis_server, "PTTL", "moat:rl:st:127.0.0.1")
         assert 1000 < ttl <= 3000, ttl  # 3 used at 1/s: full again in <= 3 s
-        val = rcmd(redis_server, "GET", "moat:rl:st:127.0.0.1")
+        val = rcall(redis_server, "GET", "moat:rl:st:127.0.0.1")
         tat, interval = val.split(b":")
         assert int(interval) == 1000000, val
         # the key vanishes once the bucket is full again (bounded wait)
         assert moatctl.wait_until(
-            lambda: rcmd(redis_server, "EXISTS", "moat:rl:st:127.0.0.1") == 0, 6)
+            lambda: rcall(redis_server, "EXISTS", "moat:rl:st:127.0.0.1") == 0, 6)
 
         secret = "sk_live_" + "Zq9" * 10
         r = c.get("/k", [("X-Api-Key", secret)])
@@ -231,7 +234,7 @@ def test_global_state_and_heartbeat_in_redis(upstream, fleet, redis_server):
     with Client(b.https_port) as c:
         r = c.get("/k", [("X-Api-Key", secret)])
         assert r.status == 200 and state(r)[1] == 1, r  # shared with instance a
-    keys = [k.decode() for k in rcmd(redis_server, "KEYS", "moat:rl:apikey:*")]
+    keys = [k.decode() for k in rcall(redis_server, "KEYS", "moat:rl:apikey:*")]
     assert len(keys) == 1, keys
     assert secret not in keys[0], "raw API key in a Redis key name: %s" % keys[0]
     # exactly this name: instances of different versions share it during a rolling upgrade
@@ -242,11 +245,11 @@ def test_global_state_and_heartbeat_in_redis(upstream, fleet, redis_server):
 def _passes_after_override(c, token):
     """The first request after an override to a fast rate is allowed, or refused with
     the rescaled debt (<= 1 ms: Retry-After 1); 50 ms later one passes."""
-    r = c.get("/t", [rlutil.bearer(token)])
+    r = c.get("/t", [bearer(token)])
     if r.status == 429:
         assert retry_after(r) == 1 and state(r)[2] <= 1, "override ignored: %r" % r
         time.sleep(0.05)  # > the debt
-        r = c.get("/t", [rlutil.bearer(token)])
+        r = c.get("/t", [bearer(token)])
     assert r.status == 200, "override ignored: %r" % r
 
 
@@ -264,35 +267,35 @@ def test_tenant_override_takes_effect_without_reload(upstream, fleet, redis_serv
                           "id": "tenant-api"}], auth="required")],
         redis=redis_server, ratelimit=RL_SETTINGS)
     m = fleet.start(ov, up, "a")
-    acme = rlutil.add_session(redis_server, "acme")
-    acme2 = rlutil.add_session(redis_server, "acme", user="u2")
-    globex = rlutil.add_session(redis_server, "globex")
+    acme = put_session(redis_server, tenant="acme", user="u1", mfa=1)
+    acme2 = put_session(redis_server, tenant="acme", user="u2", mfa=1)
+    globex = put_session(redis_server, tenant="globex", user="u1", mfa=1)
     with Client(m.https_port) as c:
-        assert c.get("/t", [rlutil.bearer(acme)]).status == 200
-        r = c.get("/t", [rlutil.bearer(acme2)])  # same tenant, other session: same bucket
+        assert c.get("/t", [bearer(acme)]).status == 200
+        r = c.get("/t", [bearer(acme2)])  # same tenant, other session: same bucket
         assert r.status == 429 and retry_after(r) > 3000, r
-        assert c.get("/t", [rlutil.bearer(globex)]).status == 200
-        assert c.get("/t", [rlutil.bearer(globex)]).status == 429
+        assert c.get("/t", [bearer(globex)]).status == 200
+        assert c.get("/t", [bearer(globex)]).status == 429
 
-        assert rcmd(redis_server, "HSET", "moat:rl:override:tenant-api", "acme", "1000/s") == 1
+        assert rcall(redis_server, "HSET", "moat:rl:override:tenant-api", "acme", "1000/s") == 1
         _passes_after_override(c, acme)
         # 1000/s, burst 1: a few spaced requests all pass
         for _ in range(3):
             time.sleep(0.01)
-            assert c.get("/t", [rlutil.bearer(acme2)]).status == 200
+            assert c.get("/t", [bearer(acme2)]).status == 200
         # globex has no override
-        r = c.get("/t", [rlutil.bearer(globex)])
+        r = c.get("/t", [bearer(globex)])
         assert r.status == 429 and retry_after(r) > 3000, r
 
-        assert rcmd(redis_server, "HDEL", "moat:rl:override:tenant-api", "acme") == 1
+        assert rcall(redis_server, "HDEL", "moat:rl:override:tenant-api", "acme") == 1
         # back to 1/h: a 429 comes back at once (at 1000/s these would pass). Its
         # Retry-After is the outstanding debt rescaled to 1/h (docs/ratelimit.md), so any
         # part of an hour, depending on how much of the last 1 ms had passed.
-        got = [c.get("/t", [rlutil.bearer(acme)]) for _ in range(2)]
+        got = [c.get("/t", [bearer(acme)]) for _ in range(2)]
         assert 429 in [g.status for g in got], got
         assert all(1 <= retry_after(g) <= 3600 for g in got if g.status == 429), got
     # per second as a plain number works too
-    assert rcmd(redis_server, "HSET", "moat:rl:override:tenant-api", "globex", "500") == 1
+    assert rcall(redis_server, "HSET", "moat:rl:override:tenant-api", "globex", "500") == 1
     with Client(m.https_port) as c:
         _passes_after_override(c, globex)
     # no reload happened: one process, never signalled
@@ -309,14 +312,14 @@ def test_session_key_is_token_hash(upstream, fleet, redis_server):
                           "id": "persess"}], auth="required")],
         redis=redis_server, ratelimit=RL_SETTINGS)
     m = fleet.start(ov, up, "a")
-    t1 = rlutil.add_session(redis_server, "acme")
-    t2 = rlutil.add_session(redis_server, "acme", user="u2")
+    t1 = put_session(redis_server, tenant="acme", user="u1", mfa=1)
+    t2 = put_session(redis_server, tenant="acme", user="u2", mfa=1)
     with Client(m.https_port) as c:
-        assert [c.get("/p", [rlutil.bearer(t1)]).status for _ in range(3)] == [200, 200, 429]
-        assert [c.get("/p", [rlutil.bearer(t2)]).status for _ in range(3)] == [200, 200, 429]
+        assert [c.get("/p", [bearer(t1)]).status for _ in range(3)] == [200, 200, 429]
+        assert [c.get("/p", [bearer(t2)]).status for _ in range(3)] == [200, 200, 429]
         # no session: not counted by a session rule (auth answers 401 first)
         assert c.get("/p").status == 401
-    keys = sorted(k.decode() for k in rcmd(redis_server, "KEYS", "moat:rl:persess:*"))
+    keys = sorted(k.decode() for k in rcall(redis_server, "KEYS", "moat:rl:persess:*"))
     want = sorted("moat:rl:persess:" + hashlib.sha256(t.encode()).hexdigest() for t in (t1, t2))
     assert keys == want
     _no_outage(m)
@@ -335,6 +338,6 @@ def test_graceful_stop_leaves_heartbeat_set(upstream, fleet, redis_server):
     assert b.stop() == 0
     # liveness is 3 beats (6 s) and b beat at most 2 s ago: only an explicit ZREM
     # removes b within the 3 s below
-    assert moatctl.wait_until(lambda: rcmd(redis_server, "ZCARD", "moat:rl:instances") == 1, 3), \
+    assert moatctl.wait_until(lambda: rcall(redis_server, "ZCARD", "moat:rl:instances") == 1, 3), \
         "a stopped instance must ZREM itself from moat:rl:instances (docs/ratelimit.md)"
     assert a.alive()

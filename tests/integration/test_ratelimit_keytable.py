@@ -117,8 +117,8 @@ def test_key_table_size_metric(upstream, start_moat):
     with Client(m.https_port) as c:
         prime(c)
         flood(c, 3000, "k")
-    names = [n for n in rlutil.metrics(m) if "ratelimit" in n or "rl_" in n]
+    names = [n for n in moatctl.metrics(m) if "ratelimit" in n or "rl_" in n]
     assert "moat_ratelimit_keys" in names and "moat_ratelimit_evictions_total" in names, names
-    assert 0 < rlutil.metrics(m)["moat_ratelimit_keys"] <= 1000
-    evict = [v for n, v in rlutil.metrics(m).items() if "evict" in n]
+    assert 0 < moatctl.metrics(m)["moat_ratelimit_keys"] <= 1000
+    evict = [v for n, v in moatctl.metrics(m).items() if "evict" in n]
     assert evict and max(evict) > 0

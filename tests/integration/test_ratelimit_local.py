@@ -7,6 +7,7 @@ burst through and fail the exact counts."""
 
 import time
 
+import moatctl
 import rlutil
 from rlutil import Client, policy, retry_after, rl_route, state
 
@@ -36,7 +37,7 @@ def test_local_limit_exact_under_concurrency(upstream, start_moat):
     for r in results:
         if r.status == 429:
             assert retry_after(r) >= 3500, r  # 1/h: about an hour
-    reached = rlutil.moatctl.wait_until(lambda: len(up.requests()) >= 50, 5)
+    reached = moatctl.wait_until(lambda: len(up.requests()) >= 50, 5)
     assert len(up.requests()) == 50, "upstream got %d requests" % len(up.requests())
     assert reached
 
@@ -154,15 +155,15 @@ def test_rate_limited_audit_once_per_rule_key_minute(upstream, start_moat):
         with Client(m.https_port, source=src) as c:
             statuses = [c.get("/a").status for _ in range(15)]
             assert statuses == [200] + [429] * 14, statuses
-    rlutil.moatctl.wait_until(lambda: len(rlutil.audit_events(m, "rate_limited")) >= 2, 5)
+    moatctl.wait_until(lambda: len(moatctl.audit_events(m, "rate_limited")) >= 2, 5)
     time.sleep(0.3)  # anything else would have been written by now
-    ev = rlutil.audit_events(m, "rate_limited")
+    ev = moatctl.audit_events(m, "rate_limited")
     assert len(ev) == 2, ev
     assert sorted(e.get("key") for e in ev) == ["127.0.0.1", "127.0.0.2"], ev
     for e in ev:
         assert e.get("rule") == "audited" and e.get("scope") == "local", e
         assert e.get("path") == "/a", e
-    assert rlutil.metrics(m).get("moat_ratelimited_total") == 28
+    assert moatctl.metrics(m).get("moat_ratelimited_total") == 28
 
 
 def test_state_survives_reload_and_rate_change_rescales(upstream, start_moat):

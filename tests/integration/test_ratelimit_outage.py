@@ -11,31 +11,19 @@ import pytest
 
 import moatctl
 import rlutil
-from rlutil import Client, rcmd, retry_after, rl_route, state
+from redisutil import call as rcall
+from rlutil import Client, retry_after, rl_route, state
 
 
 
 @pytest.fixture
-def redis_proc(tmp_path):
-    """Like the redis_server fixture, but the test may kill, stop and restart it; every
-    incarnation is stopped by PID at teardown (SIGCONT first, in case it was stopped)."""
-    started = []
-
+def redis_proc(redis_factory):
+    """Like the redis_server fixture (moat waits for its workers to connect), but the
+    test may kill, stop (SIGSTOP) and restart it: redis_factory stops every incarnation
+    by PID at teardown, SIGCONT first."""
     def make(port=None):
-        r = moatctl.Redis(tmp_path, port=port)
-        started.append(r)
-        return r.start()
-
-    try:
-        yield make
-    finally:
-        for r in started:
-            if r.proc is not None and r.proc.poll() is None:
-                try:
-                    os.kill(r.proc.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-            r.stop()
+        return redis_factory(port=port, moat_waits=True)
+    return make
 
 
 REDIS_TIMEOUT_MS = 300
@@ -68,16 +56,16 @@ def _two_instances(upstream, fleet, redis):
     up = upstream("app")
     a = fleet.start(_config(redis), up, "a")
     b = fleet.start(_config(redis), up, "b")
-    assert moatctl.wait_until(lambda: rcmd(redis, "ZCARD", "moat:rl:instances") == 2, 10)
+    assert moatctl.wait_until(lambda: rcall(redis, "ZCARD", "moat:rl:instances") == 2, 10)
     # every instance must have beaten at least once since both were in the set, so each
     # knows N = 2 (3 beats: generous for a loaded box; liveness is 3 beats too)
     time.sleep(4 * HEARTBEAT_MS / 1000.0)
-    assert rcmd(redis, "ZCARD", "moat:rl:instances") == 2
+    assert rcall(redis, "ZCARD", "moat:rl:instances") == 2
     # sanity: global decisions work through Redis before the outage
     with Client(a.https_port) as c:
         r = c.get("/allow")
         assert r.status == 200 and state(r)[1] == 9, r
-    assert rcmd(redis, "EXISTS", "moat:rl:fb-allow:127.0.0.1") == 1
+    assert rcall(redis, "EXISTS", "moat:rl:fb-allow:127.0.0.1") == 1
     return up, a, b
 
 
@@ -104,10 +92,10 @@ def test_redis_killed_local_fallback_splits_burst(upstream, fleet, redis_proc):
             statuses = [c.get("/default").status for _ in range(4)]
         assert statuses == [200, 200, 429, 429], (m.config_path, statuses)
     for m in (a, b):
-        moatctl.wait_until(lambda: rlutil.audit_events(m, "ratelimit_store_unavailable"), 5)
+        moatctl.wait_until(lambda: moatctl.audit_events(m, "ratelimit_store_unavailable"), 5)
     time.sleep(0.2)
     for m in (a, b):
-        ev = rlutil.audit_events(m, "ratelimit_store_unavailable")
+        ev = moatctl.audit_events(m, "ratelimit_store_unavailable")
         assert len(ev) == 1, ev
 
 
@@ -127,7 +115,7 @@ def test_redis_killed_deny_and_allow(upstream, fleet, redis_proc):
         assert got == [200] * 30, got
     moatctl.wait_until(lambda: len(up.requests()) >= before + 30, 5)
     assert len(up.requests()) == before + 30  # none of the 503s went upstream
-    ev = rlutil.audit_events(a, "ratelimit_store_unavailable")
+    ev = moatctl.audit_events(a, "ratelimit_store_unavailable")
     assert len(ev) == 1, ev
 
 
@@ -168,7 +156,7 @@ def test_outage_fails_fast(upstream, fleet, redis_proc, how):
     assert slow <= 1, msg
     # even the request that detects a hung Redis is bounded by the timeout (+ slack)
     assert max(lat) < REDIS_TIMEOUT_MS / 1000.0 + 1.5, msg
-    ev = rlutil.audit_events(a, "ratelimit_store_unavailable")
+    ev = moatctl.audit_events(a, "ratelimit_store_unavailable")
     assert len(ev) == 1, ev
 
 
@@ -187,7 +175,7 @@ def test_recovery_after_redis_restart(upstream, fleet, redis_proc):
     def back():
         with Client(a.https_port) as c:
             c.get("/allow")
-        return rcmd(redis2, "EXISTS", "moat:rl:fb-allow:127.0.0.1") == 1
+        return rcall(redis2, "EXISTS", "moat:rl:fb-allow:127.0.0.1") == 1
 
     assert moatctl.wait_until(back, 15, interval=0.2), "moat never used Redis again"
     # every worker of both instances reconnects (each has its own connection and
@@ -200,14 +188,14 @@ def test_recovery_after_redis_restart(upstream, fleet, redis_proc):
         return True
 
     assert moatctl.wait_until(all_back, 20, interval=0.2), "a worker never reconnected"
-    assert moatctl.wait_until(lambda: rcmd(redis2, "ZCARD", "moat:rl:instances") == 2, 10)
+    assert moatctl.wait_until(lambda: rcall(redis2, "ZCARD", "moat:rl:instances") == 2, 10)
     # the two instances share one bucket again
     with Client(a.https_port) as ca, Client(b.https_port) as cb:
         rs = [(ca if i % 2 else cb).get("/deny") for i in range(12)]
     assert [r.status for r in rs] == [200] * 10 + [429] * 2, rs
     _wait_recovered(a)
-    assert len(rlutil.audit_events(a, "ratelimit_store_unavailable")) == 1
-    assert len(rlutil.audit_events(a, "ratelimit_store_recovered")) == 1
+    assert len(moatctl.audit_events(a, "ratelimit_store_unavailable")) == 1
+    assert len(moatctl.audit_events(a, "ratelimit_store_recovered")) == 1
 
 
 def _wait_recovered(m):
@@ -215,7 +203,7 @@ def _wait_recovered(m):
     failures (workers reconnect at different times; one event per outage)."""
     def seen():
         rlutil.one_shot(m.https_port, "/probe")
-        return rlutil.audit_events(m, "ratelimit_store_recovered")
+        return moatctl.audit_events(m, "ratelimit_store_recovered")
     assert moatctl.wait_until(seen, 15, interval=0.25), "recovery never audited"
 
 
@@ -240,10 +228,10 @@ def test_one_audit_event_per_outage_across_workers(upstream, fleet, redis_proc):
         ok_in_row = ok_in_row + 1 if st == 200 else 0
         time.sleep(0.02)
     assert ok_in_row >= 20, "not every worker came back"
-    assert rcmd(redis2, "EXISTS", "moat:rl:fb-probe:127.0.0.1") == 1
+    assert rcall(redis2, "EXISTS", "moat:rl:fb-probe:127.0.0.1") == 1
     _wait_recovered(a)
     for _ in range(10):
         assert rlutil.one_shot(a.https_port, "/probe").status == 200
-    down = rlutil.audit_events(a, "ratelimit_store_unavailable")
-    up_ev = rlutil.audit_events(a, "ratelimit_store_recovered")
+    down = moatctl.audit_events(a, "ratelimit_store_unavailable")
+    up_ev = moatctl.audit_events(a, "ratelimit_store_recovered")
     assert (len(down), len(up_ev)) == (1, 1), (down, up_ev)

@@ -17,7 +17,8 @@ import signal
 import pytest
 
 import identutil as iu
-from identutil import sessions  # noqa: F401  (fixture)
+from moatctl import bearer
+from redisutil import put_session
 
 SHARED = ("shared-1", "shared-2")
 
@@ -39,7 +40,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
+def env(tmp_path, redis_server, upstream, moat_factory):
     e = Env()
     e.shared = [upstream("shared-1"), upstream("shared-2")]
     e.acme_up = upstream("acme-dedicated")
@@ -52,9 +53,8 @@ def env(tmp_path, redis_server, sessions, upstream, moat_factory):  # noqa: F811
         tenants={"acme": {"upstream": "acme-dedicated"}, "beta": {"upstream": "beta-dedicated"}})
     e.moat = moat_factory(e.overrides)
     e.port = e.moat.https_port
-    e.tok = {t: sessions.add(t, "user-of-" + t, mfa=True)
+    e.tok = {t: put_session(redis_server, tenant=t, user="user-of-" + t, mfa=True)
              for t in ("acme", "beta", "globex", "initech")}
-    e.sessions = sessions
     return e
 
 
@@ -62,7 +62,7 @@ def call(e, tenant, path, extra=(), method="GET"):
     """One request as tenant (None: anonymous); returns the Response."""
     hdrs = list(extra)
     if tenant:
-        hdrs.append(iu.bearer(e.tok[tenant]))
+        hdrs.append(bearer(e.tok[tenant]))
     r = iu.request(e.port, method, path, hdrs)
     assert r is not None, "no answer for %s %s" % (tenant, path)
     return r
@@ -191,7 +191,7 @@ def test_keepalive_connection_mixing_tenants(env):
     want = {"acme": ("acme-dedicated",), "beta": ("beta-dedicated",)}
     with iu.Conn.tls(env.port) as c:
         for i, t in enumerate(plan):
-            hdrs = [iu.bearer(env.tok[t])] if t else [("X-Tenant-ID", "acme")]
+            hdrs = [bearer(env.tok[t])] if t else [("X-Tenant-ID", "acme")]
             c.request("GET", "/opt/k?i=%d" % i, headers=hdrs)
             r = c.read_response()
             assert r.status == 200, (i, t, r)
@@ -207,7 +207,7 @@ def test_concurrent_tenants_stay_isolated(env):
 
     def one(i_t):
         i, t = i_t
-        hdrs = [iu.bearer(env.tok[t])] if t else []
+        hdrs = [bearer(env.tok[t])] if t else []
         r = iu.request(env.port, "GET", "/opt/c?i=%d" % i, hdrs)
         assert r is not None and r.status == 200, (i, t, r)
         j = r.json()

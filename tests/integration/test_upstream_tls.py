@@ -3,62 +3,19 @@ verified against tls.ca and its name (tls.server_name, else the server address),
 nothing is sent in clear. Also: config keys that are not implemented are refused, not
 silently ignored."""
 import os
-import signal
 import subprocess
-import sys
+
 import pytest
 
 import moatctl
 
-UPSTREAM = r'''
-import http.server, json, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        b = json.dumps({"tls": True, "path": self.path,
-                        "xfp": self.headers.get("X-Forwarded-Proto")}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
-'''
-
 
 @pytest.fixture
-def tls_upstream(tmp_path):
-    port = moatctl.free_port()
-    script = tmp_path / "tls_upstream.py"
-    script.write_text(UPSTREAM)
-    proc = subprocess.Popen([sys.executable, str(script), str(port),
-                             os.path.join(moatctl.CERTS, "server.crt"),
-                             os.path.join(moatctl.CERTS, "server.key")],
-                            stderr=subprocess.DEVNULL)
-    try:
-        assert moatctl.wait_until(lambda: _listening(port), 10), "TLS upstream did not start"
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _listening(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
+def tls_upstream(upstream):
+    """upstream_server.py serving HTTPS with the dev server certificate (localhost)."""
+    up = upstream("tls-app", args=["--tls-cert", os.path.join(moatctl.CERTS, "server.crt"),
+                                   "--tls-key", os.path.join(moatctl.CERTS, "server.key")])
+    return up.port
 
 
 def _moat(start_moat, port, tls):

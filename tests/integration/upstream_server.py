@@ -4,6 +4,7 @@
 Run as its own process:
 
     upstream_server.py --port N [--name NAME] [--log FILE] [--host 127.0.0.1]
+                       [--idle-timeout S] [--tls-cert FILE --tls-key FILE] [--capture]
 
 It speaks HTTP/1.1 by hand (keep-alive, pipelining, Content-Length and chunked
 bodies both ways, Expect: 100-continue, HEAD, websocket) so tests can see exactly
@@ -28,6 +29,15 @@ what moat put on the wire. Endpoints:
                        Content-Length), cl_te (CL and TE), bare_lf, no_status
   anything else        like /echo
 
+--tls-cert/--tls-key: HTTPS instead of plain HTTP (each connection's handshake in its
+own thread; a client that does not speak TLS is logged as "tls_failed" and closed);
+/echo then also reports "tls": true.
+
+--capture: every request, whatever its path, is read as framed (Content-Length or
+chunked, trailers included) and answered 200 with the JSON {"raw": the exact bytes
+received (head, body, trailers; latin-1), "upstream": NAME}; the same bytes are logged
+as {"event": "raw", "conn", "raw"}. For what moat put on the wire byte for byte.
+
 Every request received is logged to --log as JSON lines:
   {"event": "connect", "conn": id}                        a TCP connection was accepted
   {"event": "request", "conn", "n", "method", "path", "query", "version", "headers"}
@@ -35,6 +45,7 @@ Every request received is logged to --log as JSON lines:
   {"event": "complete", "conn", "n", "path", "body_length", "body_sha256"}
                                                           its body was read completely
   {"event": "bad", "conn", "error", "raw"}                bytes that did not parse
+  {"event": "raw", "conn", "raw"}                         (--capture) a request's bytes
 """
 
 import argparse
@@ -45,6 +56,7 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -208,15 +220,23 @@ class Handler(socketserver.BaseRequestHandler):
         self.sock = self.request
         self.sock.settimeout(self.server.idle_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.sock.makefile("rb", buffering=65536)
+        self.rfile = None
         self.conn_id = self.server.next_conn_id()
         self.count = 0
         self.log = self.server.log
         self.log.write(event="connect", conn=self.conn_id, peer=list(self.client_address))
+        if self.server.tls is not None:
+            try:
+                self.sock = self.server.tls.wrap_socket(self.sock, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                self.log.write(event="tls_failed", conn=self.conn_id, error=str(e))
+                return  # handle() sees no rfile and returns: the connection closes
+        self.rfile = self.sock.makefile("rb", buffering=65536)
 
     def finish(self):
         try:
-            self.rfile.close()
+            if self.rfile is not None:
+                self.rfile.close()
         except OSError:
             pass
 
@@ -349,7 +369,8 @@ class Handler(socketserver.BaseRequestHandler):
     # ---- endpoints ---------------------------------------------------------
 
     def echo_body(self, req):
-        return json.dumps({
+        extra = {"tls": True} if self.server.tls is not None else {}
+        return json.dumps(dict(extra, **{
             "method": req.method,
             "target": req.target,
             "path": req.path,
@@ -361,7 +382,7 @@ class Handler(socketserver.BaseRequestHandler):
             "upstream": self.server_name,
             "connection_id": self.conn_id,
             "request_count": self.count,
-        }).encode()
+        })).encode()
 
     def ep_echo(self, req, close):
         self.respond(req, 200, self.echo_body(req), "application/json", close=close)
@@ -475,6 +496,8 @@ class Handler(socketserver.BaseRequestHandler):
     # ---- connection loop ---------------------------------------------------
 
     def handle(self):
+        if self.rfile is None:
+            return
         while True:
             try:
                 req = self.read_head()
@@ -526,14 +549,72 @@ REASONS = {
 }
 
 
+class CaptureHandler(Handler):
+    """--capture: keeps the exact bytes of every request (see the module docstring)."""
+
+    def read_raw_line(self):
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line.endswith(b"\n"):
+            raise ConnectionError("eof or overlong line")
+        return line
+
+    def read_raw_request(self):
+        """The bytes of one request as framed by its headers; None at a clean EOF."""
+        first = self.rfile.readline(MAX_LINE + 1)
+        if not first:
+            return None
+        raw = bytearray(first)
+        names = {}
+        line = first
+        while line not in (b"\r\n", b"\n"):
+            line = self.read_raw_line()
+            raw += line
+            k, _, v = line.partition(b":")
+            names.setdefault(k.strip().lower(), []).append(v.strip())
+        te = b",".join(names.get(b"transfer-encoding", [])).lower()
+        if b"chunked" in te:
+            while True:
+                size_line = self.read_raw_line()
+                raw += size_line
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while True:  # trailer section up to the empty line
+                        t = self.read_raw_line()
+                        raw += t
+                        if t in (b"\r\n", b"\n"):
+                            break
+                    break
+                raw += self.read_exact(size + 2)
+        elif b"content-length" in names:
+            raw += self.read_exact(int(names[b"content-length"][0]))
+        return bytes(raw)
+
+    def handle(self):
+        if self.rfile is None:
+            return
+        try:
+            while True:
+                raw = self.read_raw_request()
+                if raw is None:
+                    return
+                text = raw.decode("latin-1")
+                self.log.write(event="raw", conn=self.conn_id, raw=text)
+                body = json.dumps({"raw": text, "upstream": self.server_name}).encode()
+                self.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        except (ConnectionError, OSError, ValueError):
+            return
+
+
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 512
 
-    def __init__(self, addr, handler, name, log_path, idle_timeout=IDLE_TIMEOUT):
+    def __init__(self, addr, handler, name, log_path, idle_timeout=IDLE_TIMEOUT, tls=None):
         self.log = Log(log_path)
         self.idle_timeout = idle_timeout
+        self.tls = tls  # an ssl.SSLContext (server side) or None
         self._ids = itertools.count(1)
         self._ids_lock = threading.Lock()
         handler = type("BoundHandler", (handler,), {"server_name": name})
@@ -544,11 +625,17 @@ class Server(socketserver.ThreadingTCPServer):
             return next(self._ids)
 
 
-def make_server(host, port, name, log_path, handler=Handler, idle_timeout=IDLE_TIMEOUT):
-    return Server((host, port), handler, name, log_path, idle_timeout)
+def make_server(host, port, name, log_path, handler=Handler, idle_timeout=IDLE_TIMEOUT,
+                tls_cert=None, tls_key=None):
+    tls = None
+    if tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(tls_cert, tls_key)
+    return Server((host, port), handler, name, log_path, idle_timeout, tls)
 
 
 def main(argv=None, handler=Handler, default_name="upstream"):
+    """Runs the server; handler: the Handler (sub)class (--capture: CaptureHandler)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True, help="0 picks a free port")
@@ -556,10 +643,20 @@ def main(argv=None, handler=Handler, default_name="upstream"):
     ap.add_argument("--log", default=None, help="append one JSON line per request here")
     ap.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
                     help="close a keep-alive connection idle this many seconds")
+    ap.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
+    ap.add_argument("--tls-key", default=None, help="the key of --tls-cert")
+    ap.add_argument("--capture", action="store_true",
+                    help="answer every request with its exact bytes (see above)")
     args = ap.parse_args(argv)
-    srv = make_server(args.host, args.port, args.name, args.log, handler, args.idle_timeout)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    if args.capture:
+        handler = CaptureHandler
+    srv = make_server(args.host, args.port, args.name, args.log, handler, args.idle_timeout,
+                      args.tls_cert, args.tls_key)
     host, port = srv.server_address[:2]
-    print("%s listening on http://%s:%d" % (args.name, host, port), flush=True)
+    print("%s listening on %s://%s:%d" % (args.name, "https" if srv.tls else "http", host, port),
+          flush=True)
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
