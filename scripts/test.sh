@@ -6,8 +6,9 @@
 # 1. installs what is missing (scripts/install-deps.sh --test --fuzz)
 # 2. builds (meson setup build if needed; ninja -C build), also in a fresh clone
 # 3. makes dev certificates if absent (scripts/gen-dev-certs.sh)
-# 4. unit:        C unit tests, meson test -C build --print-errorlogs
-# 5. integration: /usr/bin/python3 -m pytest tests/integration
+# 4. unit:        C unit tests and the C formatting check (scripts/format.sh --check),
+#                 meson test -C build --print-errorlogs
+# 5. integration: /usr/bin/python3 -m pytest tests/integration scripts/grader
 # 6. fuzz:        every libFuzzer target (tests/fuzz/meson.build) for FUZZ_SECONDS (15)
 #                 under ASan+UBSan, from the committed corpus tests/fuzz/corpus/<target>
 #                 (scripts/fuzz.sh on a scratch copy, build dir build-fuzz, clang);
