@@ -16,7 +16,8 @@ static struct http1_str host_only(struct http1_str host)
             host.len = (size_t)(end - host.p) + 1;
         return host;
     }
-    const char *colon = memchr(host.p, ':', host.len);
+    /* no Host (HTTP/1.0): p may be NULL, which memchr must not see even for 0 bytes */
+    const char *colon = host.len ? memchr(host.p, ':', host.len) : NULL;
     if (colon)
         host.len = (size_t)(colon - host.p);
     if (host.len && host.p[host.len - 1] == '.') /* "example.com." is "example.com" */
