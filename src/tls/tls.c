@@ -34,22 +34,12 @@
 #include "config/config.h"
 #include "tls/tls_ocsp.h"
 #include "tls/tls_tickets.h"
+#include "tls/tls_build.h"
 
 #define TLS_MAX_SLOTS 8          /* certificate key types in one SSL_CTX */
 #define TLS_SESSION_TIMEOUT 7200 /* seconds */
 #define TLS_VERIFY_DEPTH 5
 #define TLS_OCSP_RECHECK 3600 /* seconds, when cfg->ocsp_refresh_ms is 0 */
-
-struct tls_cert {
-    char *path;
-    X509 *leaf;
-    EVP_PKEY *key;
-    STACK_OF(X509) * chain; /* intermediates sent after the leaf */
-    int key_type;           /* EVP_PKEY_get_base_id(): the SSL_CTX slot */
-    char **names;           /* lower case dNSNames (CN if no SAN) */
-    size_t num_names;
-    struct tls_ocsp *ocsp; /* NULL: no stapling */
-};
 
 struct tls_ctxset {
     SSL_CTX *ctx;
@@ -75,16 +65,6 @@ struct tls_policy {
     bool ocsp_fetch;     /* cfg->ocsp_fetch: off, staples only come from files */
 };
 
-/* State of one tls_policy_build() call. */
-struct build {
-    const struct config_tls *cfg;
-    tls_warn_fn warn;
-    void *warnarg;
-    char *err;
-    size_t errlen;
-    bool weak_seen; /* allow_weak let something through: security level 0 */
-};
-
 static int ssl_index = -1, x509_index = -1;
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
@@ -98,246 +78,6 @@ static void index_init(void)
 {
     ssl_index = SSL_get_ex_new_index(0, "moat tls_policy", NULL, NULL, ssl_ex_free);
     x509_index = X509_get_ex_new_index(0, "moat tls_ocsp", NULL, NULL, NULL);
-}
-
-/* Formats an error into b->err, with the OpenSSL reason appended if there is one. */
-static int fail(struct build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct build *b, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    unsigned long e = ERR_peek_last_error();
-    /* system errors are already in msg as strerror() */
-    if (e != 0 && ERR_GET_LIB(e) != ERR_LIB_SYS && ERR_reason_error_string(e) != NULL)
-        snprintf(b->err, b->errlen, "%s (%s)", msg, ERR_reason_error_string(e));
-    else
-        snprintf(b->err, b->errlen, "%s", msg);
-    ERR_clear_error();
-    return -1;
-}
-
-/* Something below an SSL Labs "A": refused, or a warning when allow_weak. */
-static int weak(struct build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int weak(struct build *b, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (!b->cfg->allow_weak) {
-        snprintf(b->err, b->errlen, "%s (below an SSL Labs A; set allow_weak to accept it)", msg);
-        return -1;
-    }
-    b->weak_seen = true;
-    if (b->warn != NULL) {
-        char w[600];
-        snprintf(w, sizeof w, "weak TLS allowed by allow_weak: %s", msg);
-        b->warn(w, b->warnarg);
-    }
-    return 0;
-}
-
-static void warn(struct build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(struct build *b, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (b->warn != NULL)
-        b->warn(msg, b->warnarg);
-}
-
-const char *tls_version_name(int v)
-{
-    switch (v) {
-    case SSL3_VERSION:
-        return "SSLv3";
-    case TLS1_VERSION:
-        return "TLSv1";
-    case TLS1_1_VERSION:
-        return "TLSv1.1";
-    case TLS1_2_VERSION:
-        return "TLSv1.2";
-    case TLS1_3_VERSION:
-        return "TLSv1.3";
-    default:
-        return "unknown";
-    }
-}
-
-/* ---- certificates ---------------------------------------------------------- */
-
-static int open_failed(struct build *b, const char *path)
-{
-    int e = errno;
-    ERR_clear_error();
-    return fail(b, "%s: cannot open: %s", path, strerror(e));
-}
-
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    return 0; /* an encrypted key must fail, never prompt on the terminal */
-}
-
-/* Adds one DNS name (lower case, no trailing dot); ignores what SNI can never match. */
-static int add_name(struct tls_cert *c, const unsigned char *s, size_t len)
-{
-    if (len > 0 && s[len - 1] == '.')
-        len--;
-    if (len == 0 || len > 253 || memchr(s, '\0', len) != NULL)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (s[i] == '*' && !(i == 0 && len > 2 && s[1] == '.'))
-            return 0; /* only a whole leftmost label may be a wildcard */
-    char **names = realloc(c->names, (c->num_names + 1) * sizeof *names);
-    if (names == NULL)
-        return -1;
-    c->names = names;
-    char *n = malloc(len + 1);
-    if (n == NULL)
-        return -1;
-    for (size_t i = 0; i < len; i++)
-        n[i] = (char)tolower(s[i]);
-    n[len] = '\0';
-    c->names[c->num_names++] = n;
-    return 0;
-}
-
-/* SNI names of a certificate: SAN dNSNames; the subject CN only when there is no SAN. */
-static int cert_names(struct tls_cert *c)
-{
-    GENERAL_NAMES *sans = X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL);
-    int rc = 0, dns = 0;
-    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && rc == 0; i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
-        if (gn->type != GEN_DNS)
-            continue;
-        dns++;
-        rc = add_name(c, ASN1_STRING_get0_data(gn->d.dNSName),
-                      (size_t)ASN1_STRING_length(gn->d.dNSName));
-    }
-    GENERAL_NAMES_free(sans);
-    if (rc == 0 && dns == 0) {
-        X509_NAME *subj = X509_get_subject_name(c->leaf);
-        int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
-        unsigned char *cn = NULL;
-        int len =
-            idx >= 0
-                ? ASN1_STRING_to_UTF8(&cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)))
-                : -1;
-        if (len > 0)
-            rc = add_name(c, cn, (size_t)len);
-        OPENSSL_free(cn);
-    }
-    ERR_clear_error();
-    return rc;
-}
-
-static int read_chain(struct build *b, struct tls_cert *c)
-{
-    BIO *in = BIO_new_file(c->path, "r");
-    if (in == NULL)
-        return open_failed(b, c->path);
-    c->leaf = PEM_read_bio_X509(in, NULL, no_password, NULL);
-    c->chain = sk_X509_new_null();
-    X509 *x;
-    while (c->leaf != NULL && c->chain != NULL &&
-           (x = PEM_read_bio_X509(in, NULL, no_password, NULL)) != NULL) {
-        if (sk_X509_push(c->chain, x) <= 0) {
-            X509_free(x);
-            break;
-        }
-    }
-    BIO_free(in);
-    unsigned long e = ERR_peek_last_error();
-    if (c->leaf == NULL || c->chain == NULL)
-        return fail(b, "%s: no PEM certificate", c->path);
-    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-        ERR_clear_error(); /* the normal end of the file */
-    else if (e != 0)
-        return fail(b, "%s: bad certificate in chain", c->path);
-    return 0;
-}
-
-static int read_key(struct build *b, struct tls_cert *c, const char *path)
-{
-    BIO *in = BIO_new_file(path, "r");
-    if (in == NULL)
-        return open_failed(b, path);
-    c->key = PEM_read_bio_PrivateKey(in, NULL, no_password, NULL);
-    BIO_free(in);
-    if (c->key == NULL) {
-        ERR_clear_error(); /* "unsupported" or "bad decrypt" say less than this */
-        return fail(b, "%s: no PEM private key (encrypted keys are not supported)", path);
-    }
-    if (X509_check_private_key(c->leaf, c->key) != 1)
-        return fail(b, "%s: private key %s does not match the certificate", c->path, path);
-    c->key_type = EVP_PKEY_get_base_id(c->key);
-    return 0;
-}
-
-/* The digest name if x is signed with a broken one (SHA-1, MD5...), else NULL. */
-static const char *weak_signature(X509 *x)
-{
-    int md = NID_undef, pk = NID_undef;
-    if (OBJ_find_sigid_algs(X509_get_signature_nid(x), &md, &pk) != 1)
-        return NULL; /* RSA-PSS, Ed25519: no separate digest, not weak */
-    if (md == NID_sha1 || md == NID_md5 || md == NID_md4 || md == NID_md2 || md == NID_mdc2)
-        return OBJ_nid2sn(md);
-    return NULL;
-}
-
-/* The SSL Labs "A" checks on one certificate (key, signatures, validity). */
-static int check_cert(struct build *b, struct tls_cert *c)
-{
-    int bits = EVP_PKEY_get_bits(c->key);
-    if ((c->key_type == EVP_PKEY_RSA || c->key_type == EVP_PKEY_RSA_PSS) && bits < 2048 &&
-        weak(b, "%s: RSA key of %d bits (2048 minimum)", c->path, bits) < 0)
-        return -1;
-    if (c->key_type == EVP_PKEY_EC && bits < 256 &&
-        weak(b, "%s: EC key of %d bits (256 minimum)", c->path, bits) < 0)
-        return -1;
-    if (c->key_type == EVP_PKEY_DSA && weak(b, "%s: DSA key", c->path) < 0)
-        return -1;
-    const char *md = weak_signature(c->leaf);
-    if (md != NULL && weak(b, "%s: certificate signed with %s", c->path, md) < 0)
-        return -1;
-    for (int i = 0; i < sk_X509_num(c->chain); i++) {
-        X509 *x = sk_X509_value(c->chain, i);
-        /* a self-signed root's own signature is never checked by clients */
-        md = X509_get_extension_flags(x) & EXFLAG_SS ? NULL : weak_signature(x);
-        if (md != NULL &&
-            weak(b, "%s: chain certificate %d signed with %s", c->path, i + 1, md) < 0)
-            return -1;
-    }
-    if (X509_cmp_current_time(X509_get0_notAfter(c->leaf)) <= 0 &&
-        weak(b, "%s: certificate has expired", c->path) < 0)
-        return -1;
-    if (X509_cmp_current_time(X509_get0_notBefore(c->leaf)) >= 0 &&
-        weak(b, "%s: certificate is not valid yet", c->path) < 0)
-        return -1;
-    return 0;
-}
-
-static int load_cert(struct build *b, const struct config_tls_cert *cc, struct tls_cert *c)
-{
-    if (cc->cert == NULL || cc->key == NULL)
-        return fail(b, "%s: certificate and key are both required",
-                    cc->cert != NULL ? cc->cert : "tls.certificates");
-    c->path = strdup(cc->cert);
-    if (c->path == NULL)
-        return fail(b, "%s: out of memory", cc->cert);
-    if (read_chain(b, c) < 0 || read_key(b, c, cc->key) < 0 || check_cert(b, c) < 0)
-        return -1;
-    if (cert_names(c) < 0)
-        return fail(b, "%s: out of memory", c->path);
-    return 0;
 }
 
 /* ---- SNI name index and certificate sets ---------------------------------- */
@@ -399,10 +139,10 @@ static size_t group_name(struct build *b, struct tls_policy *p, const struct nam
             k++;
         if (k < g->num) {
             if (g->set[k] != refs[j].cert)
-                warn(b,
-                     "%s: %s is already served by %s with the same key type; "
-                     "this certificate is not used for it",
-                     c->path, g->name, p->certs[g->set[k]].path);
+                tls_build_warn(b,
+                               "%s: %s is already served by %s with the same key type; "
+                               "this certificate is not used for it",
+                               c->path, g->name, p->certs[g->set[k]].path);
         } else if (g->num < TLS_MAX_SLOTS) {
             g->set[g->num++] = refs[j].cert;
         }
@@ -452,7 +192,7 @@ static int index_names(struct build *b, struct tls_policy *p)
 oom:
     free(refs);
     free(groups);
-    return fail(b, "tls: out of memory");
+    return tls_build_fail(b, "tls: out of memory");
 }
 
 /* ---- SSL_CTX --------------------------------------------------------------- */
@@ -551,8 +291,8 @@ static int check_ciphers(struct build *b, SSL_CTX *ctx)
                                      SSL_CIPHER_get_name(c), why);
     }
     if (tls12 == 0 && b->cfg->min_version < TLS1_3_VERSION)
-        return fail(b, "tls.ciphers: no TLS 1.2 cipher left");
-    if (used > 0 && weak(b, "tls.ciphers: %s", bad) < 0)
+        return tls_build_fail(b, "tls.ciphers: no TLS 1.2 cipher left");
+    if (used > 0 && tls_build_weak(b, "tls.ciphers: %s", bad) < 0)
         return -1;
     return 0;
 }
@@ -565,16 +305,16 @@ static int set_protocol(struct build *b, SSL_CTX *ctx)
     SSL_CTX_set_security_level(ctx, b->weak_seen ? 0 : 2);
     if (SSL_CTX_set_min_proto_version(ctx, minv) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
-        return fail(b, "tls.min_version: unsupported %s", tls_version_name(minv));
+        return tls_build_fail(b, "tls.min_version: unsupported %s", tls_version_name(minv));
     if (SSL_CTX_set_cipher_list(ctx, cfg->ciphers ? cfg->ciphers : CONFIG_TLS_CIPHERS) != 1)
-        return fail(b, "tls.ciphers: no usable cipher in \"%s\"",
-                    cfg->ciphers ? cfg->ciphers : CONFIG_TLS_CIPHERS);
+        return tls_build_fail(b, "tls.ciphers: no usable cipher in \"%s\"",
+                              cfg->ciphers ? cfg->ciphers : CONFIG_TLS_CIPHERS);
     if (SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites ? cfg->ciphersuites
                                                         : CONFIG_TLS_CIPHERSUITES) != 1)
-        return fail(b, "tls.ciphersuites: no usable TLS 1.3 suite");
+        return tls_build_fail(b, "tls.ciphersuites: no usable TLS 1.3 suite");
     if (SSL_CTX_set1_groups_list(ctx, cfg->groups ? cfg->groups : CONFIG_TLS_GROUPS) != 1)
-        return fail(b, "tls.groups: unknown group in \"%s\"",
-                    cfg->groups ? cfg->groups : CONFIG_TLS_GROUPS);
+        return tls_build_fail(b, "tls.groups: unknown group in \"%s\"",
+                              cfg->groups ? cfg->groups : CONFIG_TLS_GROUPS);
     uint64_t opts = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
                     SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3;
     if (!cfg->tickets_enabled)
@@ -602,7 +342,7 @@ static int set_sessions(struct build *b, struct tls_policy *p, SSL_CTX *ctx)
     /* TLS 1.3: one ticket per handshake; with tickets off but a cache, a stateful one */
     SSL_CTX_set_num_tickets(ctx, cfg->tickets_enabled || cfg->session_cache ? 1 : 0);
     if (cfg->tickets_enabled && tls_tickets_attach(p->tickets, ctx) < 0)
-        return fail(b, "tls: cannot install the session ticket callback");
+        return tls_build_fail(b, "tls: cannot install the session ticket callback");
     return 0;
 }
 
@@ -614,7 +354,7 @@ static int set_client_auth(struct build *b, SSL_CTX *ctx, X509_STORE *store,
         return 0;
     STACK_OF(X509_NAME) *dup = SSL_dup_CA_list(ca_names);
     if (dup == NULL)
-        return fail(b, "%s: cannot install the client CA", b->cfg->client_ca);
+        return tls_build_fail(b, "%s: cannot install the client CA", b->cfg->client_ca);
     SSL_CTX_set1_cert_store(ctx, store);
     SSL_CTX_set_client_CA_list(ctx, dup);
     SSL_CTX_set_verify(ctx,
@@ -645,7 +385,7 @@ static int set_sid_ctx(struct build *b, struct tls_policy *p, struct tls_ctxset 
          EVP_DigestFinal_ex(h, sid, NULL) == 1 &&
          SSL_CTX_set_session_id_context(set->ctx, sid, sizeof sid) == 1;
     EVP_MD_CTX_free(h);
-    return ok ? 0 : fail(b, "tls: cannot set the session id context");
+    return ok ? 0 : tls_build_fail(b, "tls: cannot set the session id context");
 }
 
 struct client_auth {
@@ -659,7 +399,7 @@ static int make_ctx(struct build *b, struct tls_policy *p, struct tls_ctxset *se
 {
     set->ctx = SSL_CTX_new(TLS_server_method());
     if (set->ctx == NULL)
-        return fail(b, "tls: cannot create SSL_CTX");
+        return tls_build_fail(b, "tls: cannot create SSL_CTX");
     SSL_CTX *ctx = set->ctx;
     if (set_protocol(b, ctx) < 0 || set_sessions(b, p, ctx) < 0 ||
         set_client_auth(b, ctx, ca->store, ca->names) < 0 || set_sid_ctx(b, p, set, ca->digest) < 0)
@@ -667,7 +407,7 @@ static int make_ctx(struct build *b, struct tls_policy *p, struct tls_ctxset *se
     for (size_t i = 0; i < set->num_certs; i++) {
         struct tls_cert *c = &p->certs[set->certs[i]];
         if (SSL_CTX_use_cert_and_key(ctx, c->leaf, c->key, c->chain, 1) != 1)
-            return fail(b, "%s: OpenSSL refused the certificate", c->path);
+            return tls_build_fail(b, "%s: OpenSSL refused the certificate", c->path);
     }
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, p);
     if (stapling)
@@ -682,11 +422,11 @@ static int load_client_ca(struct build *b, struct client_auth *ca)
     if (path == NULL)
         return 0;
     if (access(path, R_OK) != 0)
-        return fail(b, "%s: cannot read: %s", path, strerror(errno));
+        return tls_build_fail(b, "%s: cannot read: %s", path, strerror(errno));
     ca->store = X509_STORE_new();
     ca->names = SSL_load_client_CA_file(path);
     if (ca->store == NULL || X509_STORE_load_file(ca->store, path) != 1 || ca->names == NULL)
-        return fail(b, "%s: cannot load the client CA bundle", path);
+        return tls_build_fail(b, "%s: cannot load the client CA bundle", path);
     /* digest of the CA subjects, for the session id context */
     EVP_MD_CTX *h = EVP_MD_CTX_new();
     int ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
@@ -698,7 +438,7 @@ static int load_client_ca(struct build *b, struct client_auth *ca)
     }
     ok = ok && EVP_DigestFinal_ex(h, ca->digest, NULL) == 1;
     EVP_MD_CTX_free(h);
-    return ok ? 0 : fail(b, "%s: cannot digest the client CA bundle", path);
+    return ok ? 0 : tls_build_fail(b, "%s: cannot digest the client CA bundle", path);
 }
 
 /* ---- OCSP ------------------------------------------------------------------ */
@@ -714,28 +454,31 @@ static int setup_ocsp(struct build *b, struct tls_cert *c, const struct config_t
     char msg[400];
     bool must = tls_ocsp_must_staple(c->leaf), fetch = b->cfg->ocsp_fetch;
     if (cc->ocsp == NULL && !fetch)
-        return must ? fail(b, "%s: must-staple certificate: set its ocsp file or ocsp_fetch",
-                           c->path)
+        return must ? tls_build_fail(b,
+                                     "%s: must-staple certificate: set its ocsp file or ocsp_fetch",
+                                     c->path)
                     : 0;
     c->ocsp = tls_ocsp_new(c->leaf, c->chain, msg, sizeof msg);
     if (c->ocsp == NULL) {
         if (must)
-            return fail(b, "%s: must-staple certificate: %s", c->path, msg);
-        warn(b, "%s: %s; no OCSP stapling", c->path, msg);
+            return tls_build_fail(b, "%s: must-staple certificate: %s", c->path, msg);
+        tls_build_warn(b, "%s: %s; no OCSP stapling", c->path, msg);
         return 0;
     }
     X509_set_ex_data(c->leaf, x509_index, c->ocsp);
     *any = true;
     if (cc->ocsp != NULL && tls_ocsp_load_file(c->ocsp, cc->ocsp, msg, sizeof msg) < 0) {
         if (must && !fetch)
-            return fail(b, "%s: must-staple certificate without a valid OCSP response: %s", c->path,
-                        msg);
-        warn(b, "%s: OCSP response not stapled: %s", c->path, msg);
+            return tls_build_fail(
+                b, "%s: must-staple certificate without a valid OCSP response: %s", c->path, msg);
+        tls_build_warn(b, "%s: OCSP response not stapled: %s", c->path, msg);
     }
     if (fetch && tls_ocsp_responder(c->ocsp) == NULL) {
         if (must && !tls_ocsp_has_staple(c->ocsp, time(NULL)))
-            return fail(b, "%s: must-staple certificate names no OCSP responder", c->path);
-        warn(b, "%s: ocsp_fetch is on but the certificate names no OCSP responder", c->path);
+            return tls_build_fail(b, "%s: must-staple certificate names no OCSP responder",
+                                  c->path);
+        tls_build_warn(b, "%s: ocsp_fetch is on but the certificate names no OCSP responder",
+                       c->path);
     }
     return 0;
 }
@@ -771,13 +514,13 @@ static int check_protocol(struct build *b)
 {
     int minv = b->cfg->min_version != 0 ? b->cfg->min_version : TLS1_2_VERSION;
     if (minv < TLS1_2_VERSION &&
-        weak(b, "tls.min_version: %s (TLSv1.2 minimum)", tls_version_name(minv)) < 0)
+        tls_build_weak(b, "tls.min_version: %s (TLSv1.2 minimum)", tls_version_name(minv)) < 0)
         return -1;
     if (minv < TLS1_VERSION)
-        return fail(b, "tls.min_version: SSLv3 and older are never enabled");
+        return tls_build_fail(b, "tls.min_version: SSLv3 and older are never enabled");
     SSL_CTX *probe = SSL_CTX_new(TLS_server_method());
     if (probe == NULL)
-        return fail(b, "tls: cannot create SSL_CTX");
+        return tls_build_fail(b, "tls: cannot create SSL_CTX");
     /* with TLS 1.3 only, the TLS 1.2 list is never used */
     int rc = set_protocol(b, probe) < 0 ? -1 : minv >= TLS1_3_VERSION ? 0 : check_ciphers(b, probe);
     SSL_CTX_free(probe);
@@ -793,21 +536,21 @@ struct tls_policy *tls_policy_build(const struct config_tls *cfg, struct tls_tic
     pthread_once(&index_once, index_init);
     ERR_clear_error();
     if (ssl_index < 0 || x509_index < 0) {
-        fail(&b, "tls: cannot allocate ex_data indexes");
+        tls_build_fail(&b, "tls: cannot allocate ex_data indexes");
         return NULL;
     }
     if (cfg->num_certs == 0) {
-        fail(&b, "tls.certificates: at least one certificate is required");
+        tls_build_fail(&b, "tls.certificates: at least one certificate is required");
         return NULL;
     }
     if (cfg->tickets_enabled && tickets == NULL) {
-        fail(&b, "tls.session_tickets: enabled but no ticket key store");
+        tls_build_fail(&b, "tls.session_tickets: enabled but no ticket key store");
         return NULL;
     }
     struct tls_policy *p = calloc(1, sizeof *p);
     if (p == NULL || (p->certs = calloc(cfg->num_certs, sizeof *p->certs)) == NULL) {
         free(p);
-        fail(&b, "tls: out of memory");
+        tls_build_fail(&b, "tls: out of memory");
         return NULL;
     }
     atomic_init(&p->refs, 1);
@@ -817,12 +560,12 @@ struct tls_policy *tls_policy_build(const struct config_tls *cfg, struct tls_tic
     p->ocsp_recheck =
         cfg->ocsp_refresh_ms >= 1000 ? (time_t)(cfg->ocsp_refresh_ms / 1000) : TLS_OCSP_RECHECK;
     for (size_t i = 0; i < cfg->num_certs; i++)
-        if (load_cert(&b, &cfg->certs[i], &p->certs[i]) < 0)
+        if (tls_cert_load(&b, &cfg->certs[i], &p->certs[i]) < 0)
             goto fail;
     for (size_t i = 1; i < cfg->num_certs; i++)
         if (p->certs[i].num_names == 0 &&
-            fail(&b, "%s: no DNS name (subjectAltName or CN): SNI can never select it",
-                 p->certs[i].path) < 0)
+            tls_build_fail(&b, "%s: no DNS name (subjectAltName or CN): SNI can never select it",
+                           p->certs[i].path) < 0)
             goto fail;
     if (check_protocol(&b) < 0 || index_names(&b, p) < 0 || load_client_ca(&b, &ca) < 0)
         goto fail;
@@ -908,49 +651,4 @@ void tls_policy_ocsp_inherit(struct tls_policy *p, struct tls_policy *old)
         for (size_t j = 0; p->certs[i].ocsp != NULL && j < old->num_certs; j++)
             if (old->certs[j].ocsp != NULL)
                 tls_ocsp_inherit(p->certs[i].ocsp, old->certs[j].ocsp);
-}
-
-/* ---- per connection --------------------------------------------------------- */
-
-const char *tls_conn_version(const SSL *s)
-{
-    return s != NULL ? SSL_get_version(s) : "-";
-}
-
-const char *tls_conn_cipher(const SSL *s)
-{
-    const SSL_CIPHER *c = s != NULL ? SSL_get_current_cipher(s) : NULL;
-    return c != NULL ? SSL_CIPHER_get_name(c) : "-";
-}
-
-const char *tls_conn_servername(const SSL *s)
-{
-    const char *n = s != NULL ? SSL_get_servername(s, TLSEXT_NAMETYPE_host_name) : NULL;
-    return n != NULL ? n : "-";
-}
-
-bool tls_conn_resumed(const SSL *s)
-{
-    return s != NULL && SSL_session_reused(s) == 1;
-}
-
-int tls_conn_peer_subject(const SSL *s, char *buf, size_t len)
-{
-    X509 *peer = s != NULL ? SSL_get0_peer_certificate(s) : NULL;
-    if (peer == NULL || SSL_get_verify_result(s) != X509_V_OK || len == 0)
-        return -1;
-    BIO *mem = BIO_new(BIO_s_mem());
-    int rc = -1;
-    if (mem != NULL &&
-        X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
-        char *data;
-        long n = BIO_get_mem_data(mem, &data);
-        if (n >= 0 && (size_t)n < len) {
-            memcpy(buf, data, (size_t)n);
-            buf[n] = '\0';
-            rc = (int)n;
-        }
-    }
-    BIO_free(mem);
-    return rc;
 }
