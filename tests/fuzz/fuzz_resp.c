@@ -8,8 +8,10 @@
  * to a real, empty auth cache).
  *
  * redis.c and revocation.c are included, not linked: their reply paths are
- * static, and a copy here would drift from them. The client struct is set up the way conn_open()
- * leaves it, on an event base that never runs (timers are only armed).
+ * static, and a copy here would drift from them. redis_connect.c (teardown,
+ * timers) is included with redis.c, so that no redis object of the core library
+ * is linked in beside these copies. The client struct is set up the way
+ * conn_open() leaves it, on an event base that never runs (timers are only armed).
  *
  * Input: 4 knob bytes (reply size limit, initial subscription state, the
  * pending commands and their kinds, split seed), then the server's bytes,
@@ -20,6 +22,7 @@
  * - after a protocol error the connection is gone and nothing else is read.
  */
 #include "redis/redis.c"
+#include "redis/redis_connect.c"
 #include "policy/revocation.c"
 
 #include "policy/auth_cache.h"
@@ -118,7 +121,7 @@ static void setup(struct redis_client *c, uint32_t knob, size_t *npend)
     }
     CHECK((c->reader = redisReaderCreate()) != NULL);
     c->dfn = c->reader->fn;
-    c->reader->fn = &reply_fns;
+    c->reader->fn = &redis_reply_fns;
     c->reader->privdata = c;
 
     /* pending commands: mostly user commands, some subscriptions and handshake steps */
@@ -147,7 +150,7 @@ static void setup(struct redis_client *c, uint32_t knob, size_t *npend)
 static void feed(struct redis_client *c, const char *buf, size_t len, uint32_t seed)
 {
     unsigned gen = c->gen;
-    client_enter(c);
+    redis_client_enter(c);
     for (size_t at = 0; at < len;) {
         size_t cut = fz_next_cut(&seed, at, len);
         if (redisReaderFeed(c->reader, buf + at, cut - at) != REDIS_OK) {
@@ -158,7 +161,7 @@ static void feed(struct redis_client *c, const char *buf, size_t len, uint32_t s
         if (parse_replies(c, gen) < 0)
             break;
     }
-    client_leave(c);
+    redis_client_leave(c);
     if (gen != c->gen) { /* dropped: the reader is gone, every command failed */
         CHECK(c->reader == NULL && c->head == NULL && c->inflight == 0);
         CHECK(c->state == REDIS_STATE_DOWN && c->last_error[0]);
@@ -182,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the server hangs up: whatever is still pending fails */
     if (c.reader)
-        conn_fail(&c, ERR_LOST, "connection closed by the server");
+        redis_conn_fail(&c, ERR_LOST, "connection closed by the server");
     for (size_t i = 0; i < npend; i++)
         CHECK(calls[i] == 1);
     while (c.free_list) {
