@@ -27,6 +27,11 @@ bool identity_is_hop_by_hop(struct http1_str n)
     return false;
 }
 
+bool identity_forwards(const struct request *r, size_t i)
+{
+    return !(r->hflags[i] & HFLAG_DROP) && !identity_is_hop_by_hop(r->h.headers[i].name);
+}
+
 bool identity_name_in_list(struct http1_str list, struct http1_str name)
 {
     const char *p = list.p, *end = list.p + list.len;

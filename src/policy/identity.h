@@ -31,6 +31,9 @@ bool identity_name_in_list(struct http1_str list, struct http1_str name);
 /* True when a response header must not reach the client. */
 bool identity_response_drop(const struct config *cfg, struct http1_str name);
 
+/* Whether received header i goes upstream: not dropped by a phase, not hop-by-hop. */
+bool identity_forwards(const struct request *r, size_t i);
+
 enum phase_result identity_phase(struct request *r);
 
 #endif

@@ -149,7 +149,7 @@ static int write_request_head(struct request *r)
 {
     uint8_t drop[HTTP1_MAX_HEADERS_CAP];
     for (size_t i = 0; i < r->h.num_headers; i++)
-        drop[i] = (r->hflags[i] & HFLAG_DROP) || identity_is_hop_by_hop(r->h.headers[i].name);
+        drop[i] = !identity_forwards(r, i);
     struct request_head_spec spec = {
         .h = &r->h,
         .drop = drop,

@@ -195,7 +195,7 @@ void fixture_forwarded_head(const struct request *r, char *buf, size_t cap)
     uint8_t drop[HTTP1_MAX_HEADERS_CAP];
     /* as proxy.c's write_request_head(): phase drops, and hop-by-hop names always */
     for (size_t i = 0; i < r->h.num_headers; i++)
-        drop[i] = (r->hflags[i] & HFLAG_DROP) || identity_is_hop_by_hop(r->h.headers[i].name);
+        drop[i] = !identity_forwards(r, i);
     const char *host = r->upstream ? r->upstream->name : "upstream";
     struct request_head_spec spec = {
         .h = &r->h,
