@@ -3,9 +3,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#ifndef INT_MAX /* see tls.c */
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 
 #include "config/config.h"

@@ -15,13 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/*
- * openssl/err.h uses INT_MAX without including <limits.h>, and under -Isrc the
- * name <limits.h> finds moat's src/limits.h (the limits phase), not the C one.
- */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>

@@ -15,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * openssl/err.h uses INT_MAX without including <limits.h>, and under -Isrc the
- * name <limits.h> finds moat's src/limits.h (the limits phase), not the C one.
- */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/http.h>
 #include <openssl/ocsp.h>

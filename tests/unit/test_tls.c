@@ -21,10 +21,6 @@
 
 #include <cmocka.h>
 
-/* openssl/err.h uses INT_MAX; under -Isrc <limits.h> is moat's src/limits.h. */
-#ifndef INT_MAX
-#define INT_MAX __INT_MAX__
-#endif
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
