@@ -1,6 +1,6 @@
 """Session tickets across a key rotation, and a retired key, with real clients.
 
-tls.session_tickets.rotate cannot be shorter than 1m (config_keys.c), so this test waits
+tls.session_tickets.rotate cannot be shorter than 1m (src/config/config_schema.c), so this test waits
 for one real rotation (about 60 s after moat starts). Two moats run side by side so the
 wait is paid once:
 
