@@ -411,6 +411,17 @@ static void handshake_reply(struct redis_client *c, enum pending_kind kind, redi
     }
 }
 
+/* Puts p at the end of the queue: replies arrive in the order commands were sent. */
+static void pending_append(struct redis_client *c, struct redis_pending *p)
+{
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    c->inflight++;
+}
+
 /* Writes cmd and queues its pending entry. The caller checked the state. */
 static struct redis_pending *enqueue(struct redis_client *c, enum pending_kind kind,
                                      redis_reply_fn fn, void *arg, const char *cmd, size_t len)
@@ -427,12 +438,7 @@ static struct redis_pending *enqueue(struct redis_client *c, enum pending_kind k
     p->kind = kind;
     p->replies_left = 1;
     p->deadline_ms = redis_now_ms() + c->timeout_ms;
-    if (c->tail)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
-    c->inflight++;
+    pending_append(c, p);
     if (c->state == REDIS_STATE_CONNECTED && !evtimer_pending(c->cmd_ev, NULL))
         redis_timer_arm(c->cmd_ev, c->timeout_ms);
     return p;

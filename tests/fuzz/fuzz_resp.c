@@ -136,12 +136,7 @@ static void setup(struct redis_client *c, uint32_t knob, size_t *npend)
         p->arg = (void *)(uintptr_t)i;
         p->subscription = p->kind == PK_USER && (r >> 8) % 4 == 0;
         p->replies_left = p->subscription ? 1 + (int)((r >> 10) % 3) : 1;
-        if (c->tail)
-            c->tail->next = p;
-        else
-            c->head = p;
-        c->tail = p;
-        c->inflight++;
+        pending_append(c, p);
         calls[i] = p->kind == PK_USER ? 0 : 1;
     }
 }
