@@ -58,7 +58,7 @@ static const struct config *conn_cfg(const struct conn *c)
     return c->gen->snap->cfg;
 }
 
-size_t conn_out_high(const struct conn *c)
+static size_t conn_out_high(const struct conn *c)
 {
     return conn_cfg(c)->limits.connection_buffer;
 }
@@ -111,16 +111,6 @@ static void arm_timer(struct conn *c, uint64_t ms)
     evtimer_add(&c->timer, &tv);
 }
 
-void conn_arm_timer(struct conn *c, uint64_t ms)
-{
-    arm_timer(c, ms);
-}
-
-void conn_disarm_timer(struct conn *c)
-{
-    evtimer_del(&c->timer);
-}
-
 static void conn_free(struct conn *c)
 {
     struct worker *w = c->w;
@@ -151,12 +141,12 @@ static void conn_free(struct conn *c)
     worker_conn_closed(w);
 }
 
-void conn_enter(struct conn *c)
+static void conn_enter(struct conn *c)
 {
     c->depth++;
 }
 
-void conn_leave(struct conn *c)
+static void conn_leave(struct conn *c)
 {
     if (--c->depth == 0 && c->dead)
         conn_free(c);
@@ -170,7 +160,7 @@ void conn_abort(struct conn *c)
         conn_free(c);
 }
 
-void conn_set_reading(struct conn *c, bool on)
+static void conn_set_reading(struct conn *c, bool on)
 {
     tlsio_set_reading(&c->io, on);
     if (on) /* bytes may already sit in the input buffer: look at them again */
@@ -258,7 +248,7 @@ static void conn_await_request(struct conn *c)
         tlsio_idle(&c->io);
 }
 
-void conn_exchange_done(struct conn *c)
+static void conn_exchange_done(struct conn *c)
 {
     struct request *r = c->req;
     struct worker *w = c->w;
@@ -283,7 +273,8 @@ void conn_exchange_done(struct conn *c)
     conn_await_request(c);
 }
 
-void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close)
+static void conn_respond(struct conn *c, int status, const char *extra, const char *body,
+                         bool close)
 {
     struct request *r = c->req;
     if (r && (r->h.framing.body != HTTP1_BODY_NONE && !r->req_body_done))
@@ -334,10 +325,11 @@ static void cs_set_reading(void *s, bool on)
 
 static void cs_arm_timer(void *s, uint64_t ms)
 {
+    struct conn *c = s;
     if (ms)
-        conn_arm_timer(s, ms);
+        arm_timer(c, ms);
     else
-        conn_disarm_timer(s);
+        evtimer_del(&c->timer);
 }
 
 static bool cs_ending(const void *s)

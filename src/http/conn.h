@@ -61,34 +61,8 @@ const char *conn_state_str(enum conn_state st);
 /* Takes ownership of an accepted socket; never fails loudly (closes on error). */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen);
 
-void conn_enter(struct conn *c);
-void conn_leave(struct conn *c);
 /* Asks for the connection to be closed now (output is discarded). */
 void conn_abort(struct conn *c);
-
-/*
- * Answers the current request with a moat-made response (no upstream).
- * extra: additional "Name: value\r\n" lines or NULL. close: send
- * Connection: close and close after the response.
- */
-void conn_respond(struct conn *c, int status, const char *extra, const char *body, bool close);
-
-/* The current exchange has ended (response fully queued); next request or close. */
-void conn_exchange_done(struct conn *c);
-
-/* Relays client bytes to the proxy while a request body or tunnel is active. */
-void conn_set_reading(struct conn *c, bool on);
-
-/* (Re)arms or stops the connection's single timer (header, body, idle). */
-void conn_arm_timer(struct conn *c, uint64_t ms);
-void conn_disarm_timer(struct conn *c);
-
-/*
- * limits.connection_buffer: pending output, towards the client or towards the
- * upstream, above which the side feeding it stops reading until it drains
- * (docs/limits.md). From the connection's current generation.
- */
-size_t conn_out_high(const struct conn *c);
 
 /* Drain: close if idle, else close after the current response. */
 void conn_drain(struct conn *c);

@@ -19,7 +19,7 @@
 #include "core/snapshot.h"
 #include "upstream/upstream.h"
 
-/* Above conn_out_high() (limits.connection_buffer), the side feeding a buffer
+/* Above request_out_high() (limits.connection_buffer), the side feeding a buffer
    stops reading until it drains. */
 /* Upstream response heads may be larger than client request heads (cookies). */
 #define RESP_HEAD_MAX (64 * 1024)
