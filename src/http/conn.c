@@ -29,8 +29,11 @@
 
 /* Output above this is not topped up from the upstream until it drains. */
 #define CONN_WRITE_LOW (16 * 1024)
-/* How long a closing connection keeps discarding a client's unread body. */
+/* How long a closing connection keeps discarding what a client still sends: until
+ * LINGER_MS pass without a byte (a reset would destroy answers it has not read
+ * yet), and never beyond LINGER_MAX_MS (nginx: lingering_timeout, lingering_time). */
 #define LINGER_MS 2000
+#define LINGER_MAX_MS 30000
 
 static void conn_read_heads(struct conn *c);
 
@@ -211,7 +214,15 @@ static void conn_finish_close(struct conn *c)
     struct evbuffer *in = tlsio_input(&c->io);
     if (in)
         evbuffer_drain(in, evbuffer_get_length(in));
+    c->linger_end_ms = mono_ms() + LINGER_MAX_MS;
     arm_timer(c, LINGER_MS);
+}
+
+static void linger_rearm(struct conn *c)
+{
+    uint64_t now = mono_ms();
+    uint64_t left = c->linger_end_ms > now ? c->linger_end_ms - now : 0;
+    arm_timer(c, left < LINGER_MS ? left : LINGER_MS);
 }
 
 /* Enters CLOSING: input is discarded; the end comes once the output is flushed. */
@@ -512,6 +523,8 @@ static void on_read(void *arg)
         struct evbuffer *in = tlsio_input(&c->io);
         if (in)
             evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->state == CONN_LINGER) /* still sending: wait for quiet, up to the cap */
+            linger_rearm(c);
         break;
     }
     case CONN_HANDSHAKE:

@@ -53,6 +53,7 @@ struct conn {
     struct request *req;
     unsigned requests;
     uint64_t born_ms;        /* accepted at (monotonic), for limits.max_connection_age */
+    uint64_t linger_end_ms;  /* LINGER: the latest close, however long the client sends */
     struct client_peer peer; /* address, TLS version and cipher, mTLS subject */
 };
 
