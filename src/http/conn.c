@@ -588,11 +588,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         proxy_abort(c->req);
         c->req->error = "request body timeout";
         conn_respond(c, 408, NULL, "request body timeout", true);
-    } else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) &&
-               age_left_ms(c) == 0) {
-        conn_close_after_flush(c); /* past its age: answers it has not read still go out */
     } else if (c->state == CONN_READ_HEAD && c->idle) {
-        conn_close_clean(c); /* idle keep-alive timeout */
+        /* Idle timeout or past its age (which one does not matter: libevent's clock
+         * can fire a few ms before mono_ms() says the age is reached). Answers a
+         * paused client has not read still go out, and its unread requests are
+         * discarded by lingering: closing over them would reset the connection. */
+        conn_close_after_flush(c);
     } else {
         conn_abort(c); /* handshake, stalled output, tunnel or linger */
     }
