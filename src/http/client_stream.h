@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "http/response_head.h"
+
 struct evbuffer;
 
 /* Who is on the other end. Owned by the connection; valid while a request lives. */
@@ -36,7 +38,19 @@ struct client_peer {
 struct client_stream_ops {
     /* Answers the request with a moat-made response; close: no further request. */
     void (*respond)(void *s, int status, const char *extra, const char *body, bool close);
-    /* Request body bytes received (read side) and response bytes to send (write side). */
+    /*
+     * An upstream response, in the stream's protocol: head_begin returns where the
+     * proxy appends the head's "Name: value\r\n" field lines (NULL: this client
+     * cannot receive such a response), head_end frames and queues the head. body
+     * moves n payload bytes from src, body_end says the payload is complete.
+     */
+    struct evbuffer *(*head_begin)(void *s, const struct response_head *h);
+    void (*head_end)(void *s, const struct response_head *h);
+    void (*body)(void *s, struct evbuffer *src, size_t n);
+    void (*body_end)(void *s);
+    /* An interim "100 Continue": the client may send the body it holds back. */
+    void (*continue_100)(void *s);
+    /* Request body bytes received (read side) and response bytes queued (write side). */
     struct evbuffer *(*body_in)(void *s);
     struct evbuffer *(*out)(void *s);
     /* Above this many pending output bytes, the side feeding it pauses. */

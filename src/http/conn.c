@@ -21,6 +21,7 @@
 #include "util/netutil.h"
 #include "policy/pipeline.h"
 #include "upstream/proxy.h"
+#include "http/http1_response.h"
 #include "http/request.h"
 #include "http/respond.h"
 #include "core/snapshot.h"
@@ -314,6 +315,43 @@ static void cs_respond(void *s, int status, const char *extra, const char *body,
     conn_respond(s, status, extra, body, close);
 }
 
+static bool cs_ending(const void *s);
+
+static struct evbuffer *cs_head_begin(void *s, const struct response_head *h)
+{
+    struct conn *c = s;
+    struct evbuffer *out = tlsio_output(&c->io);
+    c->head_mark = evbuffer_get_length(out);
+    return http1_response_begin(c->req, out, h, cs_ending(c)) ? out : NULL;
+}
+
+static void cs_head_end(void *s, const struct response_head *h)
+{
+    struct conn *c = s;
+    struct evbuffer *out = tlsio_output(&c->io);
+    http1_response_end(c->req, out, h);
+    c->req->bytes_out += evbuffer_get_length(out) - c->head_mark;
+}
+
+static void cs_body(void *s, struct evbuffer *src, size_t n)
+{
+    struct conn *c = s;
+    c->req->bytes_out += http1_response_body(c->req, tlsio_output(&c->io), src, n);
+}
+
+static void cs_body_end(void *s)
+{
+    struct conn *c = s;
+    c->req->bytes_out += http1_response_body_end(c->req, tlsio_output(&c->io));
+}
+
+static void cs_continue_100(void *s)
+{
+    struct conn *c = s;
+    evbuffer_add(tlsio_output(&c->io), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->req->bytes_out += 25;
+}
+
 static struct evbuffer *cs_body_in(void *s)
 {
     return tlsio_input(&((struct conn *)s)->io);
@@ -375,8 +413,23 @@ static void cs_release(void *s)
 }
 
 static const struct client_stream_ops conn_stream_ops = {
-    cs_respond, cs_body_in, cs_out,  cs_out_high, cs_set_reading, cs_arm_timer,
-    cs_ending,  cs_tunnel,  cs_done, cs_abort,    cs_hold,        cs_release,
+    .respond = cs_respond,
+    .head_begin = cs_head_begin,
+    .head_end = cs_head_end,
+    .body = cs_body,
+    .body_end = cs_body_end,
+    .continue_100 = cs_continue_100,
+    .body_in = cs_body_in,
+    .out = cs_out,
+    .out_high = cs_out_high,
+    .set_reading = cs_set_reading,
+    .arm_timer = cs_arm_timer,
+    .ending = cs_ending,
+    .tunnel = cs_tunnel,
+    .done = cs_done,
+    .abort = cs_abort,
+    .hold = cs_hold,
+    .release = cs_release,
 };
 
 /* A request on this connection, on the connection's generation. */

@@ -52,6 +52,7 @@ struct conn {
     struct http1_scan scan;
     struct request *req;
     unsigned requests;
+    size_t head_mark;        /* output length when the response head began */
     uint64_t born_ms;        /* accepted at (monotonic), for limits.max_connection_age */
     uint64_t linger_end_ms;  /* LINGER: the latest close, however long the client sends */
     struct client_peer peer; /* address, TLS version and cipher, mTLS subject */

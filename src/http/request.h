@@ -83,7 +83,7 @@ struct request {
     bool up_keep_alive;            /* the upstream allows reusing its connection */
     bool resp_started;             /* at least one response byte queued to the client */
     enum http1_body_kind resp_in;  /* framing of the upstream response body */
-    enum http1_body_kind resp_out; /* framing moat uses towards the client */
+    enum http1_body_kind resp_out; /* framing towards an HTTP/1 client (http1_response.c) */
     uint64_t req_remaining;
     uint64_t resp_remaining;
     struct http1_chunked req_chunk;
@@ -135,6 +135,26 @@ static inline void request_respond(struct request *r, int status, const char *ex
                                    const char *body, bool close)
 {
     r->ops->respond(r->stream, status, extra, body, close);
+}
+static inline struct evbuffer *request_head_begin(struct request *r, const struct response_head *h)
+{
+    return r->ops->head_begin(r->stream, h);
+}
+static inline void request_head_end(struct request *r, const struct response_head *h)
+{
+    r->ops->head_end(r->stream, h);
+}
+static inline void request_body(struct request *r, struct evbuffer *src, size_t n)
+{
+    r->ops->body(r->stream, src, n);
+}
+static inline void request_body_end(struct request *r)
+{
+    r->ops->body_end(r->stream);
+}
+static inline void request_continue_100(struct request *r)
+{
+    r->ops->continue_100(r->stream);
 }
 static inline struct evbuffer *request_body_in(const struct request *r)
 {

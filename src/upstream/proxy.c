@@ -18,34 +18,16 @@
 #include "http/respond.h"
 #include "core/snapshot.h"
 #include "upstream/upstream.h"
+#include "util/evbuf.h"
 
 /* Above request_out_high() (limits.connection_buffer), the side feeding a buffer
    stops reading until it drains. */
 /* Upstream response heads may be larger than client request heads (cookies). */
 #define RESP_HEAD_MAX (64 * 1024)
 #define MAX_ATTEMPTS 3
-/*
- * Small bodies are copied next to the head instead of moving their buffer
- * chains: tlsio makes one SSL_write (one TLS record, one write()) per chain,
- * so a small response costs one of each, not two.
- */
-#define COALESCE_MAX (16 * 1024)
 
 static void proxy_connect(struct request *r, const struct upstream_server *skip);
 static void process_upstream(struct request *r);
-
-/* Moves n bytes; small amounts are copied so they join the output's last chain. */
-static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
-{
-    if (n == 0)
-        return;
-    if (n > COALESCE_MAX) {
-        evbuffer_remove_buffer(in, out, n);
-        return;
-    }
-    evbuffer_add(out, evbuffer_pullup(in, (ssize_t)n), n);
-    evbuffer_drain(in, n);
-}
 
 const char *proxy_state_str(enum proxy_state st)
 {
@@ -181,13 +163,16 @@ static int write_request_head(struct request *r)
 
 enum relay_result { RELAY_OK = 0, RELAY_BAD = -1, RELAY_TOO_BIG = -2 };
 
-/*
- * Decodes a chunked body from in and writes it to out: re-chunked by moat when
- * frame is set, else as bare payload (for a client that cannot take chunked).
- */
-static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out,
+/* Where a decoded body goes: the upstream (re-chunked) or the client stream. */
+struct body_sink {
+    void (*data)(void *ctx, struct evbuffer *src, size_t n);
+    void *ctx;
+};
+
+/* Decodes a chunked body from in into the sink; *done once the last chunk is read. */
+static enum relay_result relay_chunked(struct evbuffer *in, const struct body_sink *sink,
                                        struct http1_chunked *ck, uint64_t *total, uint64_t max,
-                                       bool frame, bool *done)
+                                       bool *done)
 {
     while (!*done) {
         struct evbuffer_iovec v;
@@ -202,8 +187,6 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
         if (res == HTTP1_CHUNK_ERROR)
             return RELAY_BAD;
         if (res == HTTP1_CHUNK_DONE) {
-            if (frame)
-                evbuffer_add(out, "0\r\n\r\n", 5);
             *done = true;
             break;
         }
@@ -218,11 +201,7 @@ static enum relay_result relay_chunked(struct evbuffer *in, struct evbuffer *out
             break;
         if (max && *total + n > max)
             return RELAY_TOO_BIG;
-        if (frame)
-            evbuffer_add_printf(out, "%zx\r\n", n);
-        move_bytes(in, out, n);
-        if (frame)
-            evbuffer_add(out, "\r\n", 2);
+        sink->data(sink->ctx, in, n);
         http1_chunked_data_done(ck, n);
         *total += n;
     }
@@ -234,6 +213,15 @@ static uint64_t raw_body_cap(const struct config *cfg)
 {
     uint64_t max = cfg->limits.max_body_bytes;
     return max ? max + max / 2 + 64 * 1024 : UINT64_MAX; /* 0: no limit */
+}
+
+/* A chunk of request body towards the upstream, framed again (the upstream sees one framing). */
+static void upstream_chunk(void *ctx, struct evbuffer *src, size_t n)
+{
+    struct evbuffer *out = ctx;
+    evbuffer_add_printf(out, "%zx\r\n", n);
+    evbuf_move(src, out, n);
+    evbuffer_add(out, "\r\n", 2);
 }
 
 static enum relay_result relay_request_body(struct request *r)
@@ -249,8 +237,11 @@ static enum relay_result relay_request_body(struct request *r)
         r->body_received += n;
         r->req_body_done = r->req_remaining == 0;
     } else {
-        res = relay_chunked(in, out, &r->req_chunk, &r->body_received,
-                            req_cfg(r)->limits.max_body_bytes, true, &r->req_body_done);
+        struct body_sink sink = {upstream_chunk, out};
+        res = relay_chunked(in, &sink, &r->req_chunk, &r->body_received,
+                            req_cfg(r)->limits.max_body_bytes, &r->req_body_done);
+        if (res == RELAY_OK && r->req_body_done)
+            evbuffer_add(out, "0\r\n\r\n", 5);
     }
     r->bytes_in += before - evbuffer_get_length(in);
     if (res == RELAY_OK && r->bytes_in - r->head_len > raw_body_cap(req_cfg(r)))
@@ -324,8 +315,7 @@ static void send_request(struct request *r)
     metrics_inc(r->svc->metrics, r->uc->reused ? M_UPSTREAM_REUSE : M_UPSTREAM_CONNECT);
     if (r->h.framing.expect_continue && !r->req_body_done &&
         evbuffer_get_length(client_in(r)) == 0) {
-        evbuffer_add(client_out(r), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        r->bytes_out += 25;
+        request_continue_100(r);
     }
     if (r->req_body_done) {
         set_timeout(r->uc->bev, req_cfg(r)->limits.upstream_timeout_ms);
@@ -386,38 +376,28 @@ static void on_connect_failed(struct request *r, bool timeout)
 
 /* ---- response ---------------------------------------------------------- */
 
-/*
- * moat re-chunks every response body it streams, but codings the upstream
- * applied under "chunked" (e.g. "gzip, chunked") are part of the payload and
- * must still be announced to the client.
- */
-static void write_transfer_encoding(struct evbuffer *out, const struct http1_response *resp)
+/* Transfer codings the upstream applied under "chunked" ("gzip, chunked": "gzip"). */
+static struct http1_str codings_under_chunked(const struct http1_response *resp)
 {
     const struct http1_header *te =
         http1_find_header(resp->headers, resp->num_headers, "Transfer-Encoding");
-    size_t n = te ? te->value.len : 0;
-    const char *v = te ? te->value.p : NULL;
-    if (n >= 7 && !strncasecmp(v + n - 7, "chunked", 7))
-        n -= 7;
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
-        n--;
-    if (n)
-        evbuffer_add_printf(out, "Transfer-Encoding: %.*s, chunked\r\n", (int)n, v);
-    else
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    struct http1_str v = te ? te->value : (struct http1_str){NULL, 0};
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t'))
+        v.len--;
+    if (v.len >= 7 && !strncasecmp(v.p + v.len - 7, "chunked", 7))
+        v.len -= 7;
+    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t' || v.p[v.len - 1] == ','))
+        v.len--;
+    return v;
 }
 
-/* Appends the response head moat sends to the client for an upstream response. */
-static void write_response_head(struct request *r, const struct http1_response *resp)
+/* The fields moat passes on: not hop-by-hop, not listed in Connection, not dropped by policy. */
+static void write_response_fields(struct request *r, struct evbuffer *out,
+                                  const struct http1_response *resp)
 {
-    struct evbuffer *out = client_out(r);
     const struct config *cfg = req_cfg(r);
     const struct http1_header *conn_hdr =
         http1_find_header(resp->headers, resp->num_headers, "Connection");
-    size_t before = evbuffer_get_length(out);
-    const char *reason = resp->reason.len ? resp->reason.p : http1_reason(resp->status);
-    size_t rlen = resp->reason.len ? resp->reason.len : strlen(reason);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp->status, (int)rlen, reason);
     for (size_t i = 0; i < resp->num_headers; i++) {
         const struct http1_header *h = &resp->headers[i];
         bool keep_cl = r->resp_in == HTTP1_BODY_NONE && http1_str_ieq(h->name, "Content-Length");
@@ -434,67 +414,34 @@ static void write_response_head(struct request *r, const struct http1_response *
     }
     respond_security_headers(out, cfg);
     evbuffer_add(out, r->resp_headers, r->resp_headers_len);
-    if (r->resp_out == HTTP1_BODY_LENGTH)
-        evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-                            (unsigned long long)resp->framing.content_length);
-    else if (r->resp_out == HTTP1_BODY_CHUNKED)
-        write_transfer_encoding(out, resp);
-    if (resp->status == 101) {
-        const struct http1_header *up =
-            http1_find_header(resp->headers, resp->num_headers, "Upgrade");
-        evbuffer_add(out, "Connection: Upgrade\r\n", 21);
-        if (up)
-            evbuffer_add_printf(out, "Upgrade: %.*s\r\n", (int)up->value.len, up->value.p);
-    } else if (r->close_after) {
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    } else if (r->h.minor_version == 0) {
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    }
-    evbuffer_add(out, "\r\n", 2);
-    r->bytes_out += evbuffer_get_length(out) - before;
+}
+
+/* Hands the response head to the client stream; -1 when that client cannot receive it. */
+static int write_response_head(struct request *r, const struct http1_response *resp)
+{
+    const struct http1_header *up = http1_find_header(resp->headers, resp->num_headers, "Upgrade");
+    struct response_head head = {
+        .status = resp->status,
+        .reason = resp->reason,
+        .body = resp->framing.body,
+        .content_length = resp->framing.content_length,
+        .codings = codings_under_chunked(resp),
+        .upgrade = resp->status == 101 && up ? up->value : (struct http1_str){NULL, 0},
+    };
+    struct evbuffer *fields = request_head_begin(r, &head);
+    if (!fields)
+        return -1;
+    write_response_fields(r, fields, resp);
+    request_head_end(r, &head);
     r->resp_started = true;
-}
-
-/*
- * Transfer codings other than chunked (gzip, ...) in a response: HTTP/1.0 has no
- * Transfer-Encoding (RFC 9112 §6.1), so an HTTP/1.0 client could not be told.
- */
-static bool has_other_coding(const struct http1_response *resp)
-{
-    const struct http1_header *te =
-        http1_find_header(resp->headers, resp->num_headers, "Transfer-Encoding");
-    if (!te)
-        return false;
-    struct http1_str v = te->value;
-    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t'))
-        v.len--;
-    return !(v.len == 7 && !strncasecmp(v.p, "chunked", 7));
-}
-
-/*
- * The framing towards the client. HTTP/1.1: a close-delimited upstream body is
- * re-chunked, which keeps the client connection reusable. HTTP/1.0 clients never
- * get chunked (RFC 9112 §6.1): a chunked upstream body is decoded and ends with
- * the connection. Returns -1 when the response cannot be represented.
- */
-static int choose_framing(struct request *r, const struct http1_response *resp)
-{
-    r->resp_in = resp->framing.body;
-    r->resp_out = r->resp_in;
-    if (r->h.minor_version == 0) {
-        if (r->resp_in != HTTP1_BODY_NONE && has_other_coding(resp))
-            return -1;
-        if (r->resp_in == HTTP1_BODY_CHUNKED)
-            r->resp_out = HTTP1_BODY_UNTIL_CLOSE;
-    } else if (r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
-        r->resp_out = HTTP1_BODY_CHUNKED;
-    }
-    r->resp_remaining = resp->framing.content_length;
-    r->up_keep_alive = resp->framing.keep_alive;
-    if (r->resp_out == HTTP1_BODY_UNTIL_CLOSE || request_stream_ending(r) ||
-        !r->h.framing.keep_alive)
-        r->close_after = true;
     return 0;
+}
+
+/* The whole response body is with the client stream. */
+static void response_complete(struct request *r)
+{
+    set_state(r, PROXY_DONE);
+    request_body_end(r);
 }
 
 static void start_tunnel(struct request *r)
@@ -537,56 +484,51 @@ static int read_response_head(struct request *r)
             fail(r, 502, "unexpected 101 from upstream");
             return -1;
         }
-        if (choose_framing(r, &resp) < 0) {
-            fail(r, 502, "transfer coding an HTTP/1.0 client cannot receive");
+        r->resp_in = resp.framing.body;
+        r->resp_remaining = resp.framing.content_length;
+        r->up_keep_alive = resp.framing.keep_alive;
+        r->status = r->resp_status = resp.status;
+        if (write_response_head(r, &resp) < 0) {
+            fail(r, 502, "transfer coding this client cannot receive");
             return -1;
         }
-        r->status = r->resp_status = resp.status;
-        if (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining <= COALESCE_MAX)
-            evbuffer_expand(client_out(r), (size_t)n + 1024 + r->resp_remaining); /* one chain */
-        write_response_head(r, &resp);
         evbuffer_drain(in, (size_t)n); /* the head's views pointed into it until now */
         if (resp.status == 101)
             start_tunnel(r);
         else if (r->resp_in == HTTP1_BODY_NONE ||
                  (r->resp_in == HTTP1_BODY_LENGTH && r->resp_remaining == 0))
-            set_state(r, PROXY_DONE);
+            response_complete(r);
         else
             set_state(r, PROXY_RELAY_BODY);
         return 1;
     }
 }
 
+static void client_body(void *ctx, struct evbuffer *src, size_t n)
+{
+    request_body(ctx, src, n);
+}
+
 static enum relay_result relay_response_body(struct request *r)
 {
     struct evbuffer *in = bufferevent_get_input(r->uc->bev);
-    struct evbuffer *out = client_out(r);
-    size_t before = evbuffer_get_length(out);
     enum relay_result res = RELAY_OK;
     uint64_t total = 0;
     bool done = false;
     if (r->resp_in == HTTP1_BODY_LENGTH) {
         size_t len = evbuffer_get_length(in);
         size_t n = len < r->resp_remaining ? len : (size_t)r->resp_remaining;
-        move_bytes(in, out, n);
+        request_body(r, in, n);
         r->resp_remaining -= n;
         done = r->resp_remaining == 0;
     } else if (r->resp_in == HTTP1_BODY_CHUNKED) {
-        res = relay_chunked(in, out, &r->resp_chunk, &total, 0, r->resp_out == HTTP1_BODY_CHUNKED,
-                            &done);
-    } else if (r->resp_out == HTTP1_BODY_CHUNKED) { /* until close, re-chunked */
-        size_t n = evbuffer_get_length(in);
-        if (n) {
-            evbuffer_add_printf(out, "%zx\r\n", n);
-            evbuffer_add_buffer(out, in);
-            evbuffer_add(out, "\r\n", 2);
-        }
+        struct body_sink sink = {client_body, r};
+        res = relay_chunked(in, &sink, &r->resp_chunk, &total, 0, &done);
     } else {
-        evbuffer_add_buffer(out, in);
+        request_body(r, in, evbuffer_get_length(in));
     }
-    r->bytes_out += evbuffer_get_length(out) - before;
     if (done)
-        set_state(r, PROXY_DONE);
+        response_complete(r);
     return res;
 }
 
@@ -662,10 +604,8 @@ static void on_upstream_closed(struct request *r, bool clean)
         request_abort(r);
     } else if (r->px == PROXY_RELAY_BODY && r->resp_in == HTTP1_BODY_UNTIL_CLOSE) {
         relay_response_body(r);
-        if (r->resp_out == HTTP1_BODY_CHUNKED)
-            evbuffer_add(client_out(r), "0\r\n\r\n", 5);
         r->up_keep_alive = false;
-        set_state(r, PROXY_DONE);
+        response_complete(r);
         finish_exchange(r);
     } else if (can_retry(r)) {
         retry(r, NULL);
