@@ -19,14 +19,18 @@
 #   --profile       after the rounds (--rounds 0: instead of them), profile each proxy
 #                   under the keep-alive load: perf record (cpu-clock) hotspots, a
 #                   call-graph view for moat, and syscalls per request (perf stat)
-#   --no-build      use build-bench/moat as it is
+#   --no-build      use build-bench/moat as it is (not needed when moat is not a target)
 #   --out DIR       raw output directory (default bench-results/YYYYmmdd-HHMMSS)
 #
-# Each proxy runs one worker pinned to CPU 1; the load generator and the shared
-# upstream (nginx answering a 64-byte body) are pinned to CPU 0. Tests, per round
-# and per target (the target order rotates every round):
+# Each proxy runs one worker pinned to CPU 1; the load generator (wrk, h2load, tlsload)
+# and the shared upstream (nginx answering a 64-byte body) are pinned to CPU 0. Tests,
+# per round and per target (the target order rotates every round):
 #   keepalive   wrk -t1 -c64 over HTTPS keep-alive: req/s, p99, proxy CPU per request,
 #               errors (socket errors, non-2xx) and, for moat, its own 2xx/5xx counters
+#   h2          h2load -c 64 -m 10 over HTTP/2 (ALPN h2 only, no fallback to HTTP/1.1):
+#               req/s, p99 (from h2load --log-file, one line per request), proxy CPU
+#               per request, errors (h2load's failed + timed-out requests). A proxy
+#               that does not negotiate h2 gets "n/a" in the table, not a failed run.
 #   full-rsa    full TLS handshakes/s, RSA-2048 certificate, tickets and session caches
 #   full-ec     off on every proxy; ECDSA P-256 certificate. The client (tlsload) offers
 #               the previous session on every connection: "resumed" must stay 0.
@@ -36,9 +40,10 @@
 # Prints the table of medians and ratios moat/HAProxy; raw output, rendered configs
 # and summary.md go to the output directory (bench-results/ is gitignored).
 #
-# Needs: haproxy, nginx, wrk, taskset, openssl, cc + libssl-dev, /usr/bin/python3
-# (scripts/install-deps.sh --bench), and 2 CPUs. Listens on 127.0.0.1:18080 (upstream),
-# 18443 (moat), 18444 (haproxy), 18445 (nginx), 18901 (moat admin).
+# Needs: haproxy, nginx (with http_v2), wrk, h2load (nghttp2-client), taskset, openssl,
+# cc + libssl-dev, /usr/bin/python3 (scripts/install-deps.sh --bench), and 2 CPUs.
+# Listens on 127.0.0.1:18080 (upstream), 18443 (moat), 18444 (haproxy), 18445 (nginx),
+# 18901 (moat admin).
 set -euo pipefail
 for a in "$@"; do
     if [ "$a" = --features ]; then
@@ -70,7 +75,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=1 ;;
         --no-build) build=0 ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -87,7 +92,7 @@ NICE=()
 
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3)"
-need=(haproxy nginx wrk taskset openssl cc curl)
+need=(haproxy nginx wrk h2load taskset openssl cc curl)
 [ "$profile" -eq 1 ] && need+=(perf)
 for cmd in "${need[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
@@ -120,7 +125,9 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$RUN/bench.log" >&2; }
 scripts/gen-dev-certs.sh >/dev/null
 CERTS="$ROOT/certs/dev"
 
-if [ "$build" -eq 1 ]; then
+has_moat=0
+case " $targets " in *" moat "*) has_moat=1 ;; esac
+if [ "$build" -eq 1 ] && [ "$has_moat" -eq 1 ]; then
     # The benchmark build is not where warnings are policed (the default build
     # is): a warning another compiler version adds at -O3 must not stop a run.
     if [ ! -f build-bench/build.ninja ]; then
@@ -134,7 +141,7 @@ if [ "$build" -eq 1 ]; then
     done
 fi
 MOAT="$ROOT/build-bench/moat"
-[ -x "$MOAT" ] || { echo "bench: $MOAT missing (drop --no-build)" >&2; exit 1; }
+[ "$has_moat" -eq 0 ] || [ -x "$MOAT" ] || { echo "bench: $MOAT missing (drop --no-build)" >&2; exit 1; }
 cc -O2 -o "$RUN/tlsload" scripts/bench/tlsload.c -lssl -lcrypto
 TLSLOAD="$RUN/tlsload"
 
@@ -270,7 +277,8 @@ start_proxy() { # TARGET MODE(tickets|notickets) CERT(rsa|ec) TAG
             fi
             echo "bench: $t exited at start:" >&2; cat "$errf" >&2; exit 1
         fi
-        code="$(curl -sk -o "$RUN/logs/$t-$tag.body" -w '%{http_code}' "https://127.0.0.1:${PORT[$t]}/" 2>/dev/null || true)"
+        # HTTP/1.1 like wrk and tlsload (every proxy offers h2 by ALPN, curl would take it)
+        code="$(curl -sk --http1.1 -o "$RUN/logs/$t-$tag.body" -w '%{http_code}' "https://127.0.0.1:${PORT[$t]}/" 2>/dev/null || true)"
         [ "$code" = 200 ] && break
         sleep 0.1
     done
@@ -278,7 +286,7 @@ start_proxy() { # TARGET MODE(tickets|notickets) CERT(rsa|ec) TAG
     cmp -s "$RUN/logs/$t-$tag.body" <(curl -s "http://127.0.0.1:$UP_PORT/") ||
         { echo "bench: $t returned a different body than the upstream" >&2; exit 1; }
     [ -s "$RUN/raw/response-headers-$t.txt" ] ||
-        curl -sk -D "$RUN/raw/response-headers-$t.txt" -o /dev/null "https://127.0.0.1:${PORT[$t]}/" || true
+        curl -sk --http1.1 -D "$RUN/raw/response-headers-$t.txt" -o /dev/null "https://127.0.0.1:${PORT[$t]}/" || true
     if [ "$t" = nginx ]; then
         PROXY_PID="$(pgrep -P "$MAIN_PID" | head -1)"
         [ -n "$PROXY_PID" ] || { echo "bench: no nginx worker" >&2; exit 1; }
@@ -334,6 +342,98 @@ test_keepalive() { # ROUND TARGET
     fi
     log "round $r keepalive $t: $rps req/s, p99 ${p99} ms, $(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.1f", c/n}') us CPU/req, errors $(( ${sockerr:-0} + ${non2xx:-0} ))"
     stop_proxy
+}
+
+H2LOAD=(h2load -c 64 -m 10 --npn-list=h2)  # h2 only: no silent fallback to HTTP/1.1
+test_h2() { # ROUND TARGET
+    local r="$1" t="$2" f="$RUN/raw/h2-$2-r$1.txt" lf="$RUN/raw/h2-$2-r$1.log"
+    start_proxy "$t" tickets rsa "h2-r$r"
+    # Warm-up; it also tells whether the proxy speaks h2 at all (ALPN h2 negotiated and
+    # responses received). A proxy that does not is recorded as such and skipped.
+    "${NICE[@]}" taskset -c 0 timeout 20 "${H2LOAD[@]}" -D 2 "https://127.0.0.1:${PORT[$t]}/" \
+        >"$RUN/raw/h2-$t-r$r-warmup.txt" 2>&1 || true
+    if ! h2_spoken "$RUN/raw/h2-$t-r$r-warmup.txt"; then
+        h2_unavailable "$r" "$t" "$RUN/raw/h2-$t-r$r-warmup.txt"
+        stop_proxy
+        return
+    fi
+    local m5=0 me=0
+    if [ "$t" = moat ]; then
+        m5="$(moat_metric moat_responses_5xx_total)"; me="$(moat_metric moat_upstream_errors_total)"
+    fi
+    local c0 c1 b0 b1
+    result "$r" "$t" h2 loadavg "$(cut -d' ' -f1 /proc/loadavg)"
+    b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"
+    # The log file costs h2load one write() per request (on CPU 0, for every target alike).
+    rm -f "$lf"
+    "${NICE[@]}" taskset -c 0 timeout $(( duration + 30 )) "${H2LOAD[@]}" -D "$duration" --log-file="$lf" \
+        "https://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1 || echo "h2load exit status $?" >>"$f"
+    if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+        echo "bench: $t exited during the h2 run" >>"$f"
+        h2_unavailable "$r" "$t" "$f"
+        stop_proxy
+        return
+    fi
+    c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"
+    result "$r" "$t" h2 cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$duration")"
+    if ! h2_spoken "$f"; then
+        h2_unavailable "$r" "$t" "$f"
+        stop_proxy
+        return
+    fi
+    # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+    local rps ndone ok failed errored tmo lat
+    rps="$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$f")"
+    ndone="$(sed -n 's/^requests:.* \([0-9]*\) done.*/\1/p' "$f")"
+    ok="$(sed -n 's/^requests:.* \([0-9]*\) succeeded.*/\1/p' "$f")"
+    failed="$(sed -n 's/^requests:.* \([0-9]*\) failed.*/\1/p' "$f")"
+    errored="$(sed -n 's/^requests:.* \([0-9]*\) errored.*/\1/p' "$f")"
+    tmo="$(sed -n 's/^requests:.* \([0-9]*\) timeout.*/\1/p' "$f")"
+    # p99 (and p50, p99.9, max) of the successful requests, from the per-request log.
+    lat="$("$PY" scripts/bench/report.py --h2-log "$lf" 2>>"$f" || true)"
+    echo "$lat" >>"$f"
+    rm -f "$lf"  # ~30 bytes per request; the percentiles above are kept
+    local p99 responses
+    p99="$(echo "$lat" | tr ' ' '\n' | sed -n 's/^p99_ms=//p')"
+    responses=$(( ${ndone:-0} - ${errored:-0} ))  # streams the proxy answered (any status)
+    local cpu_us=$(( (c1 - c0) * 1000000 / HZ )) errors=$(( ${failed:-0} + ${tmo:-0} ))
+    result "$r" "$t" h2 negotiated 1
+    result "$r" "$t" h2 rps "$rps"
+    result "$r" "$t" h2 p99_ms "$p99"
+    result "$r" "$t" h2 requests "$responses"
+    result "$r" "$t" h2 succeeded "${ok:-0}"
+    result "$r" "$t" h2 errors "$errors"
+    if [ "$responses" -gt 0 ]; then
+        result "$r" "$t" h2 cpu_us_per_req "$(awk -v c="$cpu_us" -v n="$responses" 'BEGIN {printf "%.2f", c/n}')"
+    fi
+    result "$r" "$t" h2 cpu_util "$(awk -v c="$cpu_us" -v d="$duration" 'BEGIN {printf "%.2f", c/1e6/d}')"
+    echo "proxy_cpu_us=$cpu_us responses=$responses errors=$errors" >>"$f"
+    if [ "$t" = moat ]; then
+        local d5 de
+        d5=$(( $(moat_metric moat_responses_5xx_total) - m5 ))
+        de=$(( $(moat_metric moat_upstream_errors_total) - me ))
+        echo "moat counters during the run: 5xx=$d5 upstream_errors=$de" >>"$f"
+        result "$r" "$t" h2 moat_5xx "$d5"
+        result "$r" "$t" h2 moat_upstream_errors "$de"
+    fi
+    log "round $r h2 $t: ${rps:-?} req/s, p99 ${p99:-?} ms, $(awk -v c="$cpu_us" -v n="$responses" 'BEGIN {if (n > 0) printf "%.1f", c/n; else printf "?"}') us CPU/req, errors $errors"
+    stop_proxy
+}
+h2_spoken() { # H2LOAD_OUTPUT: h2 negotiated and at least one response received
+    grep -q '^Application protocol: h2$' "$1" &&
+        [ "$(sed -n 's/^requests:.* \([0-9]*\) succeeded.*/\1/p' "$1")" -gt 0 ] 2>/dev/null
+}
+h2_unavailable() { # ROUND TARGET H2LOAD_OUTPUT
+    local why="no response over h2"
+    grep -q 'No protocol negotiated\|No supported protocol was negotiated' "$3" && why="h2 not negotiated (ALPN)"
+    grep -q '^Application protocol: ' "$3" && ! grep -q '^Application protocol: h2$' "$3" &&
+        why="ALPN chose $(sed -n 's/^Application protocol: //p' "$3" | head -1)"
+    grep -q "exited during the h2 run" "$3" && why="$2 exited during the h2 run"
+    result "$1" "$2" h2 negotiated 0
+    result "$1" "$2" h2 errors "$(sed -n 's/^requests:.* \([0-9]*\) failed.*/\1/p' "$3" | head -1)"
+    echo "h2 unavailable: $why" >>"$3"
+    echo "$why" >"$RUN/raw/h2-unavailable-$2.txt"
+    log "round $1 h2 $2: n/a ($why; see $3)"
 }
 
 test_handshake() { # ROUND TARGET KIND(full-rsa|full-ec|resumed)
@@ -487,11 +587,13 @@ mkdir -p "$RUN/raw"
 {
     echo "date: $(date -Is)"
     echo "host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-    echo "moat: $("$MOAT" -V 2>&1 | head -1 || true) ($MOAT, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l) changed files in src/)"
+    [ "$has_moat" -eq 0 ] ||
+        echo "moat: $("$MOAT" -V 2>&1 | head -1 || true) ($MOAT, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l) changed files in src/)"
     echo "haproxy: $(haproxy -v | head -1)"
     echo "nginx: $(nginx -v 2>&1)"
     echo "openssl: $(openssl version)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"
+    echo "h2load: $(h2load --version 2>&1 | head -1)"
     echo "rounds=$rounds duration=${duration}s idle_conns=$idle_conns targets=$targets nice=$nice_level"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); scheduler autogroup: $(cat /proc/$$/autogroup 2>/dev/null || echo none)"
 } >"$RUN/env.txt"
@@ -510,6 +612,7 @@ for r in $(seq "$rounds"); do
     for i in $(seq 0 $((n - 1))); do order+=("${tlist[$(( (i + r - 1) % n ))]}"); done
     log "round $r/$rounds, order: ${order[*]}"
     for t in "${order[@]}"; do test_keepalive "$r" "$t"; done
+    for t in "${order[@]}"; do test_h2 "$r" "$t"; done
     for kind in full-rsa full-ec resumed; do
         for t in "${order[@]}"; do test_handshake "$r" "$t" "$kind"; done
     done

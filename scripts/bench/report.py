@@ -3,14 +3,56 @@
 
     report.py RUN_DIR        reads RUN_DIR/results.tsv (round target test metric value)
                              and RUN_DIR/env.txt, prints Markdown on stdout
+    report.py --h2-log FILE  latency percentiles of an `h2load --log-file` (one line
+                             per request: start µs, status (-1: failed), duration µs),
+                             one line of key=value (p99_ms=...) on stdout
 """
 import collections
+import math
 import os
 import statistics
 import sys
 
 
+def percentile(sorted_vals, q):
+    """Nearest-rank percentile (q in 0..100) of an ascending list."""
+    if not sorted_vals:
+        return None
+    k = max(1, math.ceil(q / 100 * len(sorted_vals)))
+    return sorted_vals[min(k, len(sorted_vals)) - 1]
+
+
+def h2_log_summary(path):
+    """Percentiles (ms) of the requests h2load completed (status >= 0) in its log file."""
+    durs, failed, non2xx = [], 0, 0
+    with open(path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) < 3:
+                continue
+            try:
+                status, us = int(parts[1]), int(parts[2])
+            except ValueError:
+                continue
+            if status < 0:
+                failed += 1
+                continue
+            if not 200 <= status < 300:
+                non2xx += 1
+            durs.append(us)
+    durs.sort()
+    out = [f"logged={len(durs) + failed}", f"completed={len(durs)}", f"failed={failed}",
+           f"non2xx={non2xx}"]
+    for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9), ("max", 100)):
+        v = percentile(durs, q)
+        out.append(f"{name}_ms=" + (f"{v / 1000:.3f}" if v is not None else ""))
+    return " ".join(out)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--h2-log":
+        print(h2_log_summary(sys.argv[2]))
+        return
     run = sys.argv[1]
     vals = collections.defaultdict(list)
     rounds = set()
@@ -57,7 +99,7 @@ def main():
         env = ""
     p("# moat benchmark summary\n")
     p("```\n" + env + "\n```\n")
-    p(f"Medians over {len(rounds)} round(s). Proxy: 1 worker on CPU 1; wrk/tlsload and the "
+    p(f"Medians over {len(rounds)} round(s). Proxy: 1 worker on CPU 1; wrk/h2load/tlsload and the "
       "upstream on CPU 0. CPU = the proxy process's utime+stime over the run.\n")
 
     p("## Keep-alive HTTPS (wrk -t1 -c64, 64-byte body)\n")
@@ -76,6 +118,43 @@ def main():
                             zip(vals.get((t, 'keepalive', 'rps'), []),
                                 vals.get((t, 'keepalive', 'cpu_us_per_req'), [])))
         for t in targets) + "\n")
+
+    def h2_na(t):
+        """Why t has no h2 figures (h2 never negotiated in any round), else None."""
+        neg = vals.get((t, "h2", "negotiated"))
+        if neg and not any(neg):
+            try:
+                why = open(f"{run}/raw/h2-unavailable-{t}.txt").read().strip()
+            except OSError:
+                why = "h2 not negotiated"
+            return why or "h2 not negotiated"
+        return None
+
+    h2_targets = [t for t in targets if (t, "h2", "negotiated") in vals]
+    if h2_targets:
+        p("## HTTP/2 (h2load -c 64 -m 10, ALPN h2, 64-byte body)\n")
+        p("p99 from h2load's per-request log (--log-file), completed requests only. "
+          "CPU µs/req: proxy CPU over the run / responses (done - errored). "
+          "errors: h2load's failed (non-2xx/3xx or stream errors) + timed-out requests.\n")
+        p("| target | req/s | p99 ms | CPU µs/req | proxy CPU use | CPU 1 used by others | "
+          "load avg | errors (all rounds) |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for t in h2_targets:
+            na = h2_na(t)
+            if na:
+                p(f"| {t} | n/a: {na} | - | - | - | - | - | {fmt(tot(t,'h2','errors'),0)} |")
+                continue
+            p(f"| {t} | {fmt(med(t,'h2','rps'),0)} | {fmt(med(t,'h2','p99_ms'),2)} | "
+              f"{fmt(med(t,'h2','cpu_us_per_req'),2)} | "
+              f"{fmt(100*(med(t,'h2','cpu_util') or 0),0)}% | "
+              f"{fmt(med(t,'h2','cpu1_other_pct'),0)}% | {fmt(med(t,'h2','loadavg'),1)} | "
+              f"{fmt(tot(t,'h2','errors'),0)} |")
+        p("")
+        p("Per-round values (req/s; CPU µs/req): " + "; ".join(
+            f"{t} " + (", ".join(f"{a:,.0f}/{b:.1f}" for a, b in
+                                 zip(vals.get((t, 'h2', 'rps'), []),
+                                     vals.get((t, 'h2', 'cpu_us_per_req'), []))) or "n/a")
+            for t in h2_targets) + "\n")
 
     p("## TLS handshakes (tlsload, 32 concurrent, one request per connection)\n")
     p("full-*: tickets and session caches off on every proxy; the client offers the newest "
@@ -134,21 +213,32 @@ def main():
     p("")
 
     p("## Summary and ratios to HAProxy\n")
-    p("| target | req/s | p99 ms | CPU µs/req | full hs/s (RSA) | CPU µs/hs (RSA) | "
-      "CPU µs/hs (EC) | KiB/idle conn |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|")
+    p("| target | req/s | p99 ms | CPU µs/req | h2 req/s | h2 p99 ms | h2 CPU µs/req | "
+      "full hs/s (RSA) | CPU µs/hs (RSA) | CPU µs/hs (EC) | KiB/idle conn |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     cols = [("keepalive", "rps", 0), ("keepalive", "p99_ms", 2), ("keepalive", "cpu_us_per_req", 2),
+            ("h2", "rps", 0), ("h2", "p99_ms", 2), ("h2", "cpu_us_per_req", 2),
             ("full-rsa", "hs_per_s", 0), ("full-rsa", "cpu_us_per_hs", 0),
             ("full-ec", "cpu_us_per_hs", 0), ("idle", "kib_per_conn", 2)]
+
+    def cell(t, a, b, nd):
+        if a == "h2" and h2_na(t):
+            return "n/a"
+        return fmt(med(t, a, b), nd)
+
+    def rcell(t, a, b):
+        if a == "h2" and (h2_na(t) or h2_na("haproxy")):
+            return "n/a"
+        r = ratio(t, a, b)
+        return fmt(r, 2) + "x" if r is not None else "-"
+
     for t in targets:
-        p(f"| {t} | " + " | ".join(fmt(med(t, a, b), nd) for a, b, nd in cols) + " |")
+        p(f"| {t} | " + " | ".join(cell(t, a, b, nd) for a, b, nd in cols) + " |")
     if "haproxy" in targets:
         for t in targets:
             if t == "haproxy":
                 continue
-            p(f"| **{t}/HAProxy** | " + " | ".join(
-                fmt(ratio(t, a, b), 2) + "x" if ratio(t, a, b) is not None else "-"
-                for a, b, _ in cols) + " |")
+            p(f"| **{t}/HAProxy** | " + " | ".join(rcell(t, a, b) for a, b, _ in cols) + " |")
     p("")
 
     if "moat" in targets and "haproxy" in targets:
@@ -217,6 +307,14 @@ def main():
         e = tot(t, "keepalive", "errors")
         if e:
             problems.append(f"{t}: {e:.0f} wrk errors (socket errors + non-2xx) under keep-alive load")
+        e = tot(t, "h2", "errors")
+        if e:
+            problems.append(f"{t}: {e:.0f} h2load errors (failed + timed out) under HTTP/2 load")
+        neg = vals.get((t, "h2", "negotiated"))
+        if neg and not all(neg):
+            na = h2_na(t)
+            notes.append(f"{t}: HTTP/2 not available in {len(neg) - sum(1 for v in neg if v)} of "
+                         f"{len(neg)} round(s)" + (f" ({na})" if na else ""))
         for k in ("full-rsa", "full-ec", "resumed"):
             e = tot(t, k, "errors")
             if e:
@@ -244,6 +342,9 @@ def main():
         v = tot("moat", "keepalive", m)
         if v:
             problems.append(f"moat: {m} = {v:.0f} during keep-alive runs")
+        v = tot("moat", "h2", m)
+        if v:
+            problems.append(f"moat: {m} = {v:.0f} during HTTP/2 runs")
     rsum = {t: (tot(t, "full-rsa", "resumed") or 0) + (tot(t, "full-ec", "resumed") or 0)
             for t in targets}
     p("- full handshakes resumed (must be 0): " +
