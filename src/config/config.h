@@ -65,6 +65,8 @@ struct config_tls {
     bool client_verify;    /* require a client certificate on the https listener */
     bool ocsp_fetch;       /* fetch staples from the AIA responder */
     uint64_t ocsp_refresh_ms;
+    char **alpn; /* offered protocols in preference order: "h2", "http/1.1" */
+    size_t num_alpn;
 };
 
 struct config_hsts {
@@ -193,6 +195,17 @@ struct config_limits {
     uint64_t max_connection_age_ms; /* 0 = unlimited */
 };
 
+/* HTTP/2 on the HTTPS listener (http/h2_conn.c), each defence with its bound. */
+struct config_http2 {
+    size_t max_concurrent_streams;
+    size_t header_table_size;   /* HPACK dynamic table the client may use towards moat */
+    size_t initial_window_size; /* per stream, request bodies */
+    size_t max_glitches;        /* resets and protocol errors before GOAWAY(ENHANCE_YOUR_CALM) */
+    size_t max_streams_per_read;
+    uint64_t settings_timeout_ms; /* SETTINGS without ACK */
+    uint64_t send_timeout_ms;     /* output pending without progress (zero window) */
+};
+
 struct config_ratelimit {
     size_t max_keys; /* bound on the local key table */
     uint64_t redis_timeout_ms;
@@ -237,6 +250,7 @@ struct config {
     struct config_route *routes;
     size_t num_routes;
     struct config_limits limits;
+    struct config_http2 http2;
     struct config_ratelimit ratelimit;
     struct config_log log;
 };

@@ -100,6 +100,8 @@ static const struct config_key tls_keys[] = {
     {"ocsp_fetch", CK_BOOL, OFF(T_, ocsp_fetch), .def = "false"},
     {"ocsp_refresh", CK_DURATION, OFF(T_, ocsp_refresh_ms), .min = MS_M, .max = 7 * MS_D,
      .def = "1h"},
+    {"alpn", CK_STRS, OFF(T_, alpn), OFF(T_, num_alpn), .flags = CK_NONEMPTY,
+     .check = config_check_alpn, .def = "h2,http/1.1"},
     CK_END};
 #undef T_
 #undef C_
@@ -313,6 +315,23 @@ static const struct config_key log_keys[] = {
     CK_END};
 #undef LG_
 
+#define H2_ struct config_http2
+static const struct config_key http2_keys[] = {
+    {"max_concurrent_streams", CK_SIZE, OFF(H2_, max_concurrent_streams), .min = 1, .max = 1000,
+     .def = "100"},
+    {"header_table_size", CK_SIZE, OFF(H2_, header_table_size), .min = 0, .max = 65536,
+     .def = "4096"},
+    {"initial_window_size", CK_SIZE, OFF(H2_, initial_window_size), .min = 1024,
+     .max = 16 * 1024 * 1024, .def = "65535"},
+    {"max_glitches", CK_SIZE, OFF(H2_, max_glitches), .min = 1, .max = 100000, .def = "100"},
+    {"max_streams_per_read", CK_SIZE, OFF(H2_, max_streams_per_read), .min = 1, .max = 1000,
+     .def = "16"},
+    {"settings_timeout", CK_DURATION, OFF(H2_, settings_timeout_ms), .min = 100, .max = MS_M,
+     .def = "10s"},
+    {"send_timeout", CK_DURATION, OFF(H2_, send_timeout_ms), .min = 100, .max = MS_H, .def = "30s"},
+    CK_END};
+#undef H2_
+
 #define CF_ struct config
 const struct config_key config_root_keys[] = {
     {"workers", CK_INT, OFF(CF_, workers), .min = 1, .max = 1024, .flags = CK_AUTO, .def = "auto"},
@@ -334,6 +353,7 @@ const struct config_key config_root_keys[] = {
      .elem_size = sizeof(struct config_route), .pos_off = OFF(struct config_route, line),
      .finish = route_finish, .flags = CK_NULL | CK_POS},
     {"limits", CK_SECTION, OFF(CF_, limits), .keys = limits_keys},
+    {"http2", CK_SECTION, OFF(CF_, http2), .keys = http2_keys},
     {"ratelimit", CK_SECTION, OFF(CF_, ratelimit), .keys = ratelimit_keys},
     {"log", CK_SECTION, OFF(CF_, log), .keys = log_keys},
     CK_END};

@@ -366,3 +366,9 @@ const char *config_check_no_controls(const char *s)
             return "must not contain control characters";
     return NULL;
 }
+
+const char *config_check_alpn(const char *s)
+{
+    return strcmp(s, "h2") == 0 || strcmp(s, "http/1.1") == 0 ? NULL
+                                                              : "must be \"h2\" or \"http/1.1\"";
+}

@@ -49,6 +49,8 @@ const char *config_check_env_name(const char *s);
 const char *config_check_login_url(const char *s);
 /* Exactly what the identity phase will parse: netutil decides, not a second parser. */
 const char *config_check_cidr(const char *s);
+/* An ALPN protocol moat speaks: "h2" or "http/1.1". */
+const char *config_check_alpn(const char *s);
 const char *config_check_no_controls(const char *s);
 
 #endif

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
+#include <nghttp2/nghttp2.h>
 #include <yaml.h>
 
 #include "core/server.h"
@@ -27,6 +28,7 @@ static void print_versions(void)
     printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_FULL_VERSION_STRING));
     printf("hiredis %d.%d.%d\n", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
     printf("libyaml %s\n", yaml_get_version_string());
+    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
 }
 
 int main(int argc, char **argv)

@@ -30,6 +30,7 @@ struct client_peer {
         struct sockaddr_in6 in6;
     } addr;
     char ip[48];
+    bool h2;                 /* the connection speaks HTTP/2 */
     const char *tls_version; /* OpenSSL's static names, set once the handshake is done */
     const char *tls_cipher;
     char *client_subject; /* verified mTLS client certificate subject, or NULL */

@@ -18,9 +18,11 @@
 #include "config/config.h"
 #include "policy/connlimit.h"
 #include "core/membudget.h"
+#include "util/monotime.h"
 #include "util/netutil.h"
 #include "policy/pipeline.h"
 #include "upstream/proxy.h"
+#include "http/h2_conn.h"
 #include "http/http1_response.h"
 #include "http/request.h"
 #include "http/respond.h"
@@ -41,8 +43,13 @@ static void conn_read_heads(struct conn *c);
 const char *conn_state_str(enum conn_state st)
 {
     static const char *const names[] = {
-        [CONN_HANDSHAKE] = "handshake", [CONN_READ_HEAD] = "read_head", [CONN_BUSY] = "busy",
-        [CONN_TUNNEL] = "tunnel",       [CONN_CLOSING] = "closing",     [CONN_LINGER] = "linger",
+        [CONN_HANDSHAKE] = "handshake",
+        [CONN_READ_HEAD] = "read_head",
+        [CONN_BUSY] = "busy",
+        [CONN_TUNNEL] = "tunnel",
+        [CONN_H2] = "h2",
+        [CONN_CLOSING] = "closing",
+        [CONN_LINGER] = "linger",
     };
     return (unsigned)st < sizeof names / sizeof *names && names[st] ? names[st] : "invalid";
 }
@@ -72,13 +79,6 @@ static size_t conn_out_high(const struct conn *c)
 static void set_read_high(struct conn *c)
 {
     tlsio_set_read_high(&c->io, conn_cfg(c)->limits.max_header_bytes + 16 * 1024);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Milliseconds left before limits.max_connection_age; UINT64_MAX without a limit. */
@@ -115,6 +115,11 @@ static void arm_timer(struct conn *c, uint64_t ms)
     evtimer_add(&c->timer, &tv);
 }
 
+void conn_arm_timer(struct conn *c, uint64_t ms)
+{
+    arm_timer(c, ms);
+}
+
 static void conn_free(struct conn *c)
 {
     struct worker *w = c->w;
@@ -129,6 +134,7 @@ static void conn_free(struct conn *c)
         }
         request_free(&w->reqs, c->req);
     }
+    h2_conn_free(c->h2);
     tlsio_cleanup(&c->io);
     evtimer_del(&c->timer);
     free(c->peer.client_subject);
@@ -152,8 +158,20 @@ static void conn_enter(struct conn *c)
 
 static void conn_leave(struct conn *c)
 {
+    if (c->depth == 1 && !c->dead && c->h2)
+        h2_conn_flush(c->h2); /* still held: what the streams queued goes out in one go */
     if (--c->depth == 0 && c->dead)
         conn_free(c);
+}
+
+void conn_hold(struct conn *c)
+{
+    conn_enter(c);
+}
+
+void conn_release(struct conn *c)
+{
+    conn_leave(c);
 }
 
 void conn_abort(struct conn *c)
@@ -227,7 +245,7 @@ static void linger_rearm(struct conn *c)
 }
 
 /* Enters CLOSING: input is discarded; the end comes once the output is flushed. */
-static void conn_close_after_flush(struct conn *c)
+void conn_close_after_flush(struct conn *c)
 {
     conn_set_state(c, CONN_CLOSING);
     tlsio_set_write_low(&c->io, 0);
@@ -571,6 +589,9 @@ static void on_read(void *arg)
         if (c->req)
             proxy_client_readable(c->req);
         break;
+    case CONN_H2:
+        h2_conn_on_read(c->h2);
+        break;
     case CONN_CLOSING:
     case CONN_LINGER: {
         struct evbuffer *in = tlsio_input(&c->io);
@@ -593,6 +614,8 @@ static void on_write(void *arg)
     if (c->state == CONN_CLOSING) {
         if (tlsio_output_len(&c->io) == 0)
             conn_finish_close(c);
+    } else if (c->state == CONN_H2) {
+        h2_conn_on_write(c->h2);
     } else if (c->state == CONN_READ_HEAD && c->out_paused) {
         conn_await_request(c); /* the client read its answers: on to its next request */
     } else if (c->req) {
@@ -609,6 +632,13 @@ static void on_handshake_done(struct conn *c)
     char subject[512];
     if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
         c->peer.client_subject = strdup(subject); /* once per connection, for every access line */
+    if (tls_conn_is_h2(ssl)) {
+        conn_set_state(c, CONN_H2);
+        c->peer.h2 = true;
+        if (h2_conn_start(c) < 0)
+            conn_abort(c);
+        return;
+    }
     conn_set_state(c, CONN_READ_HEAD);
     c->idle = false; /* the header clock keeps running from accept */
 }
@@ -635,7 +665,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     conn_enter(c);
-    if (c->state == CONN_READ_HEAD && !c->idle) {
+    if (c->state == CONN_H2) {
+        h2_conn_on_timer(c->h2);
+    } else if (c->state == CONN_READ_HEAD && !c->idle) {
         conn_reject(c, 408, "request header timeout");
     } else if (c->state == CONN_BUSY && c->req && !c->req->resp_started) {
         proxy_abort(c->req);
@@ -658,6 +690,8 @@ void conn_drain(struct conn *c)
     conn_enter(c);
     if (c->state == CONN_HANDSHAKE)
         conn_abort(c);
+    else if (c->state == CONN_H2)
+        h2_conn_drain(c->h2);
     else if (c->state == CONN_READ_HEAD && c->idle && tlsio_output_len(&c->io) == 0)
         conn_close_clean(c);
     else if (c->state == CONN_READ_HEAD && c->idle)

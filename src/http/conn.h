@@ -31,6 +31,7 @@ enum conn_state {
     CONN_READ_HEAD,     /* waiting for (the rest of) a request head */
     CONN_BUSY,          /* a request is in the pipeline or being proxied */
     CONN_TUNNEL,        /* upgraded (websocket): bytes relayed both ways */
+    CONN_H2,            /* HTTP/2 (ALPN h2): h2_conn.c drives it */
     CONN_CLOSING,       /* flushing the last response, then close */
     CONN_LINGER,        /* response sent and write side shut; discarding what the client
                            still sends so the close does not reset the response away */
@@ -51,6 +52,7 @@ struct conn {
     bool out_paused; /* not reading the next request until the client reads its answers */
     struct http1_scan scan;
     struct request *req;
+    struct h2_conn *h2; /* CONN_H2: the session and its streams */
     unsigned requests;
     size_t head_mark;        /* output length when the response head began */
     uint64_t born_ms;        /* accepted at (monotonic), for limits.max_connection_age */
@@ -68,5 +70,14 @@ void conn_abort(struct conn *c);
 
 /* Drain: close if idle, else close after the current response. */
 void conn_drain(struct conn *c);
+
+/* For http/h2_conn.c: keep the connection across a callback (every hold has one
+ * release; the last release of an h2 connection sends what its streams queued). */
+void conn_hold(struct conn *c);
+void conn_release(struct conn *c);
+/* Arms the connection's one timer. */
+void conn_arm_timer(struct conn *c, uint64_t ms);
+/* Input is discarded from now on; the connection closes once its output is sent. */
+void conn_close_after_flush(struct conn *c);
 
 #endif

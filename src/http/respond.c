@@ -23,19 +23,21 @@ void respond_security_headers(struct evbuffer *out, const struct config *cfg)
         evbuffer_add_printf(out, "Referrer-Policy: %s\r\n", cfg->identity.referrer_policy);
 }
 
-void respond_write(struct evbuffer *out, const struct config *cfg, const struct request *r,
-                   int status, const char *extra, const char *body, bool close, bool head_only)
+const char *respond_body(int status, const char *body, char *text, size_t cap)
 {
-    char text[160];
-    if (!body) {
-        snprintf(text, sizeof text, "%d %s", status, http1_reason(status));
-        body = text;
-    }
-    size_t blen = strlen(body) + 1; /* a trailing newline for terminals */
+    if (body)
+        return body;
+    snprintf(text, cap, "%d %s", status, http1_reason(status));
+    return text;
+}
+
+void respond_fields(struct evbuffer *out, const struct config *cfg, const struct request *r,
+                    const char *extra, size_t blen)
+{
     evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nServer: moat\r\nContent-Type: text/plain; "
+                        "Server: moat\r\nContent-Type: text/plain; "
                         "charset=utf-8\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n",
-                        status, http1_reason(status), blen);
+                        blen);
     respond_security_headers(out, cfg);
     if (r) {
         evbuffer_add(out, r->resp_headers, r->resp_headers_len);
@@ -43,6 +45,16 @@ void respond_write(struct evbuffer *out, const struct config *cfg, const struct 
     }
     if (extra)
         evbuffer_add(out, extra, strlen(extra));
+}
+
+void respond_write(struct evbuffer *out, const struct config *cfg, const struct request *r,
+                   int status, const char *extra, const char *body, bool close, bool head_only)
+{
+    char text[160];
+    body = respond_body(status, body, text, sizeof text);
+    size_t blen = strlen(body) + 1; /* a trailing newline for terminals */
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
+    respond_fields(out, cfg, r, extra, blen);
     if (close)
         evbuffer_add(out, "Connection: close\r\n", 19);
     evbuffer_add(out, "\r\n", 2);

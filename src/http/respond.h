@@ -7,6 +7,7 @@
 #define MOAT_RESPOND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct evbuffer;
 struct config;
@@ -14,6 +15,14 @@ struct request;
 
 /* Appends the security header lines for HTTPS responses. */
 void respond_security_headers(struct evbuffer *out, const struct config *cfg);
+
+/* The body text of a moat-made response: body, or "<status> <reason>" in text. The
+ * response carries it with a trailing newline (for terminals). */
+const char *respond_body(int status, const char *body, char *text, size_t cap);
+/* The field lines of a moat-made response whose body is blen bytes (no status line,
+ * no Connection): what every protocol sends. */
+void respond_fields(struct evbuffer *out, const struct config *cfg, const struct request *r,
+                    const char *extra, size_t blen);
 
 /*
  * Appends a complete response: status line, Date-less minimal headers,

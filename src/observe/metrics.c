@@ -50,6 +50,15 @@ static const struct {
                           "responses not yet sent)"},
     [M_SHED_MEMORY] = {"moat_requests_shed_memory_total", "counter",
                        "Requests answered 503 because buffered bytes passed limits.max_memory"},
+    [M_H2_CONNECTIONS] = {"moat_h2_connections_total", "counter",
+                          "Client connections that chose HTTP/2 (ALPN h2)"},
+    [M_H2_STREAMS] = {"moat_h2_streams_total", "counter", "HTTP/2 streams opened by clients"},
+    [M_H2_RESETS_RECEIVED] = {"moat_h2_resets_received_total", "counter",
+                              "RST_STREAM frames received from HTTP/2 clients"},
+    [M_H2_GLITCHES] = {"moat_h2_glitches_total", "counter",
+                       "HTTP/2 resets and protocol errors charged to connections"},
+    [M_H2_CALM_GOAWAYS] = {"moat_h2_calm_goaways_total", "counter",
+                           "HTTP/2 connections ended with GOAWAY(ENHANCE_YOUR_CALM)"},
 };
 
 void metrics_count_status(struct metrics *m, int status)

@@ -39,6 +39,11 @@ enum metric {
     M_RL_STORE_FALLBACK,
     M_BUFFERED_BYTES, /* gauge: bytes in client connection buffers (tlsio) */
     M_SHED_MEMORY,
+    M_H2_CONNECTIONS,
+    M_H2_STREAMS,
+    M_H2_RESETS_RECEIVED,
+    M_H2_GLITCHES,
+    M_H2_CALM_GOAWAYS,
     M_COUNT
 };
 

@@ -54,8 +54,10 @@ struct tls_policy {
     struct tls_name *names; /* sorted by name */
     size_t num_names;
     struct tls_ticket_store *tickets;
-    time_t ocsp_recheck; /* cfg->ocsp_refresh: longest a fetched staple is kept, s */
-    bool ocsp_fetch;     /* cfg->ocsp_fetch: off, staples only come from files */
+    time_t ocsp_recheck;    /* cfg->ocsp_refresh: longest a fetched staple is kept, s */
+    bool ocsp_fetch;        /* cfg->ocsp_fetch: off, staples only come from files */
+    unsigned char alpn[32]; /* cfg->alpn in wire format (length-prefixed), preference order */
+    unsigned alpn_len;
 };
 
 static int ssl_index = -1, x509_index = -1;
@@ -263,6 +265,38 @@ static int status_cb(SSL *s, void *arg)
  * The cipher list OpenSSL resolved for TLS 1.2 and below: every suite must be ECDHE
  * key exchange, RSA or ECDSA authentication and an AEAD. Names all offenders.
  */
+/*
+ * ALPN: the first of our protocols (in our order of preference, h2 first) that
+ * the client offers. No overlap is not an error: the connection goes on
+ * without ALPN and speaks HTTP/1.1, as it would with a client that sent none.
+ */
+static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct tls_policy *p = arg;
+    unsigned char *sel = NULL;
+    unsigned char sel_len = 0;
+    if (SSL_select_next_proto(&sel, &sel_len, p->alpn, p->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    *outlen = sel_len;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void set_alpn(struct tls_policy *p, const struct config_tls *cfg)
+{
+    p->alpn_len = 0;
+    for (size_t i = 0; i < cfg->num_alpn; i++) {
+        size_t n = strlen(cfg->alpn[i]);
+        if (n == 0 || n > 8 || p->alpn_len + 1 + n > sizeof p->alpn)
+            continue; /* the schema only lets "h2" and "http/1.1" through */
+        p->alpn[p->alpn_len++] = (unsigned char)n;
+        memcpy(p->alpn + p->alpn_len, cfg->alpn[i], n);
+        p->alpn_len += (unsigned)n;
+    }
+}
+
 static int check_ciphers(struct build *b, SSL_CTX *ctx)
 {
     STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
@@ -403,6 +437,8 @@ static int make_ctx(struct build *b, struct tls_policy *p, struct tls_ctxset *se
             return tls_build_fail(b, "%s: OpenSSL refused the certificate", c->path);
     }
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, p);
+    if (p->alpn_len)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, p);
     if (stapling)
         SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
     return 0;
@@ -550,6 +586,7 @@ struct tls_policy *tls_policy_build(const struct config_tls *cfg, struct tls_tic
     p->num_certs = cfg->num_certs;
     p->tickets = cfg->tickets_enabled ? tls_tickets_ref(tickets) : NULL;
     p->ocsp_fetch = cfg->ocsp_fetch;
+    set_alpn(p, cfg);
     p->ocsp_recheck =
         cfg->ocsp_refresh_ms >= 1000 ? (time_t)(cfg->ocsp_refresh_ms / 1000) : TLS_OCSP_RECHECK;
     for (size_t i = 0; i < cfg->num_certs; i++)

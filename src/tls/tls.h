@@ -80,6 +80,8 @@ const char *tls_version_name(int v);
 const char *tls_conn_version(const SSL *s);
 const char *tls_conn_cipher(const SSL *s);
 const char *tls_conn_servername(const SSL *s);
+/* Whether ALPN chose HTTP/2 for this connection. */
+bool tls_conn_is_h2(const SSL *s);
 bool tls_conn_resumed(const SSL *s);
 /*
  * The subject (RFC 2253) of the client certificate when one was presented and

@@ -69,3 +69,11 @@ int tls_conn_peer_subject(const SSL *s, char *buf, size_t len)
     BIO_free(mem);
     return rc;
 }
+
+bool tls_conn_is_h2(const SSL *s)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    SSL_get0_alpn_selected(s, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
