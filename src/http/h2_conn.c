@@ -84,19 +84,21 @@ static void calm(struct h2_conn *hc, const char *why)
 
 /*
  * A glitch is charged beyond its connection too, in the instance's rate-limit
- * table: to the client's IP (the connection budget per minute) and to the
- * tenant of the stream once its session is known (ten times that), so a client
- * that spreads its resets over many connections is stopped all the same.
+ * table: to the client's IP (ten connection budgets per minute) and to the
+ * tenant of the stream once its session is known (a hundred), so a client that
+ * spreads its resets over many connections is stopped all the same. Finished
+ * requests give back to the connection's budget, not to these.
  */
 static bool charge_beyond(struct h2_conn *hc, const char *tenant)
 {
     double budget = (double)h2_cfg(hc)->http2.max_glitches;
     const char *ip = hc->c->peer.ip;
     bool ok =
-        ratelimit_local("@h2-glitch-ip", ip, strlen(ip), budget / 60, (uint64_t)budget).allowed;
+        ratelimit_local("@h2-glitch-ip", ip, strlen(ip), budget * 10 / 60, (uint64_t)budget * 10)
+            .allowed;
     if (tenant && tenant[0])
-        ok = ratelimit_local("@h2-glitch-tenant", tenant, strlen(tenant), budget / 6,
-                             (uint64_t)budget * 10)
+        ok = ratelimit_local("@h2-glitch-tenant", tenant, strlen(tenant), budget * 100 / 60,
+                             (uint64_t)budget * 100)
                  .allowed &&
              ok;
     return ok;

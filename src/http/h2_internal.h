@@ -30,6 +30,8 @@ struct h2_stream {
     bool ready;       /* on hc->ready */
     bool has_body;    /* HEADERS came without END_STREAM */
     bool has_cl;      /* a content-length field */
+    bool cl_zero;     /* content-length: 0 */
+    bool wait_end;    /* not started until END_STREAM (content-length 0 without it) */
     bool chunked;     /* no content-length: the body is handed over chunk-framed */
     bool in_done;     /* END_STREAM received */
     bool in_trailers; /* a second HEADERS (trailers): not forwarded */

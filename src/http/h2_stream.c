@@ -160,8 +160,10 @@ static void regular_header(struct h2_stream *st, const uint8_t *name, size_t nle
         evbuffer_add(st->cookie, v, vlen);
         return;
     }
-    if (name_is(name, nlen, "content-length"))
+    if (name_is(name, nlen, "content-length")) {
         st->has_cl = true;
+        st->cl_zero = vlen == 1 && v[0] == '0';
+    }
     st->num_fields++;
     evbuffer_add(st->lines, name, nlen);
     evbuffer_add(st->lines, ": ", 2);
@@ -198,9 +200,19 @@ int h2_stream_header(struct h2_stream *st, const uint8_t *name, size_t nlen, con
     return 0;
 }
 
-void h2_stream_head_done(struct h2_stream *st, bool end_stream)
+static void queue_ready(struct h2_stream *st)
 {
     struct h2_conn *hc = st->hc;
+    st->ready = true;
+    if (hc->ready_tail)
+        hc->ready_tail->ready_next = st;
+    else
+        hc->ready = st;
+    hc->ready_tail = st;
+}
+
+void h2_stream_head_done(struct h2_stream *st, bool end_stream)
+{
     st->has_body = !end_stream;
     st->in_done = end_stream;
     st->chunked = st->has_body && !st->has_cl;
@@ -210,12 +222,11 @@ void h2_stream_head_done(struct h2_stream *st, bool end_stream)
         refuse(st, 400, "h2 request without :authority or host");
     else if (!strcmp(st->method, "CONNECT"))
         refuse(st, 405, "CONNECT is not supported");
-    st->ready = true;
-    if (hc->ready_tail)
-        hc->ready_tail->ready_next = st;
-    else
-        hc->ready = st;
-    hc->ready_tail = st;
+    /* content-length 0 and more to come: the upstream would have the whole message at
+     * once, before DATA could show the length was a lie (H2.CL). Wait for the end. */
+    st->wait_end = st->has_body && st->cl_zero && !st->bad;
+    if (!st->wait_end)
+        queue_ready(st);
 }
 
 /* The HTTP/1.1 head the phases and the upstream see; 0 bytes when it does not fit. */
@@ -363,6 +374,12 @@ void h2_stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
 void h2_stream_end_in(struct h2_stream *st)
 {
     st->in_done = true;
+    if (st->wait_end) {
+        st->wait_end = false;
+        queue_ready(st);
+        h2_conn_schedule(st->hc);
+        return;
+    }
     if (st->chunked && body_wanted(st) && st->body_in) {
         evbuffer_add(st->body_in, "0\r\n\r\n", 5);
         h2_conn_schedule(st->hc);
