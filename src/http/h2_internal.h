@@ -39,6 +39,8 @@ struct h2_stream {
     bool out_eof;     /* the response payload is complete */
     bool deferred;    /* the data source is waiting for payload */
     bool resp_done;   /* END_STREAM sent */
+    bool finished;    /* the exchange is over (response queued, request logged) */
+    bool throttled;   /* output above out_high: the proxy stopped reading the upstream */
     bool bad;         /* the head is refused: bad_status */
     int bad_status;
     const char *bad_why;

@@ -343,7 +343,7 @@ static void on_body_taken(struct evbuffer *buf, const struct evbuffer_cb_info *i
 /* Whether anyone will read the body: not once the exchange is over or was refused. */
 static bool body_wanted(const struct h2_stream *st)
 {
-    return !st->bad && !st->resp_done && (!st->r || !st->r->req_body_done);
+    return !st->bad && !st->resp_done && !st->finished && (!st->r || !st->r->req_body_done);
 }
 
 void h2_stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
@@ -497,9 +497,12 @@ int h2_stream_send_data(struct h2_stream *st, struct evbuffer *out, const uint8_
     evbuf_move(st->out, out, length);
     if (st->r)
         st->r->bytes_out += 9 + length;
-    h2_conn_schedule(st->hc); /* the proxy may read more from the upstream */
+    if (st->throttled) /* the proxy may read more from the upstream */
+        h2_conn_schedule(st->hc);
     return 0;
 }
+
+static size_t stream_out_high(const void *s);
 
 static void resume(struct h2_stream *st)
 {
@@ -568,6 +571,7 @@ static void exchange_done(struct h2_stream *st)
     if (!r)
         return;
     st->r = NULL;
+    st->finished = true;
     evtimer_del(&st->timer);
     accesslog_request(r);
     request_free(&stream_worker(st)->reqs, r);
@@ -628,6 +632,8 @@ static void stream_body(void *s, struct evbuffer *src, size_t n)
         return;
     }
     evbuffer_remove_buffer(src, st->out, n);
+    if (evbuffer_get_length(st->out) > stream_out_high(st))
+        st->throttled = true; /* the proxy pauses the upstream: kick resumes it */
     resume(st);
 }
 
@@ -756,8 +762,10 @@ void h2_stream_kick(struct h2_stream *st)
         return;
     if (st->body_in && evbuffer_get_length(st->body_in) && !r->req_body_done)
         proxy_client_readable(r);
-    if (st->r == r && st->out && evbuffer_get_length(st->out) <= stream_out_high(st) / 2)
+    if (st->r == r && st->throttled && evbuffer_get_length(st->out) <= stream_out_high(st) / 2) {
+        st->throttled = false;
         proxy_client_drained(r);
+    }
 }
 
 static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
