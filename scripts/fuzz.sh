@@ -51,6 +51,7 @@ max_len() {
         resp) echo 8192 ;;
         session) echo 4096 ;;
         request_head) echo 16384 ;;
+        h2_head) echo 8192 ;;
         *) echo 8192 ;;
     esac
 }
@@ -61,6 +62,7 @@ dict_of() {
         http1_request|http1_response|chunked|request_head) echo tests/fuzz/http1.dict ;;
         config) echo tests/fuzz/config.dict ;;
         resp|session) echo tests/fuzz/resp.dict ;;
+        h2_head) echo tests/fuzz/h2.dict ;;
     esac
 }
 

@@ -18,6 +18,8 @@
 #include "util/jsonw.h"
 #include "util/monotime.h"
 
+/* A WINDOW_UPDATE below this many bytes costs a glitch. */
+#define H2_TINY_WINDOW_UPDATE 64
 /* Input handed to nghttp2 at a time: the stream cap is checked between slices. */
 #define H2_SLICE (16 * 1024)
 
@@ -204,8 +206,16 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *a
             h2_stream_end_in(st);
         break;
     case NGHTTP2_DATA:
+        if (frame->hd.length == 0 && !end) /* carries nothing: only costs (CVE-2019-9518) */
+            h2_conn_glitch(hc, "empty DATA frames", NULL);
         if (st && end)
             h2_stream_end_in(st);
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        /* Windows opened a few bytes at a time make moat cut tiny DATA frames (CVE-2019-9517
+         * family); real clients open them by kilobytes. */
+        if (frame->window_update.window_size_increment < H2_TINY_WINDOW_UPDATE)
+            h2_conn_glitch(hc, "tiny WINDOW_UPDATE frames", NULL);
         break;
     case NGHTTP2_SETTINGS:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)

@@ -12,13 +12,12 @@
 #include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
 
+#include "http/h2_head.h"
+
 struct conn;
 struct config;
 struct evbuffer;
 struct request;
-
-#define H2_METHOD_MAX 32
-#define H2_AUTHORITY_MAX 256
 
 struct h2_stream {
     struct h2_conn *hc;
@@ -29,8 +28,6 @@ struct h2_stream {
     bool closed;      /* nghttp2 is done with it (or the connection is) */
     bool ready;       /* on hc->ready */
     bool has_body;    /* HEADERS came without END_STREAM */
-    bool has_cl;      /* a content-length field */
-    bool cl_zero;     /* content-length: 0 */
     bool wait_end;    /* not started until END_STREAM (content-length 0 without it) */
     bool chunked;     /* no content-length: the body is handed over chunk-framed */
     bool in_done;     /* END_STREAM received */
@@ -41,19 +38,9 @@ struct h2_stream {
     bool resp_done;   /* END_STREAM sent */
     bool finished;    /* the exchange is over (response queued, request logged) */
     bool throttled;   /* output above out_high: the proxy stopped reading the upstream */
-    bool bad;         /* the head is refused: bad_status */
-    int bad_status;
-    const char *bad_why;
     struct request *r;
-    struct wgen *gen; /* the generation the request runs on (config, upstream pools) */
-    /* the head being received: pseudo-headers, regular fields as lines, cookies */
-    char method[H2_METHOD_MAX + 1], authority[H2_AUTHORITY_MAX + 1];
-    char *path;
-    bool has_method, has_scheme, has_authority, has_path;
-    struct evbuffer *lines;  /* "name: value\r\n" */
-    struct evbuffer *cookie; /* crumbs joined with "; " (RFC 9113 §8.2.3) */
-    size_t header_bytes;     /* decoded names and values, against limits.max_header_bytes */
-    size_t num_fields;
+    struct wgen *gen;    /* the generation the request runs on (config, upstream pools) */
+    struct h2_head head; /* the head being received */
     /* the body both ways */
     struct evbuffer *body_in; /* request payload for the proxy */
     uint64_t unconsumed;      /* DATA bytes received and not yet handed on (flow control) */

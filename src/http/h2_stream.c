@@ -44,13 +44,18 @@ struct h2_stream *h2_stream_new(struct h2_conn *hc, int32_t id)
     struct h2_stream *st = calloc(1, sizeof *st);
     if (!st)
         return NULL;
-    if (!(st->lines = evbuffer_new())) {
+    if (h2_head_init(&st->head) < 0) {
         free(st);
         return NULL;
     }
     st->hc = hc;
     st->id = id;
     evtimer_assign(&st->timer, hc->c->w->base, on_stream_timer, st);
+    /* The head (and a content-length 0 request's END_STREAM) must come within the header
+     * timeout: a stream waiting for it would keep the connection from ever being idle. */
+    uint64_t ms = h2_cfg(hc)->limits.header_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&st->timer, &tv);
     st->next = hc->streams;
     if (hc->streams)
         hc->streams->prev = st;
@@ -61,145 +66,15 @@ struct h2_stream *h2_stream_new(struct h2_conn *hc, int32_t id)
 
 /* ---- the head ------------------------------------------------------------------- */
 
-static void refuse(struct h2_stream *st, int status, const char *why)
-{
-    if (st->bad)
-        return;
-    st->bad = true;
-    st->bad_status = status;
-    st->bad_why = why;
-}
-
-static bool name_is(const uint8_t *name, size_t nlen, const char *lit)
-{
-    return nlen == strlen(lit) && memcmp(name, lit, nlen) == 0;
-}
-
-/* Lowercase tchars only (RFC 9113 §8.2.1): nghttp2 refuses the rest too. */
-static bool valid_name(const uint8_t *p, size_t n)
-{
-    static const char ok[] = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz";
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!p[i] || !strchr(ok, p[i]))
-            return false;
-    return true;
-}
-
-static bool valid_value(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] == 0 || p[i] == '\r' || p[i] == '\n' || p[i] == 0x7f)
-            return false;
-    return true;
-}
-
-/* Fields with a meaning only for one HTTP/1.1 connection (RFC 9113 §8.2.2). */
-static bool connection_specific(const uint8_t *n, size_t len)
-{
-    return name_is(n, len, "connection") || name_is(n, len, "keep-alive") ||
-           name_is(n, len, "proxy-connection") || name_is(n, len, "transfer-encoding") ||
-           name_is(n, len, "upgrade");
-}
-
-static void store_text(char *dst, size_t cap, const uint8_t *v, size_t n)
-{
-    memcpy(dst, v, n < cap ? n : cap);
-    dst[n < cap ? n : cap] = 0;
-}
-
-static void pseudo_header(struct h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *v,
-                          size_t vlen)
-{
-    if (name_is(name, nlen, ":method") && !st->has_method && vlen && vlen <= H2_METHOD_MAX) {
-        store_text(st->method, H2_METHOD_MAX, v, vlen);
-        st->has_method = true;
-    } else if (name_is(name, nlen, ":scheme") && !st->has_scheme) {
-        st->has_scheme = true;
-        if (!(vlen == 5 && !memcmp(v, "https", 5)))
-            refuse(st, 400, "h2 :scheme is not https");
-    } else if (name_is(name, nlen, ":authority") && !st->has_authority && vlen &&
-               vlen <= H2_AUTHORITY_MAX) {
-        store_text(st->authority, H2_AUTHORITY_MAX, v, vlen);
-        st->has_authority = true;
-    } else if (name_is(name, nlen, ":path") && !st->has_path && vlen && !st->path) {
-        st->path = strndup((const char *)v, vlen);
-        st->has_path = st->path != NULL;
-        if (!st->path)
-            refuse(st, 503, "out of memory");
-    } else {
-        refuse(st, 400, "h2 pseudo-header invalid, repeated or unknown");
-    }
-}
-
-static void regular_header(struct h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *v,
-                           size_t vlen)
-{
-    if (name_is(name, nlen, "host")) {
-        if (!st->has_authority && vlen && vlen <= H2_AUTHORITY_MAX) {
-            store_text(st->authority, H2_AUTHORITY_MAX, v, vlen);
-            st->has_authority = true;
-        } else if (strlen(st->authority) != vlen ||
-                   strncasecmp(st->authority, (const char *)v, vlen))
-            refuse(st, 400, "h2 host disagrees with :authority");
-        return;
-    }
-    if (name_is(name, nlen, "te")) {
-        if (!(vlen == 8 && !memcmp(v, "trailers", 8)))
-            refuse(st, 400, "h2 te other than trailers");
-        return; /* hop-by-hop: not forwarded */
-    }
-    if (name_is(name, nlen, "cookie")) { /* crumbs are joined (RFC 9113 §8.2.3) */
-        if (!st->cookie && !(st->cookie = evbuffer_new())) {
-            refuse(st, 503, "out of memory");
-            return;
-        }
-        if (evbuffer_get_length(st->cookie))
-            evbuffer_add(st->cookie, "; ", 2);
-        evbuffer_add(st->cookie, v, vlen);
-        return;
-    }
-    if (name_is(name, nlen, "content-length")) {
-        st->has_cl = true;
-        st->cl_zero = vlen == 1 && v[0] == '0';
-    }
-    st->num_fields++;
-    evbuffer_add(st->lines, name, nlen);
-    evbuffer_add(st->lines, ": ", 2);
-    evbuffer_add(st->lines, v, vlen);
-    evbuffer_add(st->lines, "\r\n", 2);
-}
-
 int h2_stream_header(struct h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *value,
                      size_t vlen)
 {
     const struct config *cfg = h2_cfg(st->hc);
-    if (st->in_trailers || st->bad)
-        return 0; /* trailers are not forwarded; a refused head is not stored further */
-    st->header_bytes += nlen + vlen;
-    if (st->header_bytes > cfg->limits.max_header_bytes) {
-        refuse(st, 431, "request header too large");
-        return 0;
-    }
-    if (nlen && name[0] == ':') {
-        if (st->num_fields || (st->cookie && evbuffer_get_length(st->cookie)))
-            refuse(st, 400, "h2 pseudo-header after a regular one");
-        else
-            pseudo_header(st, name, nlen, value, vlen);
-        return 0;
-    }
-    if (!valid_name(name, nlen) || !valid_value(value, vlen))
-        refuse(st, 400, "h2 invalid header name or value");
-    else if (connection_specific(name, nlen))
-        refuse(st, 400, "h2 connection-specific header");
-    else if (st->num_fields >= cfg->limits.max_headers)
-        refuse(st, 431, "too many headers");
-    else
-        regular_header(st, name, nlen, value, vlen);
+    struct h2_head_limits lim = {cfg->limits.max_header_bytes, cfg->limits.max_headers};
+    if (!st->in_trailers) /* trailers are not forwarded */
+        h2_head_field(&st->head, &lim, name, nlen, value, vlen);
     return 0;
 }
-
 static void queue_ready(struct h2_stream *st)
 {
     struct h2_conn *hc = st->hc;
@@ -215,45 +90,13 @@ void h2_stream_head_done(struct h2_stream *st, bool end_stream)
 {
     st->has_body = !end_stream;
     st->in_done = end_stream;
-    st->chunked = st->has_body && !st->has_cl;
-    if (!st->has_method || !st->has_scheme || !st->has_path)
-        refuse(st, 400, "h2 request without :method, :scheme or :path");
-    else if (!st->has_authority)
-        refuse(st, 400, "h2 request without :authority or host");
-    else if (!strcmp(st->method, "CONNECT"))
-        refuse(st, 405, "CONNECT is not supported");
+    st->chunked = st->has_body && !st->head.has_cl;
+    h2_head_finish(&st->head);
     /* content-length 0 and more to come: the upstream would have the whole message at
      * once, before DATA could show the length was a lie (H2.CL). Wait for the end. */
-    st->wait_end = st->has_body && st->cl_zero && !st->bad;
+    st->wait_end = st->has_body && st->head.cl_zero && !st->head.bad;
     if (!st->wait_end)
         queue_ready(st);
-}
-
-/* The HTTP/1.1 head the phases and the upstream see; 0 bytes when it does not fit. */
-static size_t compose_head(struct h2_stream *st, char *buf, size_t cap)
-{
-    size_t lines = evbuffer_get_length(st->lines);
-    size_t cookie = st->cookie ? evbuffer_get_length(st->cookie) : 0;
-    int n =
-        snprintf(buf, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", st->method, st->path, st->authority);
-    size_t need = (size_t)n + lines + (cookie ? cookie + 10 : 0) + 30;
-    if (n < 0 || need > cap)
-        return 0;
-    size_t len = (size_t)n;
-    evbuffer_remove(st->lines, buf + len, lines);
-    len += lines;
-    if (cookie) {
-        memcpy(buf + len, "Cookie: ", 8);
-        evbuffer_remove(st->cookie, buf + len + 8, cookie);
-        memcpy(buf + len + 8 + cookie, "\r\n", 2);
-        len += cookie + 10;
-    }
-    if (st->chunked) {
-        memcpy(buf + len, "Transfer-Encoding: chunked\r\n", 28);
-        len += 28;
-    }
-    memcpy(buf + len, "\r\n", 2);
-    return len + 2;
 }
 
 static struct request *stream_request(struct h2_stream *st, size_t head_cap)
@@ -297,11 +140,12 @@ void h2_stream_start(struct h2_stream *st)
         return;
     }
     struct request *r = st->r;
+    evtimer_del(&st->timer); /* the head is complete: from now on the request's timers */
     metrics_inc(&w->metrics, M_REQUESTS);
     st->refs++;
-    if (st->bad) {
-        reject(st, st->bad_status, st->bad_why);
-    } else if (!(r->head_len = compose_head(st, r->head_buf, cap))) {
+    if (st->head.bad) {
+        reject(st, st->head.bad_status, st->head.bad_why);
+    } else if (!(r->head_len = h2_head_compose(&st->head, st->chunked, r->head_buf, cap))) {
         reject(st, 431, "request header too large");
     } else {
         struct http1_limits lim = {cap, cfg->limits.max_headers + 1};
@@ -343,7 +187,7 @@ static void on_body_taken(struct evbuffer *buf, const struct evbuffer_cb_info *i
 /* Whether anyone will read the body: not once the exchange is over or was refused. */
 static bool body_wanted(const struct h2_stream *st)
 {
-    return !st->bad && !st->resp_done && !st->finished && (!st->r || !st->r->req_body_done);
+    return !st->head.bad && !st->resp_done && !st->finished && (!st->r || !st->r->req_body_done);
 }
 
 void h2_stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
@@ -447,14 +291,11 @@ static void stream_free(struct h2_stream *st)
     evtimer_del(&st->timer);
     if (st->gen)
         wgen_unref(st->gen);
-    evbuffer_free(st->lines);
-    if (st->cookie)
-        evbuffer_free(st->cookie);
+    h2_head_clear(&st->head);
     if (st->body_in)
         evbuffer_free(st->body_in);
     if (st->out)
         evbuffer_free(st->out);
-    free(st->path);
     free(st);
 }
 
@@ -774,7 +615,11 @@ static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
     struct h2_conn *hc = st->hc;
     struct request *r = st->r;
     h2s_hold(st);
-    if (r && !r->resp_started) {
+    if (!r && !st->finished) { /* the head never completed: nothing to answer to yet */
+        h2_conn_glitch(hc, "request head timeout", NULL);
+        if (!st->closed)
+            nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    } else if (r && !r->resp_started) {
         proxy_abort(r);
         r->error = "request body timeout";
         stream_respond(st, 408, NULL, "request body timeout", true);
@@ -782,5 +627,4 @@ static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
         stream_abort(st);
     }
     h2s_release(st);
-    (void)hc;
 }

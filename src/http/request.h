@@ -130,6 +130,14 @@ int request_add_response_lines(struct request *r, const char *lines);
 /* Milliseconds between two monotonic timestamps. */
 double request_ms_between(const struct timespec *a, const struct timespec *b);
 
+/* "HTTP/2", "HTTP/1.1" or "HTTP/1.0": for the access log and audit events. */
+static inline const char *request_protocol(const struct request *r)
+{
+    if (r->peer->h2)
+        return "HTTP/2";
+    return r->h.minor_version == 0 && r->h.method.len ? "HTTP/1.0" : "HTTP/1.1";
+}
+
 /* The client side, through the request (client_stream.h says what each does). */
 static inline void request_respond(struct request *r, int status, const char *extra,
                                    const char *body, bool close)

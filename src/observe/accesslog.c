@@ -35,10 +35,7 @@ void accesslog_request(struct request *r)
     jsonw_time(&j, "time");
     jsonw_str(&j, "request_id", r->id);
     jsonw_str(&j, "client_ip", c->ip);
-    jsonw_str(&j, "protocol",
-              c->h2                                        ? "HTTP/2"
-              : r->h.minor_version == 0 && r->h.method.len ? "HTTP/1.0"
-                                                           : "HTTP/1.1");
+    jsonw_str(&j, "protocol", request_protocol(r));
     jsonw_strn(&j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(&j, "host", r->h.host.p, r->h.host.len);
     jsonw_strn(&j, "path", r->h.path.p, r->h.path.len);

@@ -14,6 +14,7 @@ void audit_begin(struct jsonw *j, char *buf, unsigned long cap, const char *even
         return;
     jsonw_str(j, "request_id", r->id);
     jsonw_str(j, "client_ip", r->peer->ip);
+    jsonw_str(j, "protocol", request_protocol(r));
     jsonw_strn(j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(j, "host", r->h.host.p, r->h.host.len);
     jsonw_strn(j, "path", r->h.path.p, r->h.path.len);

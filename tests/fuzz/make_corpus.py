@@ -156,6 +156,27 @@ CONFIG = {
 }
 
 
+def h2_fields(fields, flags):
+    """fuzz_h2_head's input: a flags byte, then [name len][name][value len: 2][value]."""
+    out = bytes([flags])
+    for n, v in fields:
+        n, v = n.encode(), v.encode()
+        out += bytes([len(n)]) + n + len(v).to_bytes(2, "big") + v
+    return out
+
+
+H2_BASE = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com"),
+           (":path", "/a?b=1")]
+H2_HEADS = {  # flags: 1 body without content-length, 2 16 KiB fields, 4 100 fields
+    "get": h2_fields(H2_BASE + [("accept", "*/*"), ("cookie", "a=1"), ("cookie", "b=2")], 6),
+    "post_chunked": h2_fields([(":method", "POST")] + H2_BASE[1:] + [("content-type", "text/plain")], 7),
+    "post_cl": h2_fields([(":method", "POST")] + H2_BASE[1:] + [("content-length", "5")], 6),
+    "host_mismatch": h2_fields(H2_BASE + [("host", "other.example")], 6),
+    "te_smuggle": h2_fields(H2_BASE + [("transfer-encoding", "chunked")], 6),
+    "no_authority_host": h2_fields(H2_BASE[:2] + [(":path", "/"), ("host", "h.example:8443")], 6),
+}
+
+
 def write(target, name, knob, body):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -164,7 +185,8 @@ def write(target, name, knob, body):
 
 
 def main():
-    for target in ("http1_request", "http1_response", "chunked", "resp", "session", "config"):
+    for target in ("http1_request", "http1_response", "chunked", "resp", "session", "config",
+                   "h2_head"):
         d = os.path.join(OUT, target)
         if os.path.isdir(d):
             for n in os.listdir(d):
@@ -186,6 +208,8 @@ def main():
     for name, body in SESSION.items():
         # cookie "sid", bearer, min 16 / max 256, now = 1700000000
         write("session", name, struct.pack(">I", (255 << 16) | (15 << 8) | 8 | 4 | 1), body)
+    for name, body in H2_HEADS.items():
+        write("h2_head", name, b"", body)
     for name, body in CONFIG.items():
         write("config", name, b"", body)
     for root, _, files in os.walk(os.path.join(REPO, "conf")):

@@ -585,6 +585,11 @@ def test_auth_rejections_same_over_both(auth_env, proto):
         r = c.fetch("GET", "/admin/users", [("Authorization", "Bearer " + no_mfa)])
         assert r.status == 403, r
     assert auth_env.up.requests() == []
+    # the audit trail says which protocol each rejected request came on
+    want = "HTTP/2" if proto == "h2" else "HTTP/1.1"
+    events = [e for e in auth_env.m.audit_log() if e.get("event") == "auth_rejected"]
+    # (the fixture's readiness probes came before, over HTTP/1.1)
+    assert sum(e.get("protocol") == want for e in events[-4:]) == 4, events
 
 
 @pytest.mark.parametrize("proto", ["h1", "h2"])

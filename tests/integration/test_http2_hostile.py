@@ -185,6 +185,64 @@ def test_control_frame_flood_without_reading(upstream, start_moat, kind):
     assert_serving(m)
 
 
+@pytest.mark.parametrize("flood", ["empty_data", "tiny_window_updates"])
+def test_frames_that_carry_nothing_cost_glitches(upstream, start_moat, flood):
+    """Empty DATA frames without END_STREAM (CVE-2019-9518) and WINDOW_UPDATEs of a few
+    bytes (CVE-2019-9517 family) are glitches: 10,000 of them on one open stream end in
+    GOAWAY(ENHANCE_YOUR_CALM) long before the end, and moat goes on serving."""
+    up = upstream("app")
+    m = start_moat({"http2": {"max_glitches": 50}}, upstream=up)
+    with H2Conn(m.https_port, raw=True) as c:
+        assert c.wait_ready(), c.describe()
+        sid = c.request(req_headers("POST", "/echo?open"), b"x", end_stream=False)
+        one = (hu.data_frame(sid, b"") if flood == "empty_data"
+               else hu.window_update_frame(sid, 1))
+        try:
+            c.send_raw(one * 10000)
+        except (OSError, AssertionError):
+            pass  # moat closed while we were still sending: that is the point
+        c.wait_goaway_or_close(5)
+        assert_ended(c, flood, calm=True)
+    assert_calm_recorded(m)
+    assert metric(m, "moat_h2_glitches_total") >= 50
+    assert_serving(m)
+
+
+def test_a_normal_upload_and_download_cost_no_glitch(upstream, start_moat):
+    """The control: a 2 MiB upload and download with h2's own window updates."""
+    up = upstream("app")
+    m = start_moat({"http2": {"max_glitches": 1}}, upstream=up)
+    with H2Conn(m.https_port) as c:
+        r = c.get("/echo", method="POST", body=b"y" * (2 << 20))
+        assert r.status == 200 and r.json()["body_length"] == 2 << 20, r
+        assert c.goaway() is None
+    assert metric(m, "moat_h2_glitches_total") == 0
+
+
+def test_a_head_that_never_completes_times_out(upstream, start_moat):
+    """A stream whose head never ends (HEADERS without END_HEADERS, or content-length 0
+    without END_STREAM) is reset after limits.header_timeout: without that, it would keep
+    the connection from ever being idle. Nothing reaches the upstream."""
+    up = upstream("app")
+    m = start_moat({"limits": {"header_timeout": "1s", "idle_timeout": "2s"}}, upstream=up)
+    with H2Conn(m.https_port, raw=True) as c:
+        assert c.wait_ready(), c.describe()
+        cl0 = c.request(req_headers("POST", "/echo?cl0", extra=[("content-length", "0")]),
+                        end_stream=False)
+        r = c.response(cl0, 5)
+        assert r.outcome == "reset" and r.reset == ErrorCodes.CANCEL, (r, c.describe())
+    with H2Conn(m.https_port, raw=True) as c:
+        assert c.wait_ready(), c.describe()
+        block = hu.encode_block(req_headers("GET", "/echo?partial"))
+        c.send_raw(hu.headers_frame(1, block[:5], end_stream=True, end_headers=False))
+        # the stream is reset at 1 s; the connection then has none and is idle until 2 s
+        c.wait_goaway_or_close(8)
+        assert c.goaway() is not None or c.closed(), c.describe()
+    time.sleep(0.3)
+    assert up.forwarded() == [], up.log()
+    assert_serving(m)
+
+
 # ---- concurrent streams ------------------------------------------------------------------
 
 def test_streams_above_max_concurrent_streams_refused(upstream, start_moat):
