@@ -190,17 +190,55 @@ static bool body_wanted(const struct h2_stream *st)
     return !st->head.bad && !st->resp_done && !st->finished && (!st->r || !st->r->req_body_done);
 }
 
+/*
+ * The stream's body buffers, made on first use. Both count into the worker's
+ * buffered bytes (limits.max_memory), as a connection's buffers do: all the
+ * streams of a connection together are part of its memory budget.
+ */
+static struct evbuffer *tracked(struct h2_stream *st, struct evbuffer **b, bool body_in)
+{
+    if (*b)
+        return *b;
+    struct evbuffer *n = evbuffer_new();
+    if (!n || membudget_track(stream_worker(st), n) < 0 ||
+        (body_in && !evbuffer_add_cb(n, on_body_taken, st))) {
+        if (n) {
+            membudget_untrack(stream_worker(st), n);
+            evbuffer_free(n);
+        }
+        return NULL;
+    }
+    return *b = n;
+}
+
+static struct evbuffer *body_in_buf(struct h2_stream *st)
+{
+    return tracked(st, &st->body_in, true);
+}
+
+static struct evbuffer *out_buf(struct h2_stream *st)
+{
+    return tracked(st, &st->out, false);
+}
+
+static void untrack_free(struct h2_stream *st, struct evbuffer *b)
+{
+    if (!b)
+        return;
+    membudget_untrack(stream_worker(st), b);
+    evbuffer_free(b);
+}
+
 void h2_stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
 {
     if (!body_wanted(st) || st->in_trailers) {
         nghttp2_session_consume(st->hc->s, st->id, len);
         return;
     }
-    if (!st->body_in) {
-        if (!(st->body_in = evbuffer_new()) || !evbuffer_add_cb(st->body_in, on_body_taken, st)) {
-            nghttp2_submit_rst_stream(st->hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-            return;
-        }
+    if (!body_in_buf(st)) {
+        nghttp2_session_consume(st->hc->s, st->id, len);
+        nghttp2_submit_rst_stream(st->hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        return;
     }
     st->unconsumed += len;
     if (st->chunked && len) {
@@ -224,11 +262,7 @@ void h2_stream_end_in(struct h2_stream *st)
         h2_conn_schedule(st->hc);
         return;
     }
-    if (st->chunked && body_wanted(st) && st->body_in) {
-        evbuffer_add(st->body_in, "0\r\n\r\n", 5);
-        h2_conn_schedule(st->hc);
-    } else if (st->chunked && body_wanted(st) && (st->body_in = evbuffer_new())) {
-        evbuffer_add_cb(st->body_in, on_body_taken, st);
+    if (st->chunked && body_wanted(st) && body_in_buf(st)) {
         evbuffer_add(st->body_in, "0\r\n\r\n", 5);
         h2_conn_schedule(st->hc);
     }
@@ -292,10 +326,8 @@ static void stream_free(struct h2_stream *st)
     if (st->gen)
         wgen_unref(st->gen);
     h2_head_clear(&st->head);
-    if (st->body_in)
-        evbuffer_free(st->body_in);
-    if (st->out)
-        evbuffer_free(st->out);
+    untrack_free(st, st->body_in);
+    untrack_free(st, st->out);
     free(st);
 }
 
@@ -389,7 +421,7 @@ static int submit_head(struct h2_stream *st, int status, struct evbuffer *fields
     char *p = (char *)evbuffer_pullup(fields, -1);
     size_t n = 1 + lines_to_nv(p, len, nv + 1, H2_MAX_RESPONSE_FIELDS);
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_stream_data_read};
-    if (with_body && !st->out && !(st->out = evbuffer_new()))
+    if (with_body && !out_buf(st))
         return -1;
     int rv = nghttp2_submit_response(st->hc->s, st->id, nv, n, with_body ? &prd : NULL);
     if (st->r)
@@ -432,7 +464,7 @@ static void stream_respond(void *s, int status, const char *extra, const char *b
         st->r->resp_started = true;
     }
     respond_fields(hc->fields, st->r ? st->r->cfg : h2_cfg(hc), st->r, extra, blen);
-    if (with_body && (st->out || (st->out = evbuffer_new()))) {
+    if (with_body && out_buf(st)) {
         evbuffer_add(st->out, body, blen - 1);
         evbuffer_add(st->out, "\n", 1);
         if (st->r)
@@ -494,18 +526,12 @@ static void stream_continue_100(void *s)
 
 static struct evbuffer *stream_body_in(void *s)
 {
-    struct h2_stream *st = s;
-    if (!st->body_in && (st->body_in = evbuffer_new()))
-        evbuffer_add_cb(st->body_in, on_body_taken, st);
-    return st->body_in;
+    return body_in_buf(s);
 }
 
 static struct evbuffer *stream_out(void *s)
 {
-    struct h2_stream *st = s;
-    if (!st->out)
-        st->out = evbuffer_new();
-    return st->out;
+    return out_buf(s);
 }
 
 /* Per stream: a quarter of the connection's buffer (16 KiB by default), so all the

@@ -424,6 +424,25 @@ def test_zero_window_reader_closed_after_send_timeout(upstream, start_moat):
     assert_serving(m)
 
 
+def test_stream_buffers_count_in_the_memory_budget(upstream, start_moat):
+    """What streams buffer (responses a zero-window client cannot take) counts in
+    moat_buffered_bytes, which limits.max_memory bounds, and leaves it when the
+    connection goes. Before, only the connection's TLS buffers counted: 20 stalled
+    streams held about 20 x 16 KiB that the gauge did not show."""
+    up = upstream("app")
+    m = start_moat({"workers": 1}, upstream=up)
+    base = metric(m, "moat_buffered_bytes")
+    with H2Conn(m.https_port, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0},
+                auto_window=False) as c:
+        sids = [c.request(req_headers("GET", "/big?bytes=1000000&i=%d" % i)) for i in range(20)]
+        assert c.events_until(lambda c: all(s in c.streams and c.streams[s].blocks
+                                            for s in sids), 5), c.describe()
+        assert wait_until(lambda: metric(m, "moat_buffered_bytes") - base >= 20 * 16384, 5), \
+            metric(m, "moat_buffered_bytes")
+    assert wait_until(lambda: metric(m, "moat_buffered_bytes") - base < 64 * 1024, 5), \
+        metric(m, "moat_buffered_bytes")
+
+
 def test_slow_reader_making_progress_is_not_closed(upstream, start_moat):
     """The control: a small window given back every 0.4 s keeps the connection alive past
     several send_timeouts."""
