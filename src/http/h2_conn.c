@@ -125,14 +125,20 @@ void h2_conn_refund(struct h2_conn *hc)
 
 /* ---- nghttp2 callbacks ---------------------------------------------------------- */
 
+/* The TLS output when it has room for another frame; else NULL and why (nghttp2's code). */
+static struct evbuffer *output_room(struct h2_conn *hc, int *why)
+{
+    struct evbuffer *out = tlsio_output(&hc->c->io);
+    *why = !out ? NGHTTP2_ERR_CALLBACK_FAILURE : NGHTTP2_ERR_WOULDBLOCK;
+    return out && evbuffer_get_length(out) < out_high(hc) ? out : NULL;
+}
+
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *arg)
 {
-    struct h2_conn *hc = arg;
-    struct evbuffer *out = tlsio_output(&hc->c->io);
+    int why;
+    struct evbuffer *out = output_room(arg, &why);
     if (!out)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= out_high(hc))
-        return NGHTTP2_ERR_WOULDBLOCK;
+        return why;
     if (evbuffer_add(out, data, len) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
@@ -142,11 +148,10 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
                         size_t length, nghttp2_data_source *source, void *arg)
 {
     struct h2_conn *hc = arg;
-    struct evbuffer *out = tlsio_output(&hc->c->io);
+    int why;
+    struct evbuffer *out = output_room(hc, &why);
     if (!out)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= out_high(hc))
-        return NGHTTP2_ERR_WOULDBLOCK;
+        return why;
     hc->progress_ms = mono_ms();
     return h2_stream_send_data(source->ptr, out, framehd, length);
 }
