@@ -296,6 +296,29 @@ def _reset_streams(c, n, path="/slow?ms=1000"):
     c.send_raw(bytes(out))
 
 
+def test_glitches_spread_over_connections_are_charged_to_the_ip(upstream, start_moat):
+    """max_glitches 5: 4 resets per connection stay under each connection's budget, but
+    the client IP is charged too (10 budgets a minute, 50 glitches): a client that spreads
+    its resets over many connections is stopped with ENHANCE_YOUR_CALM all the same."""
+    up = upstream("app")
+    m = start_moat({"http2": {"max_glitches": 5}}, upstream=up)
+    calmed_at = None
+    for n in range(1, 21):
+        with H2Conn(m.https_port, raw=True) as c:
+            assert c.wait_ready(), c.describe()
+            _reset_streams(c, 4)
+            c.events_until(lambda c: c.goaways or c.eof, 0.5)
+            if c.goaways:
+                assert CALM in [g.error_code for g in c.goaways], c.describe()
+                calmed_at = n
+                break
+    print("\nIP budget spent on connection %s" % calmed_at)
+    assert calmed_at is not None and 12 <= calmed_at <= 18, calmed_at  # 50 + refills (0.8/s)
+    assert_calm_recorded(m)
+    ev = audit_events(m, "h2_abuse")
+    assert "client address" in ev[0].get("detail", ""), ev
+
+
 def test_glitch_budget_for_client_resets(upstream, start_moat):
     """max_glitches 10: 9 resets, 20 normal streams, 9 resets again stay within the budget
     (finished streams give it back); resets past it get GOAWAY(ENHANCE_YOUR_CALM), the
