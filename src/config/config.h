@@ -39,6 +39,7 @@ struct config_addr {
     char *host; /* "0.0.0.0", "::1"; NULL for unix */
     char *path; /* unix socket path, or NULL */
     uint16_t port;
+    unsigned weight; /* upstream servers: "addr weight=N" (1..1000), else 1 */
 };
 
 struct config_tls_cert {
@@ -120,18 +121,63 @@ struct config_identity {
     bool nosniff;
 };
 
-enum config_balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN };
+#define UPSTREAM_MAX_SERVERS 256 /* per pool */
+
+enum config_balance { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN, BALANCE_TENANT_HASH };
+enum config_anonymous { ANON_PER_ROUTE = 0, ANON_PER_IP };
+
+/* upstreams.<name>.health: active checks (upstream/health_check.c). */
+struct config_health {
+    char *path; /* NULL: no active checks */
+    uint64_t interval_ms;
+    uint64_t fast_interval_ms; /* while a server is changing state */
+    uint64_t timeout_ms;
+    size_t rise, fall;
+    char *status;               /* "200-399" as written */
+    int status_min, status_max; /* parsed from status by validation */
+    char *host;                 /* Host header; NULL: the server's address */
+};
+
+/* upstreams.<name>.outlier: passive ejection (upstream/upstream_state.c). */
+struct config_outlier {
+    size_t consecutive_errors; /* 0: off */
+    uint64_t base_ejection_ms;
+    uint64_t max_ejection_ms;
+    size_t max_ejected_percent;
+};
+
+/* upstreams.<name>.retry: the retry budget. */
+struct config_retry {
+    bool idempotent; /* PUT/DELETE may be replayed like GET (opt-in) */
+    size_t budget_percent;
+    size_t min_retries; /* per window, whatever the share */
+    uint64_t window_ms;
+};
+
+/* upstreams.<name>.admission: tenant-fair admission (upstream/admission.c). */
+struct config_admission {
+    size_t max_in_flight;            /* per instance; 0: unlimited (no queue) */
+    size_t max_in_flight_per_tenant; /* 0: unlimited */
+    char **tenant_limits;            /* "name=N" overrides of the per-tenant limit */
+    size_t num_tenant_limits;
+    size_t queue_size;
+    uint64_t queue_timeout_ms;
+    enum config_anonymous anonymous;
+};
 
 struct config_upstream {
     char *name;
     struct config_addr *servers;
     size_t num_servers;
     enum config_balance balance;
-    char *health_path; /* NULL: no active health checks */
-    uint64_t health_interval_ms;
+    uint64_t slow_start_ms; /* 0: a re-admitted server gets its full weight at once */
+    size_t panic_threshold; /* percent of servers available below which all are used */
+    struct config_health health;
+    struct config_outlier outlier;
+    struct config_retry retry;
+    struct config_admission admission;
     struct config_tls_client tls;
-    size_t keepalive;      /* idle connections kept per server per worker */
-    bool retry_idempotent; /* PUT/DELETE may be replayed like GET (opt-in) */
+    size_t keepalive; /* idle connections kept per server per worker */
     int line;
     int column;
 };

@@ -24,8 +24,12 @@ static const struct config_enum tls_versions[] = {{"TLSv1", TLS1_VERSION},
                                                   {"TLSv1.2", TLS1_2_VERSION},
                                                   {"TLSv1.3", TLS1_3_VERSION},
                                                   {NULL, 0}};
-static const struct config_enum balances[] = {
-    {"round_robin", BALANCE_ROUND_ROBIN}, {"least_conn", BALANCE_LEAST_CONN}, {NULL, 0}};
+static const struct config_enum balances[] = {{"round_robin", BALANCE_ROUND_ROBIN},
+                                              {"least_conn", BALANCE_LEAST_CONN},
+                                              {"tenant_hash", BALANCE_TENANT_HASH},
+                                              {NULL, 0}};
+static const struct config_enum anonymous_keys[] = {
+    {"route", ANON_PER_ROUTE}, {"ip", ANON_PER_IP}, {NULL, 0}};
 static const struct config_enum auth_modes[] = {
     {"none", AUTH_NONE}, {"optional", AUTH_OPTIONAL}, {"required", AUTH_REQUIRED}, {NULL, 0}};
 static const struct config_enum mfa_modes[] = {{"required", 1}, {"optional", 0}, {NULL, 0}};
@@ -184,18 +188,63 @@ static const struct config_key identity_keys[] = {
 #undef I_
 
 #define U_ struct config_upstream
+#define HC_ struct config_health
 static const struct config_key health_keys[] = {
-    {"path", CK_STR, OFF(U_, health_path), .flags = CK_NULL, .check = config_check_path},
-    {"interval", CK_DURATION, OFF(U_, health_interval_ms), .min = 100, .max = MS_H, .def = "5s"},
+    {"path", CK_STR, OFF(HC_, path), .flags = CK_NULL, .check = config_check_path},
+    {"interval", CK_DURATION, OFF(HC_, interval_ms), .min = 100, .max = MS_H, .def = "2s"},
+    {"fast_interval", CK_DURATION, OFF(HC_, fast_interval_ms), .min = 100, .max = MS_H,
+     .def = "500ms"},
+    {"timeout", CK_DURATION, OFF(HC_, timeout_ms), .min = 10, .max = MS_M, .def = "1s"},
+    {"rise", CK_SIZE, OFF(HC_, rise), .min = 1, .max = 100, .def = "2"},
+    {"fall", CK_SIZE, OFF(HC_, fall), .min = 1, .max = 100, .def = "3"},
+    {"status", CK_STR, OFF(HC_, status), .check = config_check_status_range, .def = "200-399"},
+    {"host", CK_STR, OFF(HC_, host), .flags = CK_NULL, .check = config_check_hostname},
     CK_END};
+#undef HC_
+#define OD_ struct config_outlier
+static const struct config_key outlier_keys[] = {
+    {"consecutive_errors", CK_SIZE, OFF(OD_, consecutive_errors), .min = 0, .max = 1000,
+     .def = "5"},
+    {"base_ejection", CK_DURATION, OFF(OD_, base_ejection_ms), .min = 100, .max = MS_H,
+     .def = "30s"},
+    {"max_ejection", CK_DURATION, OFF(OD_, max_ejection_ms), .min = 100, .max = MS_D,
+     .def = "300s"},
+    {"max_ejected_percent", CK_SIZE, OFF(OD_, max_ejected_percent), .min = 0, .max = 100,
+     .def = "50"},
+    CK_END};
+#undef OD_
+#define RB_ struct config_retry
+static const struct config_key retry_keys[] = {
+    {"budget_percent", CK_SIZE, OFF(RB_, budget_percent), .min = 0, .max = 100, .def = "20"},
+    {"min_retries", CK_SIZE, OFF(RB_, min_retries), .min = 0, .max = 1000000, .def = "10"},
+    {"window", CK_DURATION, OFF(RB_, window_ms), .min = MS_S, .max = MS_H, .def = "10s"},
+    CK_END};
+#undef RB_
+#define AD_ struct config_admission
+static const struct config_key admission_keys[] = {
+    {"max_in_flight", CK_SIZE, OFF(AD_, max_in_flight), .min = 0, .max = 1000000, .def = "0"},
+    {"max_in_flight_per_tenant", CK_SIZE, OFF(AD_, max_in_flight_per_tenant), .min = 0,
+     .max = 1000000, .def = "0"},
+    {"tenant_limits", CK_STRS, OFF(AD_, tenant_limits), OFF(AD_, num_tenant_limits),
+     .check = config_check_tenant_limit},
+    {"queue_size", CK_SIZE, OFF(AD_, queue_size), .min = 0, .max = 1000000, .def = "1000"},
+    {"queue_timeout", CK_DURATION, OFF(AD_, queue_timeout_ms), .min = 1, .max = MS_M, .def = "5s"},
+    {"anonymous", CK_ENUM, OFF(AD_, anonymous), .choices = anonymous_keys, .def = "route"},
+    CK_END};
+#undef AD_
 static const struct config_key upstream_keys[] = {
     {"servers", CK_ADDRS, OFF(U_, servers), OFF(U_, num_servers),
-     .flags = CK_REQUIRED | CK_NONEMPTY},
+     .flags = CK_REQUIRED | CK_NONEMPTY | CK_WEIGHT},
     {"balance", CK_ENUM, OFF(U_, balance), .choices = balances, .def = "round_robin"},
-    {"health", CK_SECTION, 0, .keys = health_keys},
+    {"slow_start", CK_DURATION, OFF(U_, slow_start_ms), .min = 0, .max = MS_H, .def = "0s"},
+    {"panic_threshold", CK_SIZE, OFF(U_, panic_threshold), .min = 0, .max = 100, .def = "50"},
+    {"health", CK_SECTION, OFF(U_, health), .keys = health_keys},
+    {"outlier", CK_SECTION, OFF(U_, outlier), .keys = outlier_keys},
+    {"retry", CK_SECTION, OFF(U_, retry), .keys = retry_keys},
+    {"admission", CK_SECTION, OFF(U_, admission), .keys = admission_keys},
     {"tls", CK_SECTION, OFF(U_, tls), .keys = tls_client_keys},
     {"keepalive", CK_SIZE, OFF(U_, keepalive), .min = 0, .max = 10000, .def = "32"},
-    {"retry_idempotent", CK_BOOL, OFF(U_, retry_idempotent), .def = "false"},
+    {"retry_idempotent", CK_BOOL, OFF(U_, retry.idempotent), .def = "false"},
     CK_END};
 #undef U_
 

@@ -46,6 +46,7 @@ enum {
     CK_ENUM_BOOL = 1 << 7, /* CK_ENUM: store into a bool */
     CK_ARG = 1 << 8,       /* CK_ENUM: a choice ending in ':' stores the rest at off2 */
     CK_POS = 1 << 9,       /* CK_LIST/CK_MAP: elements have int line/column at pos_off */
+    CK_WEIGHT = 1 << 10,   /* CK_ADDRS: "address weight=N" accepted (upstream servers) */
 };
 
 struct config_enum {

@@ -265,7 +265,8 @@ static bool list_item(struct config_loader *L, const struct config_key *k,
         why = k->check ? k->check(sc->s) : NULL;
         if (!why && !(*str = strdup(sc->s)))
             why = "out of memory";
-    } else if (config_addr_parse(sc->s, addr, &why) == 0)
+    } else if ((k->flags & CK_WEIGHT ? config_server_parse(sc->s, addr, &why)
+                                     : config_addr_parse(sc->s, addr, &why)) == 0)
         return true;
     else {
         config_loader_error(L, sc->pos, path, "invalid address %s: %s",

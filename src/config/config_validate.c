@@ -274,18 +274,22 @@ static void validate_redis(struct config_loader *L, const struct config *c)
     validate_tls_client(L, &r->tls, "redis.tls");
 }
 
+/* Values derived from upstream keys: the health status range, parsed once. */
+static void derive_upstreams(struct config *c)
+{
+    for (size_t i = 0; i < c->num_upstreams; i++) {
+        struct config_health *h = &c->upstreams[i].health;
+        int lo = 200, hi = 399;
+        if (h->status && sscanf(h->status, "%d-%d", &lo, &hi) < 2)
+            hi = lo; /* a single status; the form was checked by the schema */
+        h->status_min = lo;
+        h->status_max = hi;
+    }
+}
+
 /* Keys the schema knows but moat does not do yet: refused rather than silently ignored. */
 static void validate_unsupported(struct config_loader *L, const struct config *c)
 {
-    for (size_t i = 0; i < c->num_upstreams; i++) {
-        const struct config_upstream *u = &c->upstreams[i];
-        char key[160];
-        snprintf(key, sizeof key, "upstreams.%.100s.health.path", u->name);
-        if (u->health_path)
-            config_loader_error(L, config_pos_of(L, &u->health_path, u, CONFIG_POS_ROOT), key,
-                                "not supported yet: servers that fail to connect are skipped "
-                                "for 1 s (passive checks); leave health.path null");
-    }
     if (c->log.syslog_address.text)
         config_loader_error(L, config_pos_of(L, &c->log.syslog_address, &c->log, CONFIG_POS_ROOT),
                             "log.syslog",
@@ -332,12 +336,17 @@ static void validate_sections(struct config_loader *L, struct config *c,
 {
     validate_redis(L, c);
     validate_unsupported(L, c);
+    derive_upstreams(c);
     validate_sessions_hsts(L, c);
     for (size_t i = 0; i < c->num_upstreams; i++) {
+        const struct config_upstream *u = &c->upstreams[i];
         char path[128];
-        snprintf(path, sizeof path, "upstreams.%s.tls",
-                 c->upstreams[i].name ? c->upstreams[i].name : "?");
-        validate_tls_client(L, &c->upstreams[i].tls, path);
+        snprintf(path, sizeof path, "upstreams.%s.tls", u->name ? u->name : "?");
+        validate_tls_client(L, &u->tls, path);
+        snprintf(path, sizeof path, "upstreams.%s.servers", u->name ? u->name : "?");
+        if (u->num_servers > UPSTREAM_MAX_SERVERS)
+            config_loader_error(L, config_pos_of(L, &u->servers, u, CONFIG_POS_ROOT), path,
+                                "at most %d servers per pool", UPSTREAM_MAX_SERVERS);
     }
     validate_tenants(L, c, ix);
 }

@@ -182,6 +182,59 @@ int config_addr_parse(const char *s, struct config_addr *out, const char **why)
     return 0;
 }
 
+int config_server_parse(const char *s, struct config_addr *out, const char **why)
+{
+    const char *sp = strchr(s, ' ');
+    if (!sp) {
+        if (config_addr_parse(s, out, why) < 0)
+            return -1;
+        out->weight = 1;
+        return 0;
+    }
+    int64_t w = 0;
+    if (strncmp(sp, " weight=", 8) || !config_parse_i64(sp + 8, &w) || w < 1 || w > 1000) {
+        *why = "expected \"address\" or \"address weight=N\" with N in 1..1000";
+        return -1;
+    }
+    char addr[300];
+    if ((size_t)(sp - s) >= sizeof addr) {
+        *why = "the address is too long";
+        return -1;
+    }
+    memcpy(addr, s, (size_t)(sp - s));
+    addr[sp - s] = '\0';
+    if (config_addr_parse(addr, out, why) < 0)
+        return -1;
+    out->weight = (unsigned)w;
+    return 0;
+}
+
+const char *config_check_status_range(const char *s)
+{
+    int lo = 0, hi = 0, n = 0;
+    if (sscanf(s, "%3d-%3d%n", &lo, &hi, &n) == 2 && s[n] == '\0') {
+        if (lo >= 100 && hi <= 599 && lo <= hi)
+            return NULL;
+    } else if (sscanf(s, "%3d%n", &lo, &n) == 1 && s[n] == '\0' && lo >= 100 && lo <= 599) {
+        return NULL;
+    }
+    return "must be a status (\"200\") or a range (\"200-399\") within 100-599";
+}
+
+const char *config_check_tenant_limit(const char *s)
+{
+    const char *eq = strrchr(s, '=');
+    int64_t v = 0;
+    if (!eq || eq == s || !config_parse_i64(eq + 1, &v) || v < 0 || v > 1000000)
+        return "must be \"tenant=N\" with N in 0..1000000";
+    char name[130];
+    if ((size_t)(eq - s) >= sizeof name)
+        return "the tenant name is too long";
+    memcpy(name, s, (size_t)(eq - s));
+    name[eq - s] = '\0';
+    return config_check_tenant_name(name);
+}
+
 int config_parse_addr(const char *s, struct config_addr *out)
 {
     const char *why;

@@ -23,6 +23,12 @@
 
 /* config_parse_addr() with the reason for a failure (a static string). */
 int config_addr_parse(const char *s, struct config_addr *out, const char **why);
+/* An upstream server: "address" or "address weight=N" (N in 1..1000; default 1). */
+int config_server_parse(const char *s, struct config_addr *out, const char **why);
+/* "200" or "200-399", within 100-599. */
+const char *config_check_status_range(const char *s);
+/* "tenant=N": a per-tenant override of admission.max_in_flight_per_tenant. */
+const char *config_check_tenant_limit(const char *s);
 /* true/True/TRUE, false/False/FALSE; false if s is neither. */
 bool config_parse_bool(const char *s, bool *out);
 /* Plain decimal, optional '-'; too large saturates so the bounds check reports it. */

@@ -20,6 +20,7 @@
 #include "tls/tls.h"
 #include "tls/tls_tickets.h"
 #include "core/worker.h"
+#include "upstream/health_check.h"
 
 #define MAX_WORKERS 256
 
@@ -34,6 +35,7 @@ struct server {
     struct event *ev_hup, *ev_term, *ev_int, *ev_rotate, *ev_sweep;
     struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
     struct ocsp_updater *ocsp;        /* when tls.ocsp_fetch */
+    struct health_checker *checker;   /* active upstream health checks */
     uint64_t rotate_ms;
     unsigned long generation;
 };
@@ -119,6 +121,12 @@ static bool admin_ready(void *arg)
     return s->num_workers > 0;
 }
 
+static struct snapshot *admin_snapshot(void *arg)
+{
+    struct server *s = arg;
+    return s->snap;
+}
+
 static bool same_listeners(const struct config *a, const struct config *b)
 {
     if (a->listen.num_https != b->listen.num_https || a->listen.num_http != b->listen.num_http ||
@@ -172,6 +180,7 @@ static void reload(struct server *s)
         worker_post_snapshot(s->workers[i], snap);
     snapshot_unref(s->snap);
     s->snap = snap;
+    health_checker_set(s->checker, snap);
     schedule_rotation(s);
     log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
 }
@@ -283,7 +292,8 @@ static int start_admin(struct server *s)
     const struct config_listen *l = &s->snap->cfg->listen;
     if (!l->admin.text)
         return 0;
-    struct admin_source src = {admin_metrics, admin_ready, s};
+    struct admin_source src = {
+        .metrics = admin_metrics, .ready = admin_ready, .snapshot = admin_snapshot, .arg = s};
     char err[512];
     s->admin = admin_start(s->base, l, &src, err, sizeof err);
     if (!s->admin) {
@@ -302,6 +312,7 @@ static void shutdown_all(struct server *s)
     s->num_workers = 0;
     admin_stop(s->admin);
     ocsp_updater_stop(s->ocsp);
+    health_checker_free(s->checker);
     struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate, s->ev_sweep};
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
@@ -340,6 +351,10 @@ int server_run(const char *path)
     if (!s.base || setup_events(&s) < 0 || start_admin(&s) < 0 || start_workers(&s) < 0)
         goto out;
     update_ocsp(&s, s.snap);
+    s.checker = health_checker_new(s.base);
+    if (!s.checker)
+        log_msg(LOG_ERROR, "health checks: out of memory; upstreams are not probed");
+    health_checker_set(s.checker, s.snap);
     log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",
             MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
             s.snap->cfg->listen.num_http, s.generation);

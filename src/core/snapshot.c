@@ -11,6 +11,7 @@
 #include "util/netutil.h"
 #include "policy/signature.h"
 #include "tls/tls.h"
+#include "upstream/upstream_state.h"
 #include "upstream/upstream_tls.h"
 
 static void warn_weak(const char *msg, void *arg)
@@ -91,6 +92,11 @@ struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
     if (parse_trusted(s, err, errlen) < 0 || load_keys(s, err, errlen) < 0 ||
         build_upstream_tls(s, err, errlen) < 0)
         goto fail;
+    s->ustates = upstream_states_acquire(cfg);
+    if (!s->ustates) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return s;
 fail:
     snapshot_unref(s);
@@ -113,6 +119,7 @@ void snapshot_unref(struct snapshot *s)
     for (size_t i = 0; s->upstream_tls && i < s->cfg->num_upstreams; i++)
         SSL_CTX_free(s->upstream_tls[i]);
     free(s->upstream_tls);
+    upstream_states_release(s->ustates);
     if (s->sign_key)
         OPENSSL_cleanse(s->sign_key, sizeof *s->sign_key);
     free(s->sign_key);

@@ -17,6 +17,7 @@ struct tls_policy;
 struct netutil_cidr;
 struct signature_key;
 struct tls_ticket_store;
+struct upstream_states;
 
 struct snapshot {
     atomic_int refs;
@@ -27,6 +28,7 @@ struct snapshot {
     size_t num_trusted;
     struct signature_key *sign_key;   /* NULL when identity.signing_key_file is unset */
     struct ssl_ctx_st **upstream_tls; /* per cfg->upstreams[i]: client SSL_CTX or NULL */
+    struct upstream_states *ustates;  /* instance-wide pool and server states (upstream_state.h) */
 };
 
 /*

@@ -22,6 +22,7 @@ struct config_route;
 struct config_upstream;
 struct upstream_conn;
 struct upstream_set;
+struct admission_ticket;
 struct snapshot;
 struct services;
 
@@ -63,7 +64,8 @@ struct request {
     struct session_identity ident;
     void *pending; /* an outstanding async operation (e.g. redis) */
     void (*cancel_pending)(struct request *);
-    uint64_t auth_epoch; /* auth_cache epoch when the session lookup started */
+    struct admission_ticket *adm; /* its place in the pool's admission (upstream/admission.c) */
+    uint64_t auth_epoch;          /* auth_cache epoch when the session lookup started */
 
     struct ratelimit_state rl; /* ratelimit.c's */
 

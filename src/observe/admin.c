@@ -15,6 +15,8 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "policy/ratelimit.h"
+#include "upstream/upstream_report.h"
+#include "util/jsonw.h"
 
 struct admin {
     struct evhttp *http;
@@ -32,29 +34,144 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
     evhttp_send_reply(req, code, reason, body);
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void reply_405(struct evhttp_request *req, const char *allow, struct evbuffer *body)
 {
-    struct admin *a = arg;
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    struct evbuffer *body = evbuffer_new();
-    if (!body)
-        return;
-    if (path && !strcmp(path, "/metrics")) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    evbuffer_add_printf(body, "method not allowed\n");
+    reply(req, 405, "Method Not Allowed", "text/plain", body);
+}
+
+/* A URL-decoded copy of n bytes of s, or NULL (no memory, or a decoded NUL byte). */
+static char *decode_segment(const char *s, size_t n)
+{
+    char *raw = strndup(s, n);
+    size_t len = 0;
+    char *out = raw ? evhttp_uridecode(raw, 0, &len) : NULL;
+    free(raw);
+    if (out && len != strlen(out)) {
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/*
+ * "/upstreams/<pool>/<server>/drain" or ".../ready": the pool is the first
+ * segment, the server everything up to the action (a unix socket address may
+ * hold slashes, encoded or not). Returns false for any other path.
+ */
+static bool upstream_action_path(const char *path, const char **pool, size_t *pool_len,
+                                 const char **server, size_t *server_len, bool *drain)
+{
+    static const char prefix[] = "/upstreams/";
+    size_t n = strlen(path), plen = sizeof prefix - 1;
+    if (n <= plen + 6 || strncmp(path, prefix, plen))
+        return false;
+    if (!strcmp(path + n - 6, "/drain"))
+        *drain = true;
+    else if (!strcmp(path + n - 6, "/ready"))
+        *drain = false;
+    else
+        return false;
+    const char *rest = path + plen, *end = path + n - 6;
+    const char *slash = memchr(rest, '/', (size_t)(end - rest));
+    if (!slash || slash == rest || slash + 1 >= end)
+        return false;
+    *pool = rest;
+    *pool_len = (size_t)(slash - rest);
+    *server = slash + 1;
+    *server_len = (size_t)(end - slash - 1);
+    return true;
+}
+
+static void reply_json_error(struct evhttp_request *req, int code, const char *reason,
+                             const char *error, struct evbuffer *body)
+{
+    char buf[128];
+    struct jsonw j;
+    jsonw_begin(&j, buf, sizeof buf);
+    jsonw_str(&j, "error", error);
+    evbuffer_add(body, buf, jsonw_end(&j));
+    reply(req, code, reason, "application/json", body);
+}
+
+/* POST /upstreams/<pool>/<server>/drain|ready (any body is ignored). */
+static void on_upstream_action(struct admin *a, struct evhttp_request *req, const char *path,
+                               struct evbuffer *body)
+{
+    const char *p = NULL, *sv = NULL, *state = NULL;
+    size_t plen = 0, svlen = 0;
+    bool drain = false;
+    upstream_action_path(path, &p, &plen, &sv, &svlen, &drain);
+    char *pool = decode_segment(p, plen), *server = decode_segment(sv, svlen);
+    const char *err = pool && server ? upstream_set_draining(a->src.snapshot(a->src.arg), pool,
+                                                             server, drain, &state)
+                                     : "unknown server";
+    if (err) {
+        reply_json_error(req, 404, "Not Found", err, body);
+    } else {
+        char buf[1024];
+        struct jsonw j;
+        jsonw_begin(&j, buf, sizeof buf);
+        jsonw_str(&j, "pool", pool);
+        jsonw_str(&j, "server", server);
+        jsonw_str(&j, "state", state);
+        evbuffer_add(body, buf, jsonw_end(&j));
+        reply(req, 200, "OK", "application/json", body);
+    }
+    free(pool);
+    free(server);
+}
+
+/* GET and HEAD routes. */
+static void on_get(struct admin *a, struct evhttp_request *req, const char *path,
+                   struct evbuffer *body)
+{
+    if (!strcmp(path, "/metrics")) {
         int n = 0;
         struct metrics *const *sets = a->src.metrics(a->src.arg, &n);
         metrics_render(body, sets, n);
         ratelimit_render_metrics(body);
+        upstream_report_metrics(body, a->src.snapshot(a->src.arg));
         reply(req, 200, "OK", "text/plain; version=0.0.4", body);
-    } else if (path && !strcmp(path, "/healthz")) {
+    } else if (!strcmp(path, "/healthz")) {
         evbuffer_add(body, "ok\n", 3);
         reply(req, 200, "OK", "text/plain", body);
-    } else if (path && !strcmp(path, "/readyz")) {
+    } else if (!strcmp(path, "/readyz")) {
         bool ok = a->src.ready(a->src.arg);
         evbuffer_add_printf(body, "%s\n", ok ? "ready" : "not ready");
         reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
+    } else if (!strcmp(path, "/upstreams")) {
+        upstream_report_json(body, a->src.snapshot(a->src.arg));
+        reply(req, 200, "OK", "application/json", body);
     } else {
         evbuffer_add(body, "not found\n", 10);
         reply(req, 404, "Not Found", "text/plain", body);
+    }
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    bool post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
+    struct evbuffer *body = evbuffer_new();
+    if (!body)
+        return;
+    const char *p, *sv;
+    size_t plen, svlen;
+    bool drain;
+    if (!path)
+        path = "";
+    if (upstream_action_path(path, &p, &plen, &sv, &svlen, &drain)) {
+        if (post)
+            on_upstream_action(a, req, path, body);
+        else
+            reply_405(req, "POST", body);
+    } else if (post) {
+        reply_405(req, "GET, HEAD", body);
+    } else {
+        on_get(a, req, path, body);
     }
     evbuffer_free(body);
 }
@@ -105,7 +222,8 @@ struct admin *admin_start(struct event_base *base, const struct config_listen *l
         a->lev = NULL;
         goto fail;
     }
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* POST only for /upstreams/<pool>/<server>/drain|ready (on_request answers 405 elsewhere) */
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(a->http, 8192);
     evhttp_set_max_body_size(a->http, 0);
     evhttp_set_timeout(a->http, 5);

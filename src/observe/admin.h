@@ -1,7 +1,10 @@
 /*
  * admin: the operator listener (loopback or a unix socket, by config validation):
  * /metrics (Prometheus text), /healthz (the process runs), /readyz (workers
- * are serving and, when sessions are configured, Redis is reachable).
+ * are serving and, when sessions are configured, Redis is reachable),
+ * /upstreams (pools and servers as JSON) and POST
+ * /upstreams/<pool>/<server>/drain|ready (URL-encoded segments; the only
+ * POSTs: any other path answers 405 to them).
  * Runs on the main thread's event loop.
  */
 #ifndef MOAT_ADMIN_H
@@ -13,11 +16,14 @@
 struct event_base;
 struct config_listen;
 struct metrics;
+struct snapshot;
 struct admin;
 
 struct admin_source {
     struct metrics *const *(*metrics)(void *arg, int *n);
     bool (*ready)(void *arg);
+    /* the live generation, borrowed: valid until the main loop runs again */
+    struct snapshot *(*snapshot)(void *arg);
     void *arg;
 };
 

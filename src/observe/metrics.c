@@ -79,3 +79,17 @@ void metrics_render(struct evbuffer *out, struct metrics *const *sets, int n)
                             metric_info[k].name, (unsigned long long)sum);
     }
 }
+
+void metrics_label_value(struct evbuffer *out, const char *v)
+{
+    const char *start = v;
+    for (; *v; v++) {
+        const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
+        if (!esc)
+            continue;
+        evbuffer_add(out, start, (size_t)(v - start));
+        evbuffer_add(out, esc, 2);
+        start = v + 1;
+    }
+    evbuffer_add(out, start, (size_t)(v - start));
+}

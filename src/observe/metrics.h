@@ -65,5 +65,10 @@ static inline void metrics_inc(struct metrics *m, enum metric k)
 void metrics_count_status(struct metrics *m, int status);
 /* Writes the Prometheus text exposition of the sum of n per-worker sets. */
 void metrics_render(struct evbuffer *out, struct metrics *const *sets, int n);
+/*
+ * Appends v as a label value of the text format, without the quotes: backslash,
+ * double quote and newline escaped (\\, \", \n), every other byte as is.
+ */
+void metrics_label_value(struct evbuffer *out, const char *v);
 
 #endif

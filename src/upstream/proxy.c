@@ -17,6 +17,7 @@
 #include "http/request_head.h"
 #include "http/respond.h"
 #include "core/snapshot.h"
+#include "upstream/admission.h"
 #include "upstream/upstream.h"
 #include "util/evbuf.h"
 
@@ -80,10 +81,11 @@ static void set_timeout(struct bufferevent *bev, uint64_t ms)
 
 void proxy_abort(struct request *r)
 {
-    if (!r->uc)
-        return;
-    upstream_release(r->uc, false);
-    r->uc = NULL;
+    if (r->uc) {
+        upstream_release(r->uc, false);
+        r->uc = NULL;
+    }
+    admission_leave(r);
 }
 
 /* Answers the client with a gateway error, if no response byte has gone out yet. */
@@ -112,6 +114,7 @@ static void finish_exchange(struct request *r)
                         evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0;
         upstream_release(uc, reusable);
     }
+    admission_leave(r);
     if (!r->req_body_done)
         r->close_after = true; /* the rest of the body would be read as a request */
     request_done(r);
@@ -340,7 +343,7 @@ static bool method_replayable(const struct request *r)
         return true;
     case HTTP1_M_PUT:
     case HTTP1_M_DELETE:
-        return r->upstream->retry_idempotent;
+        return r->upstream->retry.idempotent;
     default:
         return false;
     }
@@ -353,7 +356,7 @@ static bool can_retry(const struct request *r)
        when nothing of the request is lost with it and the method allows it. */
     return r->uc->reused && r->px == PROXY_AWAIT_HEAD && r->resp_scan.offset == 0 &&
            r->h.framing.body == HTTP1_BODY_NONE && r->attempts < MAX_ATTEMPTS &&
-           method_replayable(r);
+           method_replayable(r) && upstream_take_retry(r->uc);
 }
 
 static void retry(struct request *r, const struct upstream_server *skip)
@@ -367,7 +370,9 @@ static void on_connect_failed(struct request *r, bool timeout)
 {
     const struct upstream_server *srv = r->uc->srv;
     upstream_mark_failed(r->uc);
-    if (r->attempts < upstream_num_servers(r->upstream) && r->attempts < MAX_ATTEMPTS) {
+    /* the request never reached a server: any method may go to the next one */
+    if (r->attempts < upstream_num_servers(r->upstream) && r->attempts < MAX_ATTEMPTS &&
+        upstream_take_retry(r->uc)) {
         retry(r, srv);
         return;
     }
@@ -472,6 +477,7 @@ static int read_response_head(struct request *r)
         struct http1_limits lim = {RESP_HEAD_MAX, HTTP1_MAX_HEADERS_CAP};
         const char *err = NULL;
         if (n < 0 || http1_parse_response(p, (size_t)n, &lim, r->h.method_id, &resp, &err) < 0) {
+            upstream_outcome(r->uc, false);
             fail(r, 502, "invalid upstream response");
             return -1;
         }
@@ -484,6 +490,7 @@ static int read_response_head(struct request *r)
             fail(r, 502, "unexpected 101 from upstream");
             return -1;
         }
+        upstream_outcome(r->uc, resp.status < 500);
         r->resp_in = resp.framing.body;
         r->resp_remaining = resp.framing.content_length;
         r->up_keep_alive = resp.framing.keep_alive;
@@ -610,6 +617,8 @@ static void on_upstream_closed(struct request *r, bool clean)
     } else if (can_retry(r)) {
         retry(r, NULL);
     } else {
+        if (r->px == PROXY_AWAIT_HEAD && !r->uc->reused)
+            upstream_outcome(r->uc, false); /* a reused one may just have timed out idle */
         fail(r, 502, "upstream closed the connection");
     }
 }
@@ -624,6 +633,8 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     } else if (!r->uc->connected) {
         on_connect_failed(r, (what & BEV_EVENT_TIMEOUT) != 0);
     } else if (what & BEV_EVENT_TIMEOUT) {
+        if (r->px == PROXY_AWAIT_HEAD)
+            upstream_outcome(r->uc, false);
         fail(r, 504, "upstream timeout");
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         on_upstream_closed(r, upstream_closed_cleanly(r->uc, what));
@@ -631,13 +642,39 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     stream_release(hold);
 }
 
+/* No server to send it to: 503 at once, with when to come back, rather than a connect storm. */
+static void all_down(struct request *r, uint64_t retry_after_ms)
+{
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %llu\r\n",
+             (unsigned long long)((retry_after_ms + 999) / 1000));
+    proxy_abort(r);
+    r->error = "no upstream server available";
+    metrics_inc(r->svc->metrics, M_UPSTREAM_ERROR);
+    request_respond(r, 503, extra, "no upstream server available", false);
+}
+
+/* The balancing key of tenant_hash: the tenant, else the client's address. */
+static void pick_key(const struct request *r, struct upstream_pick *want)
+{
+    want->key = r->ident.tenant[0] ? r->ident.tenant : r->peer->ip;
+    want->key_len = strlen(want->key);
+}
+
 static void proxy_connect(struct request *r, const struct upstream_server *skip)
 {
+    uint64_t retry_after_ms = 0;
+    struct upstream_pick want = {.skip = skip, .retry_after_ms = &retry_after_ms};
+    if (r->upstream->balance == BALANCE_TENANT_HASH)
+        pick_key(r, &want);
     r->attempts++;
     set_state(r, PROXY_CONNECTING);
-    r->uc = upstream_acquire(r->ups, r->upstream, skip, up_read, up_write, up_event, r);
+    r->uc = upstream_acquire(r->ups, r->upstream, &want, up_read, up_write, up_event, r);
     if (!r->uc) {
-        fail(r, 502, "no upstream connection");
+        if (retry_after_ms)
+            all_down(r, retry_after_ms);
+        else
+            fail(r, 502, "no upstream connection");
         return;
     }
     snprintf(r->upstream_addr, sizeof r->upstream_addr, "%s", upstream_server_addr(r->uc->srv));
@@ -646,10 +683,18 @@ static void proxy_connect(struct request *r, const struct upstream_server *skip)
         send_request(r);
 }
 
-void proxy_start(struct request *r)
+/* Admitted by the pool (at once or after waiting its turn). */
+static void proxy_go(struct request *r)
 {
     clock_gettime(CLOCK_MONOTONIC, &r->t_upstream_start);
+    proxy_connect(r, NULL);
+}
+
+void proxy_start(struct request *r)
+{
     r->req_remaining = r->h.framing.content_length;
     r->req_chunk.max_trailer_bytes = 8192;
-    proxy_connect(r, NULL);
+    upstream_count_request(r->ups, r->upstream);
+    if (admission_enter(r, proxy_go) == ADMIT_GO)
+        proxy_go(r);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <math.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -22,11 +23,11 @@
 #include "core/membudget.h"
 #include "util/netutil.h"
 #include "core/snapshot.h"
+#include "upstream/upstream_state.h"
 #include "upstream/upstream_tls.h"
+#include "util/monotime.h"
 #include "core/worker.h"
 
-/* A server that refused a connect is skipped for this long (passive health). */
-#define DOWN_MS 1000
 /* Idle kept-alive upstream connections are closed after this; below common
    upstream keep-alive timeouts (node: 5 s) to avoid racing their close. */
 #define IDLE_MS 4000
@@ -36,10 +37,10 @@ struct upstream_server {
     const struct config_addr *addr;
     struct sockaddr_storage sa;
     socklen_t salen;
+    struct server_state *st; /* instance-wide (upstream_state.h) */
     struct upstream_conn *idle;
     size_t num_idle;
-    unsigned active;
-    struct timespec down_until;
+    long cw; /* smooth weighted round robin: this worker's current weight */
 };
 
 struct upstream_pool {
@@ -47,6 +48,8 @@ struct upstream_pool {
     const struct config_upstream *cfg;
     SSL_CTX *tls; /* owned by the snapshot; NULL for plain TCP */
     struct upstream_server *servers;
+    struct pool_state *st;
+    struct server_state *const *peers; /* NULL-ended, for the ejected share */
     unsigned rr;
 };
 
@@ -57,7 +60,7 @@ struct upstream_set {
     size_t num_pools;
 };
 
-static int resolve(const struct config_addr *a, struct sockaddr_storage *sa, socklen_t *len)
+int upstream_resolve(const struct config_addr *a, struct sockaddr_storage *sa, socklen_t *len)
 {
     memset(sa, 0, sizeof *sa);
     if (a->path) {
@@ -97,14 +100,17 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct snapshot *s
         p->set = s;
         p->cfg = &cfg->upstreams[i];
         p->tls = snap->upstream_tls ? snap->upstream_tls[i] : NULL;
+        p->st = snap->ustates->pools[i];
+        p->peers = snap->ustates->servers[i];
         p->servers = calloc(p->cfg->num_servers, sizeof *p->servers);
         if (!p->servers)
             goto fail;
         for (size_t k = 0; k < p->cfg->num_servers; k++) {
             struct upstream_server *srv = &p->servers[k];
             srv->pool = p;
+            srv->st = snap->ustates->servers[i][k];
             srv->addr = &p->cfg->servers[k];
-            if (resolve(srv->addr, &srv->sa, &srv->salen) < 0)
+            if (upstream_resolve(srv->addr, &srv->sa, &srv->salen) < 0)
                 log_msg(LOG_WARN, "upstream %s: cannot resolve %s (numeric addresses only)",
                         p->cfg->name, srv->addr->text);
         }
@@ -176,36 +182,143 @@ static struct upstream_pool *find_pool(struct upstream_set *s, const struct conf
     return NULL;
 }
 
-static bool is_down(const struct upstream_server *srv, const struct timespec *now)
+/* The servers a request may go to now, and whether the pool panics. */
+struct candidates {
+    struct upstream_server *srv[UPSTREAM_MAX_PICK];
+    unsigned weight[UPSTREAM_MAX_PICK];
+    size_t n;
+    uint64_t retry_after_ms; /* when none: how soon one may be back */
+};
+
+static void note_back(struct candidates *c, uint64_t at, uint64_t now)
 {
-    return now->tv_sec < srv->down_until.tv_sec ||
-           (now->tv_sec == srv->down_until.tv_sec && now->tv_nsec < srv->down_until.tv_nsec);
+    uint64_t ms = at > now ? at - now : 1;
+    if (c->retry_after_ms == 0 || ms < c->retry_after_ms)
+        c->retry_after_ms = ms;
 }
 
-/* Picks a server: round robin or least connections, avoiding servers marked down. */
-static struct upstream_server *pick(struct upstream_pool *p, const struct upstream_server *skip)
+/*
+ * Up servers, or in panic (fewer than panic_threshold % of the pool up) the
+ * ejected ones too: spreading over all beats crushing the survivors. Never
+ * servers the checks see down, whose connect just failed, or that drain.
+ */
+static void gather(struct upstream_pool *p, const struct upstream_server *skip, uint64_t now,
+                   struct candidates *c)
 {
-    size_t n = p->cfg->num_servers;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    struct upstream_server *best = NULL;
+    size_t n = p->cfg->num_servers < UPSTREAM_MAX_PICK ? p->cfg->num_servers : UPSTREAM_MAX_PICK;
+    enum server_avail av[UPSTREAM_MAX_PICK];
+    size_t up = 0, counted = 0;
     for (size_t i = 0; i < n; i++) {
-        struct upstream_server *srv = &p->servers[(p->rr + i) % n];
-        if (srv == skip || srv->salen == 0 || is_down(srv, &now))
+        av[i] = p->servers[i].salen ? server_state_avail(p->servers[i].st, now) : AVAIL_DOWN;
+        up += av[i] == AVAIL_UP;
+        counted += av[i] != AVAIL_DRAINING;
+    }
+    bool panic = up * 100 < p->cfg->panic_threshold * counted;
+    c->n = 0;
+    c->retry_after_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct upstream_server *srv = &p->servers[i];
+        if (av[i] == AVAIL_FAILED)
+            note_back(c, atomic_load(&srv->st->failed_until), now);
+        if (av[i] == AVAIL_EJECTED && !panic)
+            note_back(c, atomic_load(&srv->st->ejected_until), now);
+        if (av[i] != AVAIL_UP && !(panic && av[i] == AVAIL_EJECTED))
             continue;
-        if (p->cfg->balance == BALANCE_ROUND_ROBIN) {
-            best = srv;
+        c->srv[c->n] = srv;
+        c->weight[c->n++] =
+            server_state_weight(srv->st, srv->addr->weight, p->cfg->slow_start_ms, now);
+    }
+    /* the server that just failed this request: only if it is the last one left */
+    for (size_t i = 0; skip && c->n > 1 && i < c->n; i++) {
+        if (c->srv[i] == skip) {
+            c->srv[i] = c->srv[--c->n];
+            c->weight[i] = c->weight[c->n];
             break;
         }
-        if (!best || srv->active < best->active)
-            best = srv;
     }
-    p->rr = (p->rr + 1) % (unsigned)n;
-    if (!best) /* all down: try one anyway rather than fail without trying */
-        best = &p->servers[p->rr % n];
-    if (best == skip && n > 1)
-        best = &p->servers[(p->rr + 1) % n];
-    return best;
+}
+
+/* Smooth weighted round robin (as nginx): even spacing, exact shares. */
+static struct upstream_server *pick_round_robin(struct candidates *c)
+{
+    long total = 0;
+    size_t best = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        c->srv[i]->cw += c->weight[i];
+        total += c->weight[i];
+        if (c->srv[i]->cw > c->srv[best]->cw)
+            best = i;
+    }
+    c->srv[best]->cw -= total;
+    return c->srv[best];
+}
+
+/* Fewest requests in flight (all workers) per unit of weight; ties rotate. */
+static struct upstream_server *pick_least_conn(struct upstream_pool *p, struct candidates *c)
+{
+    size_t best = SIZE_MAX;
+    uint64_t best_load = 0;
+    for (size_t j = 0; j < c->n; j++) {
+        size_t i = (p->rr + j) % c->n;
+        uint64_t load =
+            (uint64_t)(atomic_load_explicit(&c->srv[i]->st->in_flight, memory_order_relaxed) + 1) *
+            1000 / c->weight[i];
+        if (best == SIZE_MAX || load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    p->rr++;
+    return c->srv[best];
+}
+
+static uint64_t fnv1a(const char *p, size_t n, uint64_t h)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/*
+ * Weighted rendezvous hashing on the tenant (or client IP): a key keeps its
+ * server while that server is up, and only the keys of a server that goes
+ * move (cache locality per tenant).
+ */
+static struct upstream_server *pick_hash(struct candidates *c, const char *key, size_t len)
+{
+    size_t best = 0;
+    double best_score = -1;
+    for (size_t i = 0; i < c->n; i++) {
+        const char *a = c->srv[i]->addr->text;
+        uint64_t h = fnv1a(a, strlen(a), fnv1a(key, len, 0xcbf29ce484222325ULL));
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= h >> 33;
+        double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0; /* (0, 1) */
+        double score = c->weight[i] / -log(u);
+        if (score > best_score) {
+            best = i;
+            best_score = score;
+        }
+    }
+    return c->srv[best];
+}
+
+static struct upstream_server *pick(struct upstream_pool *p, const struct upstream_pick *want,
+                                    uint64_t *retry_after_ms)
+{
+    struct candidates c;
+    gather(p, want->skip, mono_ms(), &c);
+    if (c.n == 0) { /* down by checks or drained only: back no sooner than a probe */
+        uint64_t check = p->cfg->health.path ? p->cfg->health.interval_ms : 5000;
+        *retry_after_ms = c.retry_after_ms ? c.retry_after_ms : check;
+        return NULL;
+    }
+    if (p->cfg->balance == BALANCE_LEAST_CONN)
+        return pick_least_conn(p, &c);
+    if (p->cfg->balance == BALANCE_TENANT_HASH && want->key_len)
+        return pick_hash(&c, want->key, want->key_len);
+    return pick_round_robin(&c);
 }
 
 /*
@@ -281,7 +394,7 @@ static struct upstream_conn *connect_new(struct upstream_server *srv, struct eve
 }
 
 struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct config_upstream *u,
-                                       const struct upstream_server *skip,
+                                       const struct upstream_pick *want,
                                        void (*readcb)(struct bufferevent *, void *),
                                        void (*writecb)(struct bufferevent *, void *),
                                        void (*eventcb)(struct bufferevent *, short, void *),
@@ -290,13 +403,17 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
     struct upstream_pool *p = find_pool(s, u);
     if (!p || p->cfg->num_servers == 0)
         return NULL;
-    struct upstream_server *srv = pick(p, skip);
+    struct upstream_server *srv = pick(p, want, want->retry_after_ms);
+    if (!srv) {
+        atomic_fetch_add_explicit(&p->st->all_down_total, 1, memory_order_relaxed);
+        return NULL;
+    }
     struct upstream_conn *uc = take_idle(srv);
     if (!uc)
         uc = connect_new(srv, s->w->base, s->cfg);
     if (!uc)
         return NULL;
-    srv->active++;
+    atomic_fetch_add_explicit(&srv->st->in_flight, 1, memory_order_relaxed);
     bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
     /* A pooled connection keeps EV_WRITE enabled. Enabling it again would
      * register write interest with nothing to write: an epoll_ctl() to add it
@@ -354,8 +471,7 @@ static void idle_read(struct bufferevent *bev, void *arg)
 void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct upstream_server *srv = uc->srv;
-    if (srv->active > 0)
-        srv->active--;
+    atomic_fetch_sub_explicit(&srv->st->in_flight, 1, memory_order_relaxed);
     size_t max_idle = srv->pool->cfg->keepalive;
     if (!reusable || !uc->connected || srv->num_idle >= max_idle ||
         evbuffer_get_length(bufferevent_get_output(uc->bev)) > 0) {
@@ -375,15 +491,30 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
 void upstream_mark_failed(struct upstream_conn *uc)
 {
     struct upstream_server *srv = uc->srv;
-    clock_gettime(CLOCK_MONOTONIC, &srv->down_until);
-    srv->down_until.tv_sec += DOWN_MS / 1000;
-    srv->down_until.tv_nsec += (DOWN_MS % 1000) * 1000000L;
-    if (srv->down_until.tv_nsec >= 1000000000L) {
-        srv->down_until.tv_sec++;
-        srv->down_until.tv_nsec -= 1000000000L;
-    }
-    log_msg(LOG_WARN, "upstream %s: server %s failed; skipping it for %d ms", srv->pool->cfg->name,
-            srv->addr->text, DOWN_MS);
+    uint64_t now = mono_ms();
+    server_state_connect_failed(srv->st, now);
+    server_state_outcome(srv->st, srv->pool->cfg, srv->pool->peers, false, now);
+    log_msg(LOG_WARN, "upstream %s: server %s failed to connect; skipping it for 1 s",
+            srv->pool->cfg->name, srv->addr->text);
+}
+
+void upstream_outcome(struct upstream_conn *uc, bool ok)
+{
+    struct upstream_server *srv = uc->srv;
+    server_state_outcome(srv->st, srv->pool->cfg, srv->pool->peers, ok, mono_ms());
+}
+
+void upstream_count_request(struct upstream_set *s, const struct config_upstream *u)
+{
+    struct upstream_pool *p = find_pool(s, u);
+    if (p)
+        pool_state_count_request(p->st, p->cfg, mono_ms());
+}
+
+bool upstream_take_retry(struct upstream_conn *uc)
+{
+    struct upstream_pool *p = uc->srv->pool;
+    return pool_state_take_retry(p->st, p->cfg, mono_ms());
 }
 
 const char *upstream_server_addr(const struct upstream_server *srv)

@@ -1,14 +1,18 @@
 /*
  * upstream: per-worker connection pools to the upstream servers ("dynos").
- * Balancing (round robin or least connections), keep-alive reuse of idle
- * connections (most recently used first), a short passive "down" mark after
- * a connect failure so the next request tries another server.
+ * Balancing (smooth weighted round robin, least requests in flight per weight,
+ * or rendezvous hashing on the tenant) over the servers the instance-wide
+ * state (upstream_state.h) calls up: active checks, passive marks, outlier
+ * ejection with a panic threshold, admin drain, slow start. Keep-alive reuse
+ * of idle connections (most recently used first).
  */
 #ifndef MOAT_UPSTREAM_H
 #define MOAT_UPSTREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 
 struct bufferevent;
 struct worker;
@@ -28,6 +32,17 @@ struct upstream_conn {
 
 struct snapshot;
 
+/* At most this many servers per pool (config.h UPSTREAM_MAX_SERVERS, validated). */
+#define UPSTREAM_MAX_PICK 256
+
+/* What a request asks of the balancer. */
+struct upstream_pick {
+    const struct upstream_server *skip; /* the server that just failed it, or NULL */
+    const char *key;                    /* tenant_hash: the tenant (or client IP) */
+    size_t key_len;
+    uint64_t *retry_after_ms; /* set when no server is available: how soon one may be */
+};
+
 struct upstream_set *upstream_set_new(struct worker *w, const struct snapshot *snap);
 void upstream_set_free(struct upstream_set *s);
 
@@ -35,12 +50,12 @@ void upstream_set_free(struct upstream_set *s);
  * Returns a connection to a server of u: an idle kept-alive one (reused, ready
  * to write) or a new one whose connect is under way (connected == false; the
  * caller's event callback sees BEV_EVENT_CONNECTED or an error, never before this
- * returns). The callbacks are installed before any I/O. skip: a
- * server to avoid (the one that just failed), or NULL. NULL when no socket
- * could be made at all.
+ * returns). The callbacks are installed before any I/O. NULL when no server
+ * is available (*want->retry_after_ms set, never 0) or no socket could be made
+ * (left 0).
  */
 struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct config_upstream *u,
-                                       const struct upstream_server *skip,
+                                       const struct upstream_pick *want,
                                        void (*readcb)(struct bufferevent *, void *),
                                        void (*writecb)(struct bufferevent *, void *),
                                        void (*eventcb)(struct bufferevent *, short, void *),
@@ -61,9 +76,20 @@ void upstream_release(struct upstream_conn *uc, bool reusable);
  * without close_notify may have cut a close-delimited body short.
  */
 bool upstream_closed_cleanly(const struct upstream_conn *uc, short what);
-/* Marks the server as failing (connect refused or timed out). */
+/* Marks the server as failing (connect refused or timed out): skipped for 1 s, an error. */
 void upstream_mark_failed(struct upstream_conn *uc);
+/* The exchange's outcome for outlier ejection: false for a timeout, a close before the
+ * response, an invalid response or a 5xx. */
+void upstream_outcome(struct upstream_conn *uc, bool ok);
+/* Counts a request to u for its retry budget. */
+void upstream_count_request(struct upstream_set *s, const struct config_upstream *u);
+/* Whether the pool's retry budget allows one more retry (counted when it does). */
+bool upstream_take_retry(struct upstream_conn *uc);
 const char *upstream_server_addr(const struct upstream_server *srv);
+/* A server address as a socket address: numeric, "localhost" or unix:/path; -1 otherwise. */
+struct config_addr;
+struct sockaddr_storage;
+int upstream_resolve(const struct config_addr *a, struct sockaddr_storage *sa, socklen_t *len);
 unsigned upstream_num_servers(const struct config_upstream *u);
 
 #endif

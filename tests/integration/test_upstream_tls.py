@@ -53,8 +53,6 @@ def test_plain_moat_to_tls_upstream_fails_closed(start_moat, tls_upstream):
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    ({"upstreams": {"app": {"servers": ["127.0.0.1:9"], "health": {"path": "/healthz"}}}},
-     "upstreams.app.health.path: not supported yet"),
     ({"log": {"syslog": {"address": "127.0.0.1:6514"}}}, "log.syslog: not supported yet"),
 ])
 def test_unimplemented_keys_are_refused(tmp_path, overrides, needle):

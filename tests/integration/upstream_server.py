@@ -33,6 +33,9 @@ what moat put on the wire. Endpoints:
 own thread; a client that does not speak TLS is logged as "tls_failed" and closed);
 /echo then also reports "tls": true.
 
+--delay-ms N: every request but /healthz waits N ms before it is answered (a slow server).
+--fail-status N: every request but /healthz is answered with status N (a broken server).
+
 --capture: every request, whatever its path, is read as framed (Content-Length or
 chunked, trailers included) and answered 200 with the JSON {"raw": the exact bytes
 received (head, body, trailers; latin-1), "upstream": NAME}; the same bytes are logged
@@ -215,6 +218,7 @@ class Handler(socketserver.BaseRequestHandler):
     """One TCP connection: parse requests in a loop until close."""
 
     server_name = "upstream"
+    server_opts = {}  # --delay-ms, --fail-status (set by main)
 
     def setup(self):
         self.sock = self.request
@@ -516,6 +520,11 @@ class Handler(socketserver.BaseRequestHandler):
                                    body_sha256=req.body_sha256)
                 close = req.wants_close()
                 name = self.ROUTES.get(req.path, self.DEFAULT_ROUTE)
+                if req.path != "/healthz" and self.server_opts.get("delay_ms"):
+                    time.sleep(self.server_opts["delay_ms"] / 1000.0)
+                if req.path != "/healthz" and self.server_opts.get("fail_status"):
+                    req.params["code"] = str(self.server_opts["fail_status"])
+                    name = "ep_status"
                 if getattr(self, name)(req, close) or close:
                     self.shutdown()
                     return
@@ -647,7 +656,10 @@ def main(argv=None, handler=Handler, default_name="upstream"):
     ap.add_argument("--tls-key", default=None, help="the key of --tls-cert")
     ap.add_argument("--capture", action="store_true",
                     help="answer every request with its exact bytes (see above)")
+    ap.add_argument("--delay-ms", type=int, default=0, help="answer every request this late")
+    ap.add_argument("--fail-status", type=int, default=0, help="answer every request so")
     args = ap.parse_args(argv)
+    handler.server_opts = {"delay_ms": args.delay_ms, "fail_status": args.fail_status}
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
     if args.capture:

@@ -332,12 +332,12 @@ static void test_defaults(void **state)
     assert_string_equal(u->name, "app");
     assert_int_equal(u->num_servers, 1);
     assert_int_equal(u->balance, BALANCE_ROUND_ROBIN);
-    assert_null(u->health_path);
-    assert_int_equal(u->health_interval_ms, 5000);
+    assert_null(u->health.path);
+    assert_int_equal(u->health.interval_ms, 2000);
     assert_false(u->tls.enabled);
     assert_true(u->tls.verify);
     assert_int_equal(u->keepalive, 32);
-    assert_false(u->retry_idempotent); /* replays of PUT/DELETE are an opt-in */
+    assert_false(u->retry.idempotent); /* replays of PUT/DELETE are an opt-in */
 
     assert_int_equal(c->num_tenants, 0);
     assert_int_equal(c->num_routes, 1);
@@ -728,7 +728,7 @@ static void test_multiple_errors(void **state)
                   "t.yaml:8:29: listen.http[0]: invalid address \"localhost\": expected "
                   "host:port, [v6]:port or unix:/path",
                   "t.yaml:9:59: upstreams.app.balance: invalid value \"random\": must be one of "
-                  "round_robin, least_conn",
+                  "round_robin, least_conn, tenant_hash",
                   NULL);
 }
 
