@@ -210,6 +210,7 @@ default_sanitizer_tests=(
     test_identity_forwarded.py test_identity_signature.py
     test_ratelimit_local.py test_ratelimit_global.py test_ratelimit_bad_replies.py
     'test_hostile_*.py' test_http2.py test_http2_hostile.py
+    'test_upstream_*.py'
 )
 read -r -a sanitizer_tests <<<"${SANITIZER_TESTS:-${default_sanitizer_tests[*]}}"
 san_unit_ok=0 san_unit_fail=0 san_it_pass=0 san_it_fail=0 san_it_skip=0
