@@ -79,12 +79,18 @@ static void set_timeout(struct bufferevent *bev, uint64_t ms)
     bufferevent_set_timeouts(bev, ms ? &tv : NULL, NULL);
 }
 
-void proxy_abort(struct request *r)
+/* Closes the request's upstream connection (not pooled); the request keeps its admission slot. */
+static void drop_conn(struct request *r)
 {
     if (r->uc) {
         upstream_release(r->uc, false);
         r->uc = NULL;
     }
+}
+
+void proxy_abort(struct request *r)
+{
+    drop_conn(r);
     admission_leave(r);
 }
 
@@ -361,7 +367,7 @@ static bool can_retry(const struct request *r)
 
 static void retry(struct request *r, const struct upstream_server *skip)
 {
-    proxy_abort(r);
+    drop_conn(r); /* still admitted: the retry is the same request */
     memset(&r->resp_scan, 0, sizeof r->resp_scan);
     proxy_connect(r, skip);
 }

@@ -190,6 +190,28 @@ def test_retry_budget_caps_retries_in_an_outage(upstream, start_moat):
     assert n <= sent <= n + (n + 40) * 0.2 + 2, sent
 
 
+def test_a_retry_keeps_its_admission_slot(upstream, start_moat):
+    """max_in_flight 1: a request whose connect failed and that is retried on the next
+    server still holds the pool's only slot, so a second request waits for it."""
+    slow = upstream("slow", args=["--delay-ms", "1000"])
+    dead = "127.0.0.1:%d" % free_port()
+    m = start_moat(dict(pool([dead, slow], admission={"max_in_flight": 1}), workers=1))
+    results = []
+
+    def one():
+        results.append(curl(m.https_port, "/echo").status)
+
+    t0 = time.monotonic()
+    first = threading.Thread(target=one)
+    first.start()
+    time.sleep(0.2)  # the first is retried on the slow server by now
+    one()
+    first.join(30)
+    assert results == [200, 200], results
+    # one after the other: at least two of the server's seconds (load only adds to it)
+    assert time.monotonic() - t0 >= 2.0
+
+
 def test_idle_keepalive_closed_by_upstream_is_no_error(upstream, start_moat):
     up = upstream("idle", args=["--idle-timeout", "0.2"])
     m = start_moat(pool([up]))
