@@ -85,8 +85,25 @@ struct config_tls_client { /* TLS from moat to Redis or an upstream */
     char *key;
 };
 
+#define CONFIG_MAX_SENTINELS 16
+
+/* How moat finds its Redis; values stored by the redis.mode row (room for cluster). */
+enum config_redis_mode { REDIS_MODE_SINGLE = 0, REDIS_MODE_SENTINEL = 1 };
+
+struct config_redis_sentinel {
+    struct config_addr addresses[CONFIG_MAX_SENTINELS];
+    size_t num_addresses;
+    char *master_name;
+    char *username; /* sentinel ACL user, or NULL */
+    char *password_file;
+    char *password_env;
+    struct config_tls_client tls; /* used when tls_set; else the data connection's */
+    bool tls_set;                 /* a redis.sentinel.tls: mapping was given */
+};
+
 struct config_redis {
-    struct config_addr address;
+    int mode;                   /* enum config_redis_mode */
+    struct config_addr address; /* single mode only */
     char *username;
     char *password_file;
     char *password_env;
@@ -94,6 +111,7 @@ struct config_redis {
     uint64_t timeout_ms;
     uint64_t connect_timeout_ms;
     int database;
+    struct config_redis_sentinel sentinel; /* mode sentinel only */
 };
 
 struct config_sessions {

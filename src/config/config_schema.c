@@ -132,8 +132,30 @@ static const struct config_key tls_client_keys[] = {
     CK_END};
 #undef TC_
 
+static const struct config_enum redis_modes[] = {
+    {"single", REDIS_MODE_SINGLE}, {"sentinel", REDIS_MODE_SENTINEL}, {NULL, 0}};
+
+#define RS_ struct config_redis_sentinel
+static const struct config_key redis_sentinel_keys[] = {
+    {"addresses", CK_ADDR_ARRAY, OFF(RS_, addresses), OFF(RS_, num_addresses),
+     .max = CONFIG_MAX_SENTINELS},
+    {"master_name", CK_STR, OFF(RS_, master_name), .flags = CK_NULL, .check = config_check_name},
+    {"username", CK_STR, OFF(RS_, username), .flags = CK_NULL | CK_NONEMPTY,
+     .check = config_check_no_controls},
+    {"password", CK_REJECT, 0,
+     .reject = "inline passwords are not accepted: use password_file or password_env"},
+    {"password_file", CK_STR, OFF(RS_, password_file), .flags = CK_NULL | CK_NONEMPTY,
+     .check = config_check_no_controls},
+    {"password_env", CK_STR, OFF(RS_, password_env), .flags = CK_NULL,
+     .check = config_check_env_name},
+    {"tls", CK_SECTION, OFF(RS_, tls), OFF(RS_, tls_set), .keys = tls_client_keys,
+     .flags = CK_PRESENT},
+    CK_END};
+#undef RS_
+
 #define R_ struct config_redis
 static const struct config_key redis_keys[] = {
+    {"mode", CK_ENUM, OFF(R_, mode), .choices = redis_modes, .def = "single"},
     {"address", CK_ADDR, OFF(R_, address), .def = "127.0.0.1:6379"},
     {"username", CK_STR, OFF(R_, username), .flags = CK_NULL | CK_NONEMPTY,
      .check = config_check_no_controls},
@@ -148,6 +170,7 @@ static const struct config_key redis_keys[] = {
     {"connect_timeout", CK_DURATION, OFF(R_, connect_timeout_ms), .min = 1, .max = MS_M,
      .def = "1s"},
     {"database", CK_INT, OFF(R_, database), .min = 0, .max = 1023, .def = "0"},
+    {"sentinel", CK_SECTION, OFF(R_, sentinel), .keys = redis_sentinel_keys},
     CK_END};
 #undef R_
 

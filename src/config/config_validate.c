@@ -263,6 +263,52 @@ static const struct config_upstream *upstream_index_find(const struct upstream_i
     return hit ? *hit : NULL;
 }
 
+static bool pos_known(struct config_pos p)
+{
+    return p.line != 0;
+}
+
+/*
+ * mode: sentinel. The data address comes from the sentinels, so a redis.address
+ * written next to them is an error rather than silently ignored: whoever wrote it
+ * expects moat to use it.
+ */
+static void validate_redis_sentinel(struct config_loader *L, const struct config_redis *r)
+{
+    const struct config_redis_sentinel *s = &r->sentinel;
+    struct config_pos here = config_loader_pos(L, s, 1); /* the redis.sentinel mapping */
+    if (!pos_known(here))
+        here = config_pos_of(L, &r->mode, r, CONFIG_POS_ROOT);
+    if (pos_known(config_loader_pos(L, &r->address, 0)))
+        config_loader_error(L, config_loader_pos(L, &r->address, 0), "redis.address",
+                            "not used with mode: sentinel (the master's address is asked of "
+                            "redis.sentinel.addresses): remove it");
+    if (s->num_addresses == 0)
+        config_loader_error(L, here, "redis.sentinel.addresses",
+                            "required with mode: sentinel (1 to %d host:port)",
+                            CONFIG_MAX_SENTINELS);
+    if (!s->master_name)
+        config_loader_error(L, here, "redis.sentinel.master_name",
+                            "required with mode: sentinel (the name the sentinels monitor)");
+    for (size_t i = 0; i < s->num_addresses; i++) {
+        if (!s->addresses[i].path)
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "redis.sentinel.addresses[%zu]", i);
+        config_loader_error(L, config_pos_of(L, &s->addresses[i], s, here), path,
+                            "sentinels are reached over TCP: host:port");
+    }
+    if (s->password_file && s->password_env)
+        config_loader_error(L, config_pos_of(L, &s->password_env, s, here),
+                            "redis.sentinel.password_env",
+                            "set only one of password_file and password_env");
+    if (s->username && !s->password_file && !s->password_env)
+        config_loader_error(L, config_pos_of(L, &s->username, s, here), "redis.sentinel.username",
+                            "needs password_file or password_env");
+    if (s->tls_set)
+        validate_tls_client(L, &s->tls, "redis.sentinel.tls");
+}
+
 static void validate_redis(struct config_loader *L, const struct config *c)
 {
     const struct config_redis *r = &c->redis;
@@ -272,6 +318,11 @@ static void validate_redis(struct config_loader *L, const struct config *c)
         config_loader_error(L, config_pos_of(L, &r->password_env, r, CONFIG_POS_ROOT),
                             "redis.password_env", "set only one of password_file and password_env");
     validate_tls_client(L, &r->tls, "redis.tls");
+    if (r->mode == REDIS_MODE_SENTINEL)
+        validate_redis_sentinel(L, r);
+    else if (pos_known(config_loader_pos(L, &r->sentinel, 1)))
+        config_loader_error(L, config_loader_pos(L, &r->sentinel, 1), "redis.sentinel",
+                            "only used with mode: sentinel");
 }
 
 /* Values derived from upstream keys: the health status range, parsed once. */

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "observe/log.h"
+#include "observe/metrics.h"
 #include "policy/auth_cache.h"
 #include "policy/ratelimit_global.h"
 #include "policy/revocation.h"
@@ -43,15 +44,36 @@ struct redis_field {
  * settings are here because the rate-limit client is built from them.
  */
 static const struct redis_field redis_fields[] = {
-    FIELD(redis.address.text),     FIELD(redis.username),
-    FIELD(redis.password_file),    FIELD(redis.password_env),
-    FIELD(redis.tls.enabled),      FIELD(redis.tls.ca),
-    FIELD(redis.tls.server_name),  FIELD(redis.tls.verify),
-    FIELD(redis.tls.cert),         FIELD(redis.tls.key),
-    FIELD(redis.timeout_ms),       FIELD(redis.connect_timeout_ms),
-    FIELD(redis.database),         FIELD(sessions.push_revocation),
-    FIELD(sessions.key_prefix),    FIELD(ratelimit.redis_timeout_ms),
-    FIELD(ratelimit.heartbeat_ms), FIELD(ratelimit.key_prefix),
+    FIELD(redis.address.text),
+    FIELD(redis.username),
+    FIELD(redis.password_file),
+    FIELD(redis.password_env),
+    FIELD(redis.tls.enabled),
+    FIELD(redis.tls.ca),
+    FIELD(redis.tls.server_name),
+    FIELD(redis.tls.verify),
+    FIELD(redis.tls.cert),
+    FIELD(redis.tls.key),
+    FIELD(redis.timeout_ms),
+    FIELD(redis.connect_timeout_ms),
+    FIELD(redis.database),
+    FIELD(sessions.push_revocation),
+    FIELD(sessions.key_prefix),
+    FIELD(ratelimit.redis_timeout_ms),
+    FIELD(ratelimit.heartbeat_ms),
+    FIELD(ratelimit.key_prefix),
+    FIELD(redis.mode),
+    FIELD(redis.sentinel.master_name),
+    FIELD(redis.sentinel.username),
+    FIELD(redis.sentinel.password_file),
+    FIELD(redis.sentinel.password_env),
+    FIELD(redis.sentinel.tls_set),
+    FIELD(redis.sentinel.tls.enabled),
+    FIELD(redis.sentinel.tls.ca),
+    FIELD(redis.sentinel.tls.server_name),
+    FIELD(redis.sentinel.tls.verify),
+    FIELD(redis.sentinel.tls.cert),
+    FIELD(redis.sentinel.tls.key),
 };
 #define NUM_REDIS_FIELDS (sizeof redis_fields / sizeof redis_fields[0])
 
@@ -73,7 +95,27 @@ union field_value {
 struct services_redis_conf {
     bool enabled;
     union field_value v[NUM_REDIS_FIELDS];
+    char *sentinels; /* redis.sentinel.addresses as "a,b,c" (an array: no field row) */
 };
+
+/* redis.sentinel.addresses as one string, for the comparison; NULL when out of memory. */
+static char *sentinels_text(const struct config *cfg)
+{
+    const struct config_redis_sentinel *rs = &cfg->redis.sentinel;
+    size_t len = 1;
+    for (size_t i = 0; i < rs->num_addresses; i++)
+        len += strlen(rs->addresses[i].text ? rs->addresses[i].text : "") + 1;
+    char *out = malloc(len);
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    for (size_t i = 0; i < rs->num_addresses; i++) {
+        if (i)
+            strcat(out, ",");
+        strcat(out, rs->addresses[i].text ? rs->addresses[i].text : "");
+    }
+    return out;
+}
 
 static const void *field_in(const struct config *cfg, const struct redis_field *f)
 {
@@ -109,6 +151,7 @@ void services_redis_conf_free(struct services_redis_conf *conf)
     for (size_t i = 0; i < NUM_REDIS_FIELDS; i++)
         if (redis_fields[i].kind == FIELD_STR)
             free(conf->v[i].s);
+    free(conf->sentinels);
     free(conf);
 }
 
@@ -118,6 +161,10 @@ struct services_redis_conf *services_redis_conf_copy(const struct config *cfg)
     if (!conf)
         return NULL;
     conf->enabled = cfg->redis_enabled;
+    if (!(conf->sentinels = sentinels_text(cfg))) {
+        free(conf);
+        return NULL;
+    }
     for (size_t i = 0; i < NUM_REDIS_FIELDS; i++) {
         const struct redis_field *f = &redis_fields[i];
         const void *p = field_in(cfg, f);
@@ -156,16 +203,55 @@ const char *services_redis_conf_diff(const struct services_redis_conf *conf,
     for (size_t i = 0; i < NUM_REDIS_FIELDS; i++)
         if (!field_equal(&redis_fields[i], &conf->v[i], cfg))
             return redis_fields[i].name;
-    return NULL;
+    char *now = sentinels_text(cfg);
+    bool same = now && strcmp(now, conf->sentinels) == 0;
+    free(now);
+    return same ? NULL : "redis.sentinel.addresses";
 }
 
-static void redis_options_from(const struct config *cfg, struct redis_options *o)
+/* What the clients are built from; o.sentinel points at so in sentinel mode. */
+struct redis_opts {
+    struct redis_options o;
+    struct redis_sentinel_options so;
+};
+
+/* Sentinel connections: their own credentials; TLS as the data connection's
+ * unless redis.sentinel.tls is given. */
+static void sentinel_options_from(const struct config_redis *rc, struct redis_sentinel_options *so)
+{
+    const struct config_redis_sentinel *rs = &rc->sentinel;
+    const struct config_tls_client *t = rs->tls_set ? &rs->tls : &rc->tls;
+    memset(so, 0, sizeof *so);
+    for (size_t i = 0; i < rs->num_addresses && i < REDIS_SENTINEL_MAX; i++) {
+        so->addrs[i].host = rs->addresses[i].host;
+        so->addrs[i].port = rs->addresses[i].port;
+        so->count++;
+    }
+    so->master_name = rs->master_name;
+    so->username = rs->username;
+    so->password_file = rs->password_file;
+    so->password_env = rs->password_env;
+    so->tls = t->enabled;
+    so->tls_ca = t->ca;
+    so->tls_server_name = t->server_name;
+    so->tls_verify = t->verify;
+    so->tls_cert = t->cert;
+    so->tls_key = t->key;
+}
+
+static void redis_options_from(const struct config *cfg, struct redis_opts *ro)
 {
     const struct config_redis *rc = &cfg->redis;
+    struct redis_options *o = &ro->o;
     memset(o, 0, sizeof *o);
-    o->host = rc->address.host;
-    o->port = rc->address.port;
-    o->unix_path = rc->address.path;
+    if (rc->mode == REDIS_MODE_SENTINEL) {
+        sentinel_options_from(rc, &ro->so);
+        o->sentinel = &ro->so;
+    } else {
+        o->host = rc->address.host;
+        o->port = rc->address.port;
+        o->unix_path = rc->address.path;
+    }
     o->username = rc->username;
     o->password_file = rc->password_file;
     o->password_env = rc->password_env;
@@ -215,6 +301,7 @@ static void cache_free(struct services *svc)
 static void on_redis_state(enum redis_state st, void *arg)
 {
     struct services *svc = arg;
+    atomic_store(&svc->redis_up, st == REDIS_STATE_CONNECTED);
     if (st == REDIS_STATE_CONNECTING)
         return; /* reconnect attempts while down are not news */
     enum services_redis_logged now =
@@ -229,14 +316,39 @@ static void on_redis_state(enum redis_state st, void *arg)
                 redis_client_last_error(svc->redis));
 }
 
+/*
+ * Sentinel mode: what the sessions client learns is counted and logged (the
+ * revocation and rate-limit clients follow the same master on their own; one
+ * line per worker and change is enough).
+ */
+static void on_redis_sentinel(enum redis_sentinel_event ev, const char *name, const char *was,
+                              const char *now, void *arg)
+{
+    struct services *svc = arg;
+    if (ev == REDIS_SENTINEL_QUERY) {
+        if (svc->metrics)
+            metrics_inc(svc->metrics, M_REDIS_SENTINEL_QUERIES);
+        return;
+    }
+    if (!*was) {
+        log_msg(LOG_INFO, "worker %d: redis: master %s is %s", svc->worker_id, name, now);
+        return;
+    }
+    if (svc->metrics)
+        metrics_inc(svc->metrics, M_REDIS_FAILOVERS);
+    log_msg(LOG_WARN, "worker %d: redis: master %s is now %s (was %s)", svc->worker_id, name, now,
+            was);
+}
+
 static int redis_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
-    struct redis_options o;
-    redis_options_from(cfg, &o);
-    svc->redis = redis_client_new(svc->base, &o, err, errlen);
+    struct redis_opts ro;
+    redis_options_from(cfg, &ro);
+    svc->redis = redis_client_new(svc->base, &ro.o, err, errlen);
     if (!svc->redis)
         return -1;
     redis_client_on_state(svc->redis, on_redis_state, svc);
+    redis_client_on_sentinel(svc->redis, on_redis_sentinel, svc);
     return 0;
 }
 
@@ -244,15 +356,16 @@ static void redis_free(struct services *svc)
 {
     redis_client_free(svc->redis);
     svc->redis = NULL;
+    atomic_store(&svc->redis_up, false);
 }
 
 static int revocation_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
     if (!cfg->sessions.push_revocation)
         return 0;
-    struct redis_options o;
-    redis_options_from(cfg, &o);
-    svc->revocation = revocation_start(svc, &o, cfg->sessions.key_prefix, err, errlen);
+    struct redis_opts ro;
+    redis_options_from(cfg, &ro);
+    svc->revocation = revocation_start(svc, &ro.o, cfg->sessions.key_prefix, err, errlen);
     return svc->revocation ? 0 : -1;
 }
 
@@ -264,9 +377,9 @@ static void revocation_free(struct services *svc)
 
 static int rl_global_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
-    struct redis_options o;
-    redis_options_from(cfg, &o);
-    svc->rl_global = rl_global_new(svc, cfg, &o, err, errlen);
+    struct redis_opts ro;
+    redis_options_from(cfg, &ro);
+    svc->rl_global = rl_global_new(svc, cfg, &ro.o, err, errlen);
     return svc->rl_global ? 0 : -1;
 }
 

@@ -9,6 +9,7 @@
 #ifndef MOAT_SERVICES_H
 #define MOAT_SERVICES_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 struct event_base;
@@ -40,6 +41,8 @@ struct services {
     /* What the Redis clients were built from; NULL while there are none. */
     struct services_redis_conf *redis_conf;
     enum services_redis_logged redis_logged;
+    /* The session client is connected; read by the main thread for /readyz. */
+    atomic_bool redis_up;
 };
 
 /*

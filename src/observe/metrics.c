@@ -59,6 +59,11 @@ static const struct {
                        "HTTP/2 resets and protocol errors charged to connections"},
     [M_H2_CALM_GOAWAYS] = {"moat_h2_calm_goaways_total", "counter",
                            "HTTP/2 connections ended with GOAWAY(ENHANCE_YOUR_CALM)"},
+    [M_REDIS_FAILOVERS] = {"moat_redis_failovers_total", "counter",
+                           "Redis master address changes seen through the sentinels (per worker, "
+                           "summed)"},
+    [M_REDIS_SENTINEL_QUERIES] = {"moat_redis_sentinel_queries_total", "counter",
+                                  "SENTINEL get-master-addr-by-name queries sent"},
 };
 
 void metrics_count_status(struct metrics *m, int status)

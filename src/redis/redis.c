@@ -270,12 +270,19 @@ static int dispatch_reply(struct redis_client *c, redisReply *r)
         return -1;
     }
     struct redis_pending *p = pending_pop(c);
+    unsigned gen = c->gen;
     if (p->kind != PK_USER)
         handshake_reply(c, p->kind, r);
     else if (p->fn)
         p->fn(r, NULL, p->arg);
+    /* Sentinel mode: a write refused by a replica means the master moved under
+     * this connection (the command got its error reply; the others fail now). */
+    bool readonly = c->sentinel && r->type == REDIS_REPLY_ERROR && r->str &&
+                    strncmp(r->str, "READONLY", 8) == 0 && !c->dying && gen == c->gen;
     freeReplyObject(r);
     pending_put(c, p);
+    if (readonly)
+        redis_conn_fail(c, ERR_LOST, "%s answered READONLY: no longer the master", c->addr);
     return 0;
 }
 
@@ -374,6 +381,24 @@ static bool handshake_error_tolerable(const redisReply *r)
     return strncmp(r->str, "ERR", 3) == 0 || strncmp(r->str, "NOPERM", 6) == 0;
 }
 
+/* Sentinel mode: the address the sentinels gave must be a master now, not a
+ * replica (a sentinel that has not seen the failover yet, or the old master
+ * demoted). ROLE's first element is "master", "slave" or "sentinel". */
+static void role_check(struct redis_client *c, const redisReply *r, int n)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        redis_conn_fail(c, ERR_LOST, "ROLE failed: %.*s", n, r->str);
+        return;
+    }
+    const redisReply *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
+    if (str_is(role, "master"))
+        return;
+    char what[16] = "?";
+    if (role && role->type == REDIS_REPLY_STRING)
+        snprintf(what, sizeof(what), "%.*s", (int)(role->len < 15 ? role->len : 15), role->str);
+    redis_conn_fail(c, ERR_LOST, "%s is not the master (ROLE: %s)", c->addr, what);
+}
+
 static void handshake_reply(struct redis_client *c, enum pending_kind kind, redisReply *r)
 {
     bool is_err = r->type == REDIS_REPLY_ERROR;
@@ -404,6 +429,9 @@ static void handshake_reply(struct redis_client *c, enum pending_kind kind, redi
         }
         c->client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
         handshake_done(c);
+        break;
+    case PK_ROLE:
+        role_check(c, r, n);
         break;
     case PK_PING:
     case PK_USER:
@@ -482,6 +510,11 @@ int redis_send_handshake(struct redis_client *c, const char *pw, size_t pwlen)
         if (redis_enqueue_argv(c, PK_SETNAME, 3, argv, NULL) < 0)
             return -1;
     }
+    if (c->sentinel) {
+        const char *argv[1] = {"ROLE"};
+        if (redis_enqueue_argv(c, PK_ROLE, 1, argv, NULL) < 0)
+            return -1;
+    }
     const char *argv[2] = {"CLIENT", "ID"};
     return redis_enqueue_argv(c, PK_ID, 2, argv, NULL);
 }
@@ -520,6 +553,15 @@ void redis_client_on_connect(struct redis_client *c, void (*fn)(struct redis_cli
 {
     c->connect_fn = fn;
     c->connect_arg = arg;
+}
+
+void redis_client_on_sentinel(struct redis_client *c,
+                              void (*fn)(enum redis_sentinel_event, const char *, const char *,
+                                         const char *, void *),
+                              void *arg)
+{
+    c->sentinel_fn = fn;
+    c->sentinel_arg = arg;
 }
 
 void redis_cancel(struct redis_pending *p)

@@ -52,7 +52,40 @@
 
 struct event_base;
 
+#define REDIS_SENTINEL_MAX 16
+
+/*
+ * Sentinel mode (redis_sentinel.c): the master's address is asked of the
+ * sentinels before every connect attempt (SENTINEL get-master-addr-by-name, the
+ * sentinel that answered last first, each within connect_timeout_ms), checked
+ * with ROLE during the handshake (a replica is dropped and the address asked
+ * again), and asked again after every drop: lost connection, timeout, protocol
+ * error, a -READONLY error reply, or a +switch-master for master_name published
+ * by a sentinel (each client keeps one subscription). The sentinels' reply must
+ * be a numeric IPv4 / IPv6 address and a port: hostnames are refused.
+ */
+struct redis_sentinel_options {
+    struct {
+        const char *host; /* numeric or hostname (blocking resolve, as for host below) */
+        uint16_t port;
+    } addrs[REDIS_SENTINEL_MAX];
+    size_t count; /* 1..REDIS_SENTINEL_MAX */
+    const char *master_name;
+    const char *username; /* sentinel ACL user, or NULL */
+    const char *password_file;
+    const char *password_env;
+    bool tls; /* the tls_* fields below as in struct redis_options */
+    const char *tls_ca;
+    const char *tls_server_name; /* NULL: each sentinel's host */
+    bool tls_verify;
+    const char *tls_cert;
+    const char *tls_key;
+};
+
 struct redis_options {
+    /* With sentinel set, host / port / unix_path stay unset: the data address comes
+     * from the sentinels. */
+    const struct redis_sentinel_options *sentinel;
     const char *host; /* numeric address or hostname, with port; or: */
     uint16_t port;
     const char *unix_path;     /* unix socket path (exactly one of host / unix_path) */
@@ -132,6 +165,19 @@ void redis_client_on_state(struct redis_client *c, void (*fn)(enum redis_state, 
  * they are dropped. */
 void redis_client_on_push(struct redis_client *c, void (*fn)(redisReply *msg, void *arg),
                           void *arg);
+
+/*
+ * Sentinel mode: what the client learns from the sentinels. REDIS_SENTINEL_QUERY
+ * once per query sent to a sentinel (was, now: NULL); REDIS_SENTINEL_MASTER when
+ * the master's address differs from the one used before (was: "" on the first
+ * resolution, else "host:port"; now: "host:port"). name is the master name.
+ * Never called in single mode.
+ */
+enum redis_sentinel_event { REDIS_SENTINEL_QUERY, REDIS_SENTINEL_MASTER };
+void redis_client_on_sentinel(struct redis_client *c,
+                              void (*fn)(enum redis_sentinel_event ev, const char *name,
+                                         const char *was, const char *now, void *arg),
+                              void *arg);
 
 /* The server-side CLIENT ID of the current connection, 0 if unknown (not
  * connected, or CLIENT ID refused by ACL). For CLIENT TRACKING REDIRECT. */

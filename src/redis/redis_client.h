@@ -22,7 +22,7 @@
 struct bufferevent;
 struct event;
 
-enum pending_kind { PK_USER, PK_AUTH, PK_SELECT, PK_SETNAME, PK_ID, PK_PING };
+enum pending_kind { PK_USER, PK_AUTH, PK_SELECT, PK_SETNAME, PK_ID, PK_PING, PK_ROLE };
 
 struct redis_pending {
     struct redis_pending *next;
@@ -78,6 +78,12 @@ struct redis_client {
     void *push_arg;
     void (*connect_fn)(struct redis_client *, void *);
     void *connect_arg;
+
+    /* sentinel mode (redis_sentinel.c); NULL in single mode */
+    struct redis_sentinel *sentinel;
+    void (*sentinel_fn)(enum redis_sentinel_event, const char *, const char *, const char *,
+                        void *);
+    void *sentinel_arg;
 };
 
 /* err strings handed to command callbacks (redis.h) */
@@ -113,5 +119,13 @@ int redis_send_handshake(struct redis_client *c, const char *pw, size_t pwlen);
 void redis_conn_fail(struct redis_client *c, const char *pend_err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void redis_client_destroy(struct redis_client *c);
+/* Points the client at host:port for its next connect attempts (a sentinel
+ * mode data client, or a subscription moving to the next sentinel). */
+int redis_client_set_target(struct redis_client *c, const char *host, uint16_t port);
+/* Sentinel mode: the master's address is known, open the connection to it. */
+void redis_connect_to(struct redis_client *c, const char *host, uint16_t port);
+/* Sentinel mode: the master moved. Drops the connection (or the attempt under
+ * way) with why and tries again at once. */
+void redis_conn_restart(struct redis_client *c, const char *why);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "redis/redis.h"
 #include "redis/redis_client.h"
+#include "redis/redis_sentinel.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,6 +59,8 @@ static void conn_close(struct redis_client *c)
     c->transport_up = c->subscribed = c->reply_too_large = false;
     c->reply_objs = c->reply_bytes = 0;
     c->client_id = 0;
+    if (c->sentinel)
+        redis_sentinel_cancel(c->sentinel); /* an address asked for this attempt */
     ERR_clear_error();
 }
 
@@ -268,16 +271,57 @@ out:
     return rc;
 }
 
-static void connect_start(struct redis_client *c)
+static void connect_open(struct redis_client *c)
 {
-    redis_set_state(c, REDIS_STATE_CONNECTING);
-    if (c->dying)
-        return;
     if (conn_open(c) < 0) {
         redis_conn_fail(c, ERR_LOST, NULL);
         return;
     }
     redis_timer_arm(c->connect_ev, c->connect_timeout_ms);
+}
+
+static void connect_start(struct redis_client *c)
+{
+    redis_set_state(c, REDIS_STATE_CONNECTING);
+    if (c->dying)
+        return;
+    if (c->sentinel) /* the master's address first: redis_connect_to() goes on */
+        redis_sentinel_resolve(c->sentinel);
+    else
+        connect_open(c);
+}
+
+int redis_client_set_target(struct redis_client *c, const char *host, uint16_t port)
+{
+    char *h = strdup(host);
+    if (!h)
+        return -1;
+    free(c->host);
+    c->host = h;
+    c->port = port;
+    c->addr_next = 0;
+    snprintf(c->addr, sizeof(c->addr), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
+             (unsigned)port);
+    return 0;
+}
+
+void redis_connect_to(struct redis_client *c, const char *host, uint16_t port)
+{
+    if (redis_client_set_target(c, host, port) < 0) {
+        redis_conn_fail(c, ERR_LOST, "out of memory");
+        return;
+    }
+    connect_open(c);
+}
+
+void redis_conn_restart(struct redis_client *c, const char *why)
+{
+    if (c->dying)
+        return;
+    if (c->state != REDIS_STATE_DOWN)
+        redis_conn_fail(c, ERR_LOST, "%s", why);
+    if (!c->dying)
+        redis_timer_arm(c->retry_ev, 0);
 }
 
 /* Describes why the transport failed: certificate verification first (the
@@ -390,9 +434,34 @@ static int opt_dup(char **dst, const char *src)
     return src && !(*dst = strdup(src)) ? -1 : 0;
 }
 
+static const char *sentinel_options_check(const struct redis_options *o)
+{
+    const struct redis_sentinel_options *so = o->sentinel;
+    if (o->host || o->unix_path)
+        return "host and unix_path are not used with sentinels";
+    if (so->count < 1 || so->count > REDIS_SENTINEL_MAX)
+        return "1 to 16 sentinels";
+    for (size_t i = 0; i < so->count; i++)
+        if (!so->addrs[i].host || so->addrs[i].port == 0)
+            return "every sentinel needs a host and a port";
+    if (!so->master_name || !*so->master_name)
+        return "the sentinels' master_name must be set";
+    if (so->password_file && so->password_env)
+        return "sentinel password_file and password_env are exclusive";
+    if (so->username && !so->password_file && !so->password_env)
+        return "sentinel username needs a password_file or password_env";
+    if (!so->tls_cert != !so->tls_key)
+        return "sentinel tls_cert and tls_key go together";
+    return NULL;
+}
+
 static const char *options_check(const struct redis_options *o)
 {
-    if (!o->host == !o->unix_path)
+    if (o->sentinel) {
+        const char *why = sentinel_options_check(o);
+        if (why)
+            return why;
+    } else if (!o->host == !o->unix_path)
         return "exactly one of host and unix_path must be set";
     if (o->host && o->port == 0)
         return "port must be set with host";
@@ -436,7 +505,9 @@ static int options_copy(struct redis_client *c, const struct redis_options *o)
         opt_dup(&c->server_name, o->tls_server_name) || opt_dup(&c->client_name, o->client_name))
         return -1;
     c->port = o->port;
-    if (o->unix_path)
+    if (o->sentinel) /* until the sentinels name the master */
+        snprintf(c->addr, sizeof(c->addr), "master %.200s", o->sentinel->master_name);
+    else if (o->unix_path)
         snprintf(c->addr, sizeof(c->addr), "%s", o->unix_path);
     else
         snprintf(c->addr, sizeof(c->addr), strchr(o->host, ':') ? "[%s]:%u" : "%s:%u", o->host,
@@ -473,6 +544,7 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
 {
     const char *why = options_check(o);
     struct redis_client *c = NULL;
+    char sentinel_err[200];
 
     if (why)
         goto fail;
@@ -485,6 +557,11 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
         goto fail;
     if (o->tls && (why = tls_ctx_build(c, o)) != NULL)
         goto fail;
+    if (o->sentinel &&
+        !(c->sentinel = redis_sentinel_new(c, o->sentinel, sentinel_err, sizeof(sentinel_err)))) {
+        why = sentinel_err;
+        goto fail;
+    }
     if (getrandom(&c->rng, sizeof(c->rng), GRND_NONBLOCK) != sizeof(c->rng) || c->rng == 0)
         c->rng = redis_now_ms() ^ (uintptr_t)c ^ 0x9e3779b97f4a7c15ull;
     redis_timer_arm(c->retry_ev, 0);
@@ -501,6 +578,8 @@ fail:
 void redis_client_destroy(struct redis_client *c)
 {
     conn_close(c);
+    redis_sentinel_free(c->sentinel);
+    c->sentinel = NULL;
     struct event *evs[] = {c->retry_ev, c->connect_ev, c->cmd_ev, c->ping_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

@@ -13,7 +13,8 @@ reported as an error of that test at teardown.
 
 Every fixture of the suite is here (none is imported into a test module):
 upstream, capture_upstream (upstream_server.py processes); moat_factory / start_moat,
-proxy, fleet (moat processes); redis_server, redis_factory (redis-server processes),
+proxy, fleet (moat processes); redis_server, redis_factory, redis_sentinels (redis-server
+and sentinel processes),
 fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS).
 """
 
@@ -139,6 +140,26 @@ def redis_factory(tmp_path):
                 except ProcessLookupError:
                     pass
             r.stop()
+
+
+@pytest.fixture
+def redis_sentinels(tmp_path):
+    """Factory: redis_sentinels(**kw) -> redisutil.SentinelSet, started: a master, a
+    replica and three sentinels (quorum 2, down-after 1000 ms) monitoring it as
+    "mymaster", ready for a failover. Every process is stopped by PID at teardown, also
+    when the test killed or stopped some of them."""
+    made = []
+
+    def make(**kw):
+        s = redisutil.SentinelSet(tmp_path, **kw)
+        made.append(s)
+        return s.start()
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
 
 
 @pytest.fixture

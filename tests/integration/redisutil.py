@@ -10,6 +10,8 @@ Standard library only; builds on moatctl (ports, processes).
   so that a pipeline's replies stay in line with its commands.
 - RedisServer: `redis-server --bind 127.0.0.1 --save '' --appendonly no`, in its own
   session, stopped by PID; optional requirepass, extra arguments, a TLS-only listener.
+- Sentinel, SentinelSet: a master, a replica and three sentinels (quorum 2), each
+  stopped by PID.
 - FakeRedis: a TCP server in threads of the test process that speaks bad Redis.
 - put_session(): a session as the login service writes it (DESIGN.md, "Sessions").
 """
@@ -251,6 +253,157 @@ class RedisServer:
         """Starts a fresh redis-server on the same port (empty: sessions must be re-put)."""
         self.kill()
         return self.start()
+
+
+class Sentinel(RedisServer):
+    """A Redis Sentinel (`redis-server FILE --sentinel`) on 127.0.0.1 monitoring a master
+    under `name`, in its own directory (sentinels rewrite their config file), started in
+    its own session and stopped by PID. call() works against it (SENTINEL ...)."""
+
+    def __init__(self, tmpdir, master, name="mymaster", quorum=2, down_after_ms=1000,
+                 failover_timeout_ms=3000):
+        super().__init__(tmpdir, moat_waits=False)
+        self.master_port = master.port
+        self.name = name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def start(self, timeout=10.0):
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise AssertionError("redis-server not installed (scripts/install-deps.sh)")
+        conf = os.path.join(self.dir, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (self.port, self.dir))
+            f.write("sentinel monitor %s 127.0.0.1 %d %d\n"
+                    % (self.name, self.master_port, self.quorum))
+            f.write("sentinel down-after-milliseconds %s %d\n" % (self.name, self.down_after_ms))
+            f.write("sentinel failover-timeout %s %d\n" % (self.name, self.failover_timeout_ms))
+            f.write("sentinel parallel-syncs %s 1\n" % self.name)
+        self.out = open(os.path.join(self.dir, "redis.out"), "ab")
+        self.proc = subprocess.Popen([exe, conf, "--sentinel"], stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if not moatctl.wait_until(lambda: self.proc.poll() is not None or self.ping(), timeout) \
+                or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError("redis sentinel did not start:\n"
+                                 + moatctl.read_text(os.path.join(self.dir, "redis.out")))
+        return self
+
+    def master_addr(self):
+        """("127.0.0.1", port) as this sentinel sees the master now, or None."""
+        r = call(self, "SENTINEL", "get-master-addr-by-name", self.name, timeout=1.0)
+        return (r[0].decode(), int(r[1])) if r else None
+
+    def log(self):
+        return moatctl.read_text(os.path.join(self.dir, "redis.out"))
+
+
+def _info_field(info, field):
+    text = info.decode() if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+class SentinelSet:
+    """A master, a replica (`--replicaof`) and n sentinels (quorum 2) on 127.0.0.1.
+
+    start() waits until the replica is in sync and every sentinel knows the replica and
+    the other sentinels, so that a failover can be asked for at once. stop() stops every
+    process by PID (also when start() failed half-way). .servers maps port ->
+    RedisServer, .master() is the server the sentinels name master now."""
+
+    def __init__(self, tmpdir, name="mymaster", sentinels=3, down_after_ms=1000,
+                 failover_timeout_ms=3000):
+        self.name = name
+        self.primary = RedisServer(tmpdir, moat_waits=False)
+        self.replica = RedisServer(tmpdir, moat_waits=False)
+        self.sentinels = [Sentinel(tmpdir, self.primary, name, 2, down_after_ms,
+                                   failover_timeout_ms) for _ in range(sentinels)]
+        self.servers = {self.primary.port: self.primary, self.replica.port: self.replica}
+
+    @property
+    def addresses(self):
+        return [s.addr for s in self.sentinels]
+
+    def start(self, timeout=30.0):
+        try:
+            self.primary.start()
+            self.replica.args = ["--replicaof", "127.0.0.1", str(self.primary.port)]
+            self.replica.start()
+            for s in self.sentinels:
+                s.start()
+            assert moatctl.wait_until(self.ready, timeout, interval=0.2), \
+                "sentinels not ready:\n" + "\n".join(s.log()[-2000:] for s in self.sentinels)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self):
+        """Replica in sync; each sentinel sees the master, the replica and the others."""
+        try:
+            if _info_field(call(self.replica, "INFO", "replication"),
+                           "master_link_status") != "up":
+                return False
+            for s in self.sentinels:
+                if s.master_addr() != ("127.0.0.1", self.primary.port):
+                    return False
+                if len(call(s, "SENTINEL", "sentinels", self.name)) < len(self.sentinels) - 1:
+                    return False
+                reps = call(s, "SENTINEL", "replicas", self.name)
+                if not reps or b"s_down" in b" ".join(x for r in reps for x in r
+                                                       if isinstance(x, bytes)):
+                    return False
+            return True
+        except (OSError, RespError, ValueError):
+            return False
+
+    def master(self):
+        """The RedisServer the first live sentinel names master (None if none answers)."""
+        for s in self.sentinels:
+            try:
+                a = s.master_addr()
+            except (OSError, RespError, ValueError):
+                continue
+            if a:
+                return self.servers.get(a[1])
+        return None
+
+    def agreed_master(self):
+        """The server every live sentinel names master, when they agree and it says ROLE
+        master; else None."""
+        seen = set()
+        for s in self.sentinels:
+            if s.proc is None or s.proc.poll() is not None:
+                continue
+            try:
+                a = s.master_addr()
+            except (OSError, RespError, ValueError):
+                return None
+            seen.add(a)
+        if len(seen) != 1:
+            return None
+        srv = self.servers.get(next(iter(seen))[1])
+        try:
+            return srv if srv is not None and call(srv, "ROLE", timeout=1.0)[0] == b"master" \
+                else None
+        except (OSError, RespError, ValueError):
+            return None
+
+    def stop(self):
+        for p in self.sentinels + [self.replica, self.primary]:
+            if p.proc is not None and p.proc.poll() is None:
+                try:
+                    os.kill(p.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            if p.proc is not None:
+                p.stop()
 
 
 def client_list(redis):
