@@ -44,10 +44,49 @@ int listener_open(const struct config_addr *a, bool shared, char *err, size_t er
     if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
         goto fail;
     return fd;
-fail:
-    snprintf(err, errlen, "%s: %s", a->text, strerror(errno));
+fail:;
+    int e = errno; /* kept for the caller (listener_probe) */
+    snprintf(err, errlen, "%s: %s", a->text, strerror(e));
     if (fd >= 0)
         close(fd);
+    errno = e;
+    return -1;
+}
+
+/*
+ * SO_REUSEPORT lets any socket of the same user with that option join moat's
+ * listening sockets and take a share of its connections: a second moat (or
+ * anything else) would silently split the port. So before opening its own
+ * sockets moat binds the address once without SO_REUSEPORT, which fails with
+ * EADDRINUSE while any socket listens there (ours would not help it, theirs
+ * would not let it), then closes that probe and opens the shared sockets.
+ * What this does not cover: a process binding the port between the probe and
+ * moat's own bind() (microseconds at startup), and one that joins later with
+ * SO_REUSEPORT on purpose, as the same user, after moat is up (a second moat
+ * probes and fails; a kernel-level guarantee would need an eBPF reuseport
+ * program or a different user per instance). SO_REUSEADDR stays on, so sockets
+ * left in TIME_WAIT by a previous run do not block a restart.
+ */
+int listener_probe(const struct config_addr *a, const char *name, char *err, size_t errlen)
+{
+    char why[256];
+    int fd = listener_open(a, false, why, sizeof why);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno == EADDRINUSE)
+        snprintf(err, errlen,
+                 "%s %s: address already in use (another process owns it; moat does not share "
+                 "its ports)",
+                 name, a->text);
+    else if (errno == EACCES && a->port < 1024)
+        snprintf(err, errlen,
+                 "%s %s: permission denied (ports below 1024 need root or "
+                 "CAP_NET_BIND_SERVICE, e.g. AmbientCapabilities= in a systemd unit)",
+                 name, a->text);
+    else
+        snprintf(err, errlen, "%s %s", name, why);
     return -1;
 }
 

@@ -30,6 +30,15 @@ struct evconnlistener;
 int listener_open(const struct config_addr *addr, bool shared, char *err, size_t errlen);
 
 /*
+ * Checks that no socket is bound to addr (another moat, or anything else),
+ * by binding it once without SO_REUSEPORT; call before opening the shared
+ * sockets. name is the config key for the message ("listen.https[0]").
+ * Returns 0, or -1 with err: "listen.https[0] 127.0.0.1:8443: address already
+ * in use (...)". See listener.c for the window this leaves.
+ */
+int listener_probe(const struct config_addr *addr, const char *name, char *err, size_t errlen);
+
+/*
  * Returns a listening AF_UNIX socket at path with the given file mode, or -1 with
  * err. A socket file nobody listens on (left by a killed process) is replaced and
  * *stale set; a live one ("in use") or a path that is not a socket is refused.

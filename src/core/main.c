@@ -12,13 +12,19 @@
 
 #include "core/server.h"
 
+/* Exit status for a command-line error (as BSD's EX_USAGE family and GNU tools: 2). */
+#define EXIT_USAGE 2
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moat [-c FILE] [-t] [-V] [-h]\n"
-               "  -c FILE  configuration (default conf/moat.yaml)\n"
-               "  -t       validate the configuration (files included) and exit 0/1\n"
-               "  -V       print the version and the library versions in use\n"
-               "signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit\n");
+    fprintf(f, "usage: moat -c FILE [-t]\n"
+               "       moat -V | -h\n"
+               "  -c, --config FILE  the configuration file (required: there is no default)\n"
+               "  -t, --test         validate the configuration (files included) and exit 0/1\n"
+               "  -V, --version      print the version and the library versions in use\n"
+               "  -h, --help         print this help\n"
+               "signals: SIGHUP reloads; SIGTERM, SIGINT and SIGQUIT drain and exit 0;\n"
+               "SIGUSR1 reopens the log files; SIGUSR2 is ignored (binary upgrade: not yet)\n");
 }
 
 static void print_versions(void)
@@ -33,9 +39,14 @@ static void print_versions(void)
 
 int main(int argc, char **argv)
 {
-    const char *path = "conf/moat.yaml";
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"test", no_argument, NULL, 't'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *path = NULL;
     int check = 0, opt;
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -51,12 +62,20 @@ int main(int argc, char **argv)
             return 0;
         default:
             usage(stderr);
-            return 1;
+            return EXIT_USAGE;
         }
     }
     if (optind < argc) {
+        fprintf(stderr, "moat: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
-        return 1;
+        return EXIT_USAGE;
+    }
+    /* No default file: a moat started by mistake must not serve a sample config. */
+    if (!path) {
+        fprintf(stderr, "moat: -c FILE is required (the configuration file; there is no "
+                        "default)\n");
+        usage(stderr);
+        return EXIT_USAGE;
     }
     return check ? server_check(path) : server_run(path);
 }

@@ -1,6 +1,8 @@
 #include "core/server.h"
 
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +23,16 @@
 #include "tls/tls_tickets.h"
 #include "core/worker.h"
 #include "upstream/health_check.h"
+#include "upstream/upstream_state.h"
+#include "util/monotime.h"
 
 #define MAX_WORKERS 256
+/* While draining, how often the main thread looks whether every worker is done. */
+#define EXIT_POLL_MS 50
+
+/* Every signal moat handles; the others keep their default action. */
+static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
+#define NUM_SIGNALS (sizeof handled_signals / sizeof handled_signals[0])
 
 struct server {
     struct event_base *base;
@@ -32,7 +42,9 @@ struct server {
     struct metrics *metrics[MAX_WORKERS];
     int num_workers;
     struct admin *admin;
-    struct event *ev_hup, *ev_term, *ev_int, *ev_rotate, *ev_sweep;
+    struct event *ev_sig[NUM_SIGNALS], *ev_rotate, *ev_sweep;
+    struct event *ev_exit; /* while draining: polls the workers (EXIT_POLL_MS) */
+    bool draining;
     struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
     struct ocsp_updater *ocsp;        /* when tls.ocsp_fetch */
     struct health_checker *checker;   /* active upstream health checks */
@@ -115,10 +127,69 @@ static struct metrics *const *admin_metrics(void *arg, int *n)
     return s->metrics;
 }
 
-static bool admin_ready(void *arg)
+/* Appends "; "-separated reasons to why (truncated when it is full). */
+static void why_add(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void why_add(char *why, size_t len, const char *fmt, ...)
+{
+    size_t n = strlen(why);
+    if (n && n + 2 < len) {
+        memcpy(why + n, "; ", 3);
+        n += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why + n, len - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The pools routes send requests to whose servers are all down by checks or draining. */
+static void pools_unavailable(const struct snapshot *snap, char *why, size_t len)
+{
+    const struct config *cfg = snap->cfg;
+    uint64_t now = mono_ms();
+    for (size_t r = 0; r < cfg->num_routes; r++) {
+        const struct config_upstream *u = cfg->routes[r].up;
+        bool seen = false;
+        for (size_t e = 0; u && e < r && !seen; e++)
+            seen = cfg->routes[e].up == u;
+        if (!u || seen)
+            continue;
+        size_t i = (size_t)(u - cfg->upstreams);
+        bool avail = false;
+        for (size_t k = 0; k < u->num_servers && !avail; k++) {
+            enum server_avail a = server_state_avail(snap->ustates->servers[i][k], now);
+            /* ejected ones serve in panic; a failed connect is a 1 s mark, not a verdict */
+            avail = a != AVAIL_DOWN && a != AVAIL_DRAINING;
+        }
+        if (!avail)
+            why_add(why, len, "upstream pool %s: no server available", u->name);
+    }
+}
+
+/*
+ * /readyz: ready unless draining, a worker's session client is not connected
+ * to Redis (with a redis: section: authenticated routes would answer 503), or
+ * a routed pool has no server up. Reads atomics only.
+ */
+static bool admin_ready(void *arg, char *why, size_t len)
 {
     struct server *s = arg;
-    return s->num_workers > 0;
+    why[0] = '\0';
+    if (s->draining)
+        why_add(why, len, "draining");
+    if (s->num_workers == 0)
+        why_add(why, len, "no workers");
+    if (s->snap->cfg->redis_enabled) {
+        int down = 0;
+        for (int i = 0; i < s->num_workers; i++)
+            down += !atomic_load(&s->workers[i]->svc.redis_up);
+        if (down)
+            why_add(why, len, "redis: the session store is not connected (%d of %d workers)", down,
+                    s->num_workers);
+    }
+    pools_unavailable(s->snap, why, len);
+    return why[0] == '\0';
 }
 
 static struct snapshot *admin_snapshot(void *arg)
@@ -185,18 +256,86 @@ static void reload(struct server *s)
     log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGQUIT:
+        return "SIGQUIT";
+    case SIGUSR1:
+        return "SIGUSR1";
+    case SIGUSR2:
+        return "SIGUSR2";
+    }
+    return "signal";
+}
+
+/* Draining: the main loop ends once every worker has finished its own drain. */
+static void on_exit_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
-    if (sig == SIGHUP) {
-        reload(s);
+    for (int i = 0; i < s->num_workers; i++)
+        if (!worker_exited(s->workers[i]))
+            return;
+    event_base_loopbreak(s->base);
+}
+
+/*
+ * SIGTERM, SIGINT, SIGQUIT (nginx's graceful "quit"): the workers stop
+ * accepting and finish what is in flight. The main loop keeps running until
+ * they are done, so that the admin listener answers /readyz "draining".
+ */
+static void start_drain(struct server *s, int sig)
+{
+    if (s->draining) {
+        log_msg(LOG_INFO, "%s: already draining", signal_name(sig));
         return;
     }
-    log_msg(LOG_INFO, "%s: draining (up to %llu ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+    s->draining = true;
+    log_msg(LOG_INFO, "%s: draining (up to %llu ms)", signal_name(sig),
             (unsigned long long)s->snap->cfg->limits.drain_timeout_ms);
     for (int i = 0; i < s->num_workers; i++)
         worker_post_stop(s->workers[i]);
-    event_base_loopbreak(s->base);
+    struct timeval tv = {0, EXIT_POLL_MS * 1000};
+    if (!s->ev_exit || event_add(s->ev_exit, &tv) < 0)
+        event_base_loopbreak(s->base); /* shutdown_all() joins them all the same */
+}
+
+/* SIGUSR1 (logrotate): the access and audit files are opened again at their
+ * configured paths; lines still in a worker's buffer go to the new file. */
+static void reopen_logs(struct server *s)
+{
+    char err[256];
+    if (log_open(&s->snap->cfg->log, err, sizeof err) < 0)
+        log_msg(LOG_ERROR, "SIGUSR1: log: %s (still writing to the files open before)", err);
+    else
+        log_msg(LOG_INFO, "SIGUSR1: log files reopened");
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    switch (sig) {
+    case SIGHUP:
+        if (s->draining)
+            log_msg(LOG_WARN, "SIGHUP: ignored while draining");
+        else
+            reload(s);
+        return;
+    case SIGUSR1:
+        reopen_logs(s);
+        return;
+    case SIGUSR2:
+        log_msg(LOG_WARN, "SIGUSR2: binary upgrade is not supported yet; ignored");
+        return;
+    default:
+        start_drain(s, (int)sig);
+    }
 }
 
 static void on_rotate(evutil_socket_t fd, short what, void *arg)
@@ -223,6 +362,23 @@ static void schedule_rotation(struct server *s)
     event_add(s->ev_rotate, &tv);
 }
 
+/* Fails when anything (another moat too) is bound to one of the addresses. */
+static int probe_all(const struct config_listen *l, char *err, size_t errlen)
+{
+    char name[48];
+    for (size_t i = 0; i < l->num_https; i++) {
+        snprintf(name, sizeof name, "listen.https[%zu]", i);
+        if (listener_probe(&l->https[i], name, err, errlen) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < l->num_http; i++) {
+        snprintf(name, sizeof name, "listen.http[%zu]", i);
+        if (listener_probe(&l->http[i], name, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int open_fds(const struct config_addr *addrs, size_t n, int *fds, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
@@ -241,6 +397,8 @@ static int start_workers(struct server *s)
     const struct config *cfg = s->snap->cfg;
     char err[512];
     int n = cfg->workers < 1 ? 1 : cfg->workers > MAX_WORKERS ? MAX_WORKERS : cfg->workers;
+    if (probe_all(&cfg->listen, err, sizeof err) < 0)
+        goto fail;
     for (int i = 0; i < n; i++) {
         int hf[CONFIG_MAX_LISTEN], pf[CONFIG_MAX_LISTEN];
         if (open_fds(cfg->listen.https, cfg->listen.num_https, hf, err, sizeof err) < 0)
@@ -271,18 +429,18 @@ fail:
 
 static int setup_events(struct server *s)
 {
-    s->ev_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
-    s->ev_term = evsignal_new(s->base, SIGTERM, on_signal, s);
-    s->ev_int = evsignal_new(s->base, SIGINT, on_signal, s);
+    for (size_t i = 0; i < NUM_SIGNALS; i++) {
+        s->ev_sig[i] = evsignal_new(s->base, handled_signals[i], on_signal, s);
+        if (!s->ev_sig[i] || event_add(s->ev_sig[i], NULL) < 0)
+            return -1;
+    }
     s->ev_rotate = event_new(s->base, -1, EV_PERSIST, on_rotate, s);
     s->ev_sweep = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
-    if (!s->ev_hup || !s->ev_term || !s->ev_int || !s->ev_rotate || !s->ev_sweep)
+    s->ev_exit = event_new(s->base, -1, EV_PERSIST, on_exit_poll, s);
+    if (!s->ev_rotate || !s->ev_sweep || !s->ev_exit)
         return -1;
     struct timeval sec = {1, 0};
     event_add(s->ev_sweep, &sec);
-    event_add(s->ev_hup, NULL);
-    event_add(s->ev_term, NULL);
-    event_add(s->ev_int, NULL);
     schedule_rotation(s);
     return 0;
 }
@@ -313,7 +471,10 @@ static void shutdown_all(struct server *s)
     admin_stop(s->admin);
     ocsp_updater_stop(s->ocsp);
     health_checker_free(s->checker);
-    struct event *evs[] = {s->ev_hup, s->ev_term, s->ev_int, s->ev_rotate, s->ev_sweep};
+    for (size_t i = 0; i < NUM_SIGNALS; i++)
+        if (s->ev_sig[i])
+            event_free(s->ev_sig[i]);
+    struct event *evs[] = {s->ev_rotate, s->ev_sweep, s->ev_exit};
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
             event_free(evs[i]);

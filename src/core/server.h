@@ -2,8 +2,10 @@
  * server: the main thread. Loads the config, opens the listeners, starts the
  * workers and the admin listener, and handles signals: SIGHUP reloads (a new
  * snapshot is built and validated; if anything is wrong the old one stays),
- * SIGTERM and SIGINT drain (stop accepting, finish in-flight requests up to
- * limits.drain_timeout) and exit 0.
+ * SIGTERM, SIGINT and SIGQUIT drain (stop accepting, finish in-flight requests
+ * up to limits.drain_timeout; the admin listener keeps answering, /readyz 503)
+ * and exit 0, SIGUSR1 reopens the log files, SIGUSR2 is logged and ignored.
+ * A listen address something else is bound to fails the start (exit 1).
  */
 #ifndef MOAT_SERVER_H
 #define MOAT_SERVER_H

@@ -347,6 +347,7 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     signature_thread_cleanup();
     digest_thread_cleanup();
+    atomic_store(&w->exited, true);
     return NULL;
 }
 
@@ -380,6 +381,11 @@ void worker_post_stop(struct worker *w)
     w->mbox_stop = true;
     pthread_mutex_unlock(&w->mbox_lock);
     post(w);
+}
+
+bool worker_exited(struct worker *w)
+{
+    return atomic_load(&w->exited);
 }
 
 void worker_join_and_free(struct worker *w)

@@ -63,6 +63,7 @@ struct worker {
     struct snapshot *mbox_snap;
     atomic_bool mbox_has_snap; /* mbox_snap is set: read without the lock per request */
     bool mbox_stop;
+    atomic_bool exited; /* its loop has returned: the main thread may join it */
 
     struct conn *conns; /* all client connections, for drain */
     size_t num_conns;
@@ -95,6 +96,8 @@ int worker_start(struct worker *w);
 void worker_post_snapshot(struct worker *w, struct snapshot *snap);
 void worker_post_stop(struct worker *w);
 void worker_join_and_free(struct worker *w);
+/* From the main thread: the worker's loop has ended (drained or timed out). */
+bool worker_exited(struct worker *w);
 
 struct wgen *wgen_ref(struct wgen *g);
 void wgen_unref(struct wgen *g);

@@ -138,8 +138,12 @@ static void on_get(struct admin *a, struct evhttp_request *req, const char *path
         evbuffer_add(body, "ok\n", 3);
         reply(req, 200, "OK", "text/plain", body);
     } else if (!strcmp(path, "/readyz")) {
-        bool ok = a->src.ready(a->src.arg);
-        evbuffer_add_printf(body, "%s\n", ok ? "ready" : "not ready");
+        char why[512] = "";
+        bool ok = a->src.ready(a->src.arg, why, sizeof why);
+        if (ok)
+            evbuffer_add(body, "ready\n", 6);
+        else
+            evbuffer_add_printf(body, "not ready: %s\n", why[0] ? why : "unknown");
         reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
     } else if (!strcmp(path, "/upstreams")) {
         upstream_report_json(body, a->src.snapshot(a->src.arg));

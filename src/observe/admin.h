@@ -1,7 +1,9 @@
 /*
  * admin: the operator listener (loopback or a unix socket, by config validation):
- * /metrics (Prometheus text), /healthz (the process runs), /readyz (workers
- * are serving and, when sessions are configured, Redis is reachable),
+ * /metrics (Prometheus text), /healthz (the process runs), /readyz (200
+ * "ready", or 503 "not ready: <reasons>" while draining, while a worker's
+ * Redis session client is not connected, or while a routed pool has no
+ * server available),
  * /upstreams (pools and servers as JSON) and POST
  * /upstreams/<pool>/<server>/drain|ready (URL-encoded segments; the only
  * POSTs: any other path answers 405 to them).
@@ -21,7 +23,8 @@ struct admin;
 
 struct admin_source {
     struct metrics *const *(*metrics)(void *arg, int *n);
-    bool (*ready)(void *arg);
+    /* true when ready; else false with the reasons in why ("draining; ...") */
+    bool (*ready)(void *arg, char *why, size_t len);
     /* the live generation, borrowed: valid until the main loop runs again */
     struct snapshot *(*snapshot)(void *arg);
     void *arg;

@@ -181,8 +181,8 @@ def test_busy_tenant_does_not_starve_another(tmp_path, redis_server, upstream, m
     assert a_status.get(200, 0) >= 100, a_status
     assert a_status.get(503, 0) > 0, a_status
     assert a_retry_after == {"1"}, a_retry_after
-    # anything else would be an upstream hiccup under this load, not admission's answer
-    assert sum(n for s, n in a_status.items() if s not in (200, 503)) <= 2, a_status
+    odd = [e for e in m.access_log() if e.get("status") not in (200, 503)]
+    assert all(s in (200, 503) for s in a_status), (a_status, odd[:5])
     # the cap held at the upstream: no 51 of A's requests arrived within one A request's
     # time (minus 0.5 s for the upstream's log timestamps)
     assert max_arrivals_within(up, A_SLOW_MS / 1000.0 - 0.5, "ms=%d" % A_SLOW_MS) <= 50
