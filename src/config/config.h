@@ -87,8 +87,16 @@ struct config_tls_client { /* TLS from moat to Redis or an upstream */
 
 #define CONFIG_MAX_SENTINELS 16
 
-/* How moat finds its Redis; values stored by the redis.mode row (room for cluster). */
-enum config_redis_mode { REDIS_MODE_SINGLE = 0, REDIS_MODE_SENTINEL = 1 };
+#define CONFIG_MAX_CLUSTER_SEEDS 16
+
+/* How moat finds its Redis; values stored by the redis.mode row. */
+enum config_redis_mode { REDIS_MODE_SINGLE = 0, REDIS_MODE_SENTINEL = 1, REDIS_MODE_CLUSTER = 2 };
+
+struct config_redis_cluster {
+    struct config_addr seeds[CONFIG_MAX_CLUSTER_SEEDS];
+    size_t num_seeds;
+    int max_redirects; /* MOVED / ASK followed per command */
+};
 
 struct config_redis_sentinel {
     struct config_addr addresses[CONFIG_MAX_SENTINELS];
@@ -112,6 +120,7 @@ struct config_redis {
     uint64_t connect_timeout_ms;
     int database;
     struct config_redis_sentinel sentinel; /* mode sentinel only */
+    struct config_redis_cluster cluster;   /* mode cluster only */
 };
 
 struct config_sessions {
@@ -209,6 +218,7 @@ struct config_tenant {
 enum config_rl_key { RL_KEY_IP = 0, RL_KEY_SESSION, RL_KEY_TENANT, RL_KEY_HEADER };
 enum config_rl_scope { RL_SCOPE_LOCAL = 0, RL_SCOPE_GLOBAL };
 enum config_rl_on_error { RL_ON_ERROR_LOCAL = 0, RL_ON_ERROR_DENY, RL_ON_ERROR_ALLOW };
+enum config_rl_missing { RL_MISSING_IP = 0, RL_MISSING_SKIP, RL_MISSING_DENY };
 
 struct config_rate_rule {
     char *id; /* stable rule name used in Redis keys and logs */
@@ -219,6 +229,7 @@ struct config_rate_rule {
     uint64_t burst;
     enum config_rl_scope scope;
     enum config_rl_on_error on_store_error;
+    enum config_rl_missing missing; /* RL_KEY_HEADER: a request without the header */
 };
 
 enum config_auth_mode { AUTH_NONE = 0, AUTH_OPTIONAL, AUTH_REQUIRED };
@@ -280,9 +291,17 @@ struct config_ratelimit {
 struct config_log {
     char *access; /* "stdout", "stderr", a path, or NULL/"off" */
     char *audit;
+    char *audit_key_file; /* HMAC key of the audit chain (observe/audit_chain.h); NULL: no chain */
     struct config_addr syslog_address; /* text NULL: off */
     bool syslog_tls;
     char *level; /* "info" | "debug" | "warn" | "error" */
+};
+
+/* listen.proxy_protocol: a PROXY header first, from these sources (docs/identity.md). */
+struct config_proxy_protocol {
+    bool enabled;
+    char **sources; /* CIDR strings as written */
+    size_t num_sources;
 };
 
 struct config_listen {
@@ -294,6 +313,8 @@ struct config_listen {
     char *admin_mode;         /* octal file mode of a unix: admin socket */
     uint16_t redirect_https_port;
     char **acme_challenge_dir; /* unused placeholder kept NULL */
+    /* on the https listeners */
+    struct config_proxy_protocol proxy_protocol;
 };
 
 struct config {

@@ -144,4 +144,5 @@ void config_check_files(struct config_loader *L, const struct config *c)
                SIGNING_KEY_MIN);
     check_file(L, &c->identity.previous_signing_key_file, &c->identity,
                "identity.previous_signing_key_file", SIGNING_KEY_MIN);
+    check_file(L, &c->log.audit_key_file, &c->log, "log.audit_key_file", SIGNING_KEY_MIN);
 }

@@ -44,6 +44,8 @@ static const struct config_enum rl_on_error[] = {{"local", RL_ON_ERROR_LOCAL},
                                                  {"deny", RL_ON_ERROR_DENY},
                                                  {"allow", RL_ON_ERROR_ALLOW},
                                                  {NULL, 0}};
+static const struct config_enum rl_missing[] = {
+    {"ip", RL_MISSING_IP}, {"skip", RL_MISSING_SKIP}, {"deny", RL_MISSING_DENY}, {NULL, 0}};
 static const struct config_enum log_levels[] = {
     {"debug", 0}, {"info", 0}, {"warn", 0}, {"error", 0}, {NULL, 0}};
 static const struct config_enum referrer_policies[] = {{"no-referrer", 0},
@@ -56,6 +58,14 @@ static const struct config_enum referrer_policies[] = {{"no-referrer", 0},
                                                        {"unsafe-url", 0},
                                                        {NULL, 0}};
 
+#define PP_ struct config_proxy_protocol
+static const struct config_key proxy_protocol_keys[] = {
+    {"enabled", CK_BOOL, OFF(PP_, enabled), .def = "false"},
+    {"sources", CK_STRS, OFF(PP_, sources), OFF(PP_, num_sources), .flags = CK_NULL,
+     .check = config_check_cidr},
+    CK_END};
+#undef PP_
+
 #define L_ struct config_listen
 static const struct config_key listen_keys[] = {
     {"https", CK_ADDR_ARRAY, OFF(L_, https), OFF(L_, num_https), .max = CONFIG_MAX_LISTEN,
@@ -66,6 +76,7 @@ static const struct config_key listen_keys[] = {
     {"admin_mode", CK_STR, OFF(L_, admin_mode), .check = config_check_socket_mode, .def = "0600"},
     {"redirect_https_port", CK_INT, OFF(L_, redirect_https_port), .min = 1, .max = 65535,
      .def = "443"},
+    {"proxy_protocol", CK_SECTION, OFF(L_, proxy_protocol), .keys = proxy_protocol_keys},
     CK_END};
 #undef L_
 
@@ -132,8 +143,17 @@ static const struct config_key tls_client_keys[] = {
     CK_END};
 #undef TC_
 
-static const struct config_enum redis_modes[] = {
-    {"single", REDIS_MODE_SINGLE}, {"sentinel", REDIS_MODE_SENTINEL}, {NULL, 0}};
+static const struct config_enum redis_modes[] = {{"single", REDIS_MODE_SINGLE},
+                                                 {"sentinel", REDIS_MODE_SENTINEL},
+                                                 {"cluster", REDIS_MODE_CLUSTER},
+                                                 {NULL, 0}};
+
+#define RC_ struct config_redis_cluster
+static const struct config_key redis_cluster_keys[] = {
+    {"seeds", CK_ADDR_ARRAY, OFF(RC_, seeds), OFF(RC_, num_seeds), .max = CONFIG_MAX_CLUSTER_SEEDS},
+    {"max_redirects", CK_INT, OFF(RC_, max_redirects), .min = 1, .max = 16, .def = "3"},
+    CK_END};
+#undef RC_
 
 #define RS_ struct config_redis_sentinel
 static const struct config_key redis_sentinel_keys[] = {
@@ -171,6 +191,7 @@ static const struct config_key redis_keys[] = {
      .def = "1s"},
     {"database", CK_INT, OFF(R_, database), .min = 0, .max = 1023, .def = "0"},
     {"sentinel", CK_SECTION, OFF(R_, sentinel), .keys = redis_sentinel_keys},
+    {"cluster", CK_SECTION, OFF(R_, cluster), .keys = redis_cluster_keys},
     CK_END};
 #undef R_
 
@@ -294,6 +315,7 @@ static const struct config_key rate_rule_keys[] = {
     {"burst", CK_U64, OFF(RR_, burst), .min = 1, .max = 1000000000},
     {"scope", CK_ENUM, OFF(RR_, scope), .choices = rl_scopes, .def = "local"},
     {"on_store_error", CK_ENUM, OFF(RR_, on_store_error), .choices = rl_on_error, .def = "local"},
+    {"missing", CK_ENUM, OFF(RR_, missing), .choices = rl_missing, .def = "ip"},
     {"id", CK_STR, OFF(RR_, id), .flags = CK_NULL, .check = config_check_name},
     CK_END};
 #undef RR_
@@ -382,6 +404,8 @@ static const struct config_key log_keys[] = {
      .check = config_check_no_controls, .def = "stdout"},
     {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY,
      .check = config_check_no_controls, .def = "stderr"},
+    {"audit_key_file", CK_STR, OFF(LG_, audit_key_file), .flags = CK_NULL | CK_NONEMPTY,
+     .check = config_check_no_controls},
     {"syslog", CK_SECTION, 0, .keys = syslog_keys, .flags = CK_NULL},
     {"level", CK_STR, OFF(LG_, level), .choices = log_levels, .def = "info"},
     CK_END};

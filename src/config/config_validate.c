@@ -125,6 +125,12 @@ static void validate_listen(struct config_loader *L, struct config *c)
             }
         }
     }
+    const struct config_proxy_protocol *pp = &l->proxy_protocol;
+    if (pp->enabled && pp->num_sources == 0)
+        config_loader_error(L, config_pos_of(L, &pp->sources, pp, CONFIG_POS_ROOT),
+                            "listen.proxy_protocol.sources",
+                            "required when proxy_protocol is enabled: the load balancers that "
+                            "send the header (CIDRs)");
     if (l->num_https > 0 && c->tls.num_certs == 0)
         config_loader_error(L,
                             config_pos_of(L, &c->tls.certs, &c->tls,
@@ -309,6 +315,45 @@ static void validate_redis_sentinel(struct config_loader *L, const struct config
         validate_tls_client(L, &s->tls, "redis.sentinel.tls");
 }
 
+/*
+ * mode: cluster. The nodes' addresses come from the seeds' slot map; a cluster
+ * has only database 0; push revocation is not built for a cluster yet (sessions
+ * then rely on sessions.cache_ttl), so asking for it is an error, not a silent
+ * downgrade.
+ */
+static void validate_redis_cluster(struct config_loader *L, const struct config *c)
+{
+    const struct config_redis *r = &c->redis;
+    const struct config_redis_cluster *k = &r->cluster;
+    struct config_pos here = config_loader_pos(L, k, 1); /* the redis.cluster mapping */
+    if (!pos_known(here))
+        here = config_pos_of(L, &r->mode, r, CONFIG_POS_ROOT);
+    if (pos_known(config_loader_pos(L, &r->address, 0)))
+        config_loader_error(L, config_loader_pos(L, &r->address, 0), "redis.address",
+                            "not used with mode: cluster (the nodes come from "
+                            "redis.cluster.seeds): remove it");
+    if (k->num_seeds == 0)
+        config_loader_error(L, here, "redis.cluster.seeds",
+                            "required with mode: cluster (1 to %d host:port)",
+                            CONFIG_MAX_CLUSTER_SEEDS);
+    for (size_t i = 0; i < k->num_seeds; i++) {
+        if (!k->seeds[i].path)
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "redis.cluster.seeds[%zu]", i);
+        config_loader_error(L, config_pos_of(L, &k->seeds[i], k, here), path,
+                            "cluster nodes are reached over TCP: host:port");
+    }
+    if (r->database != 0)
+        config_loader_error(L, config_pos_of(L, &r->database, r, here), "redis.database",
+                            "a cluster has only database 0");
+    if (c->sessions.push_revocation)
+        config_loader_error(L, config_pos_of(L, &c->sessions.push_revocation, &c->sessions, here),
+                            "sessions.push_revocation",
+                            "not supported with redis.mode: cluster yet (cached sessions "
+                            "expire after sessions.cache_ttl): set it to false");
+}
+
 static void validate_redis(struct config_loader *L, const struct config *c)
 {
     const struct config_redis *r = &c->redis;
@@ -323,6 +368,11 @@ static void validate_redis(struct config_loader *L, const struct config *c)
     else if (pos_known(config_loader_pos(L, &r->sentinel, 1)))
         config_loader_error(L, config_loader_pos(L, &r->sentinel, 1), "redis.sentinel",
                             "only used with mode: sentinel");
+    if (r->mode == REDIS_MODE_CLUSTER)
+        validate_redis_cluster(L, c);
+    else if (pos_known(config_loader_pos(L, &r->cluster, 1)))
+        config_loader_error(L, config_loader_pos(L, &r->cluster, 1), "redis.cluster",
+                            "only used with mode: cluster");
 }
 
 /* Values derived from upstream keys: the health status range, parsed once. */

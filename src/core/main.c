@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "core/server.h"
+#include "observe/audit_verify.h"
 
 /* Exit status for a command-line error (as BSD's EX_USAGE family and GNU tools: 2). */
 #define EXIT_USAGE 2
@@ -18,6 +19,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moat -c FILE [-t]\n"
+               "       moat audit-verify [--key FILE]... FILE...\n"
                "       moat -V | -h\n"
                "  -c, --config FILE  the configuration file (required: there is no default)\n"
                "  -t, --test         validate the configuration (files included) and exit 0/1\n"
@@ -46,6 +48,8 @@ int main(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     const char *path = NULL;
     int check = 0, opt;
+    if (argc > 1 && !strcmp(argv[1], "audit-verify"))
+        return audit_verify_main(argc - 2, argv + 2);
     while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "observe/admin.h"
+#include "observe/audit_chain.h"
 #include "config/config.h"
 #include "core/fdlimit.h"
 #include "core/listener.h"
@@ -523,6 +524,7 @@ int server_run(const char *path)
     rc = 0;
 out:
     shutdown_all(&s);
+    audit_chain_close(); /* the head, for the next start: no thread writes audit events now */
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");
     return rc;

@@ -74,6 +74,7 @@ static const struct redis_field redis_fields[] = {
     FIELD(redis.sentinel.tls.verify),
     FIELD(redis.sentinel.tls.cert),
     FIELD(redis.sentinel.tls.key),
+    FIELD(redis.cluster.max_redirects),
 };
 #define NUM_REDIS_FIELDS (sizeof redis_fields / sizeof redis_fields[0])
 
@@ -95,25 +96,37 @@ union field_value {
 struct services_redis_conf {
     bool enabled;
     union field_value v[NUM_REDIS_FIELDS];
-    char *sentinels; /* redis.sentinel.addresses as "a,b,c" (an array: no field row) */
+    char *sentinels; /* sentinel addresses and cluster seeds as text (arrays: no field row) */
 };
 
-/* redis.sentinel.addresses as one string, for the comparison; NULL when out of memory. */
-static char *sentinels_text(const struct config *cfg)
+/* Addresses as one string "a,b,c", for the comparison; NULL when out of memory. */
+static char *addrs_text(const struct config_addr *a, size_t n)
 {
-    const struct config_redis_sentinel *rs = &cfg->redis.sentinel;
     size_t len = 1;
-    for (size_t i = 0; i < rs->num_addresses; i++)
-        len += strlen(rs->addresses[i].text ? rs->addresses[i].text : "") + 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(a[i].text ? a[i].text : "") + 1;
     char *out = malloc(len);
     if (!out)
         return NULL;
     out[0] = '\0';
-    for (size_t i = 0; i < rs->num_addresses; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (i)
             strcat(out, ",");
-        strcat(out, rs->addresses[i].text ? rs->addresses[i].text : "");
+        strcat(out, a[i].text ? a[i].text : "");
     }
+    return out;
+}
+
+/* redis.sentinel.addresses, then "|" and redis.cluster.seeds: both arrays (no field row). */
+static char *sentinels_text(const struct config *cfg)
+{
+    char *s = addrs_text(cfg->redis.sentinel.addresses, cfg->redis.sentinel.num_addresses);
+    char *k = addrs_text(cfg->redis.cluster.seeds, cfg->redis.cluster.num_seeds);
+    char *out = s && k ? malloc(strlen(s) + strlen(k) + 2) : NULL;
+    if (out)
+        sprintf(out, "%s|%s", s, k);
+    free(s);
+    free(k);
     return out;
 }
 
@@ -206,14 +219,27 @@ const char *services_redis_conf_diff(const struct services_redis_conf *conf,
     char *now = sentinels_text(cfg);
     bool same = now && strcmp(now, conf->sentinels) == 0;
     free(now);
-    return same ? NULL : "redis.sentinel.addresses";
+    return same ? NULL : "redis.sentinel.addresses or redis.cluster.seeds";
 }
 
-/* What the clients are built from; o.sentinel points at so in sentinel mode. */
+/* What the clients are built from; o.sentinel points at so in sentinel mode,
+ * o.cluster at co in cluster mode. */
 struct redis_opts {
     struct redis_options o;
     struct redis_sentinel_options so;
+    struct redis_cluster_options co;
 };
+
+static void cluster_options_from(const struct config_redis *rc, struct redis_cluster_options *co)
+{
+    memset(co, 0, sizeof *co);
+    for (size_t i = 0; i < rc->cluster.num_seeds && i < REDIS_CLUSTER_SEEDS_MAX; i++) {
+        co->seeds[i].host = rc->cluster.seeds[i].host;
+        co->seeds[i].port = rc->cluster.seeds[i].port;
+        co->count++;
+    }
+    co->max_redirects = (unsigned)rc->cluster.max_redirects;
+}
 
 /* Sentinel connections: their own credentials; TLS as the data connection's
  * unless redis.sentinel.tls is given. */
@@ -247,6 +273,9 @@ static void redis_options_from(const struct config *cfg, struct redis_opts *ro)
     if (rc->mode == REDIS_MODE_SENTINEL) {
         sentinel_options_from(rc, &ro->so);
         o->sentinel = &ro->so;
+    } else if (rc->mode == REDIS_MODE_CLUSTER) {
+        cluster_options_from(rc, &ro->co);
+        o->cluster = &ro->co;
     } else {
         o->host = rc->address.host;
         o->port = rc->address.port;
@@ -340,6 +369,17 @@ static void on_redis_sentinel(enum redis_sentinel_event ev, const char *name, co
             was);
 }
 
+/* Cluster mode: redirects and maps of the sessions client (rate limits count their own). */
+static void on_redis_cluster(enum redis_cluster_event ev, void *arg)
+{
+    struct services *svc = arg;
+    static const enum metric m[] = {[REDIS_CLUSTER_MOVED] = M_REDIS_CLUSTER_MOVED,
+                                    [REDIS_CLUSTER_ASK] = M_REDIS_CLUSTER_ASK,
+                                    [REDIS_CLUSTER_REFRESH] = M_REDIS_CLUSTER_REFRESHES};
+    if (svc->metrics)
+        metrics_inc(svc->metrics, m[ev]);
+}
+
 static int redis_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
     struct redis_opts ro;
@@ -349,6 +389,7 @@ static int redis_init(struct services *svc, const struct config *cfg, char *err,
         return -1;
     redis_client_on_state(svc->redis, on_redis_state, svc);
     redis_client_on_sentinel(svc->redis, on_redis_sentinel, svc);
+    redis_client_on_cluster(svc->redis, on_redis_cluster, svc);
     return 0;
 }
 

@@ -20,25 +20,38 @@ static void warn_weak(const char *msg, void *arg)
     log_msg(LOG_WARN, "tls: %s", msg);
 }
 
-static int parse_trusted(struct snapshot *s, char *err, size_t errlen)
+/* CIDR strings (checked by the loader) into *out; *num set only on success. */
+static int parse_cidrs(char *const *strs, size_t n, const char *key, struct netutil_cidr **out,
+                       size_t *num, char *err, size_t errlen)
 {
-    const struct config_identity *id = &s->cfg->identity;
-    if (id->num_trusted_proxies == 0)
+    if (n == 0)
         return 0;
-    s->trusted = calloc(id->num_trusted_proxies, sizeof *s->trusted);
-    if (!s->trusted) {
+    *out = calloc(n, sizeof **out);
+    if (!*out) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < id->num_trusted_proxies; i++) {
-        if (netutil_cidr_parse(id->trusted_proxies[i], &s->trusted[i]) < 0) {
-            snprintf(err, errlen, "identity.trusted_proxies: invalid CIDR '%s'",
-                     id->trusted_proxies[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (netutil_cidr_parse(strs[i], &(*out)[i]) < 0) {
+            snprintf(err, errlen, "%s: invalid CIDR '%s'", key, strs[i]);
             return -1;
         }
     }
-    s->num_trusted = id->num_trusted_proxies;
+    *num = n;
     return 0;
+}
+
+static int parse_trusted(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config_identity *id = &s->cfg->identity;
+    const struct config_proxy_protocol *pp = &s->cfg->listen.proxy_protocol;
+    if (parse_cidrs(id->trusted_proxies, id->num_trusted_proxies, "identity.trusted_proxies",
+                    &s->trusted, &s->num_trusted, err, errlen) < 0)
+        return -1;
+    if (!pp->enabled)
+        return 0;
+    return parse_cidrs(pp->sources, pp->num_sources, "listen.proxy_protocol.sources",
+                       &s->proxy_sources, &s->num_proxy_sources, err, errlen);
 }
 
 static int load_keys(struct snapshot *s, char *err, size_t errlen)
@@ -116,6 +129,7 @@ void snapshot_unref(struct snapshot *s)
     if (s->tls)
         tls_policy_unref(s->tls);
     free(s->trusted);
+    free(s->proxy_sources);
     for (size_t i = 0; s->upstream_tls && i < s->cfg->num_upstreams; i++)
         SSL_CTX_free(s->upstream_tls[i]);
     free(s->upstream_tls);

@@ -26,6 +26,8 @@ struct snapshot {
     struct tls_policy *tls;       /* NULL when there is no https listener */
     struct netutil_cidr *trusted; /* identity.trusted_proxies, parsed */
     size_t num_trusted;
+    struct netutil_cidr *proxy_sources; /* listen.proxy_protocol.sources if enabled, parsed */
+    size_t num_proxy_sources;
     struct signature_key *sign_key;   /* NULL when identity.signing_key_file is unset */
     struct ssl_ctx_st **upstream_tls; /* per cfg->upstreams[i]: client SSL_CTX or NULL */
     struct upstream_states *ustates;  /* instance-wide pool and server states (upstream_state.h) */

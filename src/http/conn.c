@@ -23,6 +23,7 @@
 #include "policy/pipeline.h"
 #include "upstream/proxy.h"
 #include "http/h2_conn.h"
+#include "http/proxy_wait.h"
 #include "http/http1_response.h"
 #include "http/request.h"
 #include "http/respond.h"
@@ -50,6 +51,7 @@ const char *conn_state_str(enum conn_state st)
         [CONN_H2] = "h2",
         [CONN_CLOSING] = "closing",
         [CONN_LINGER] = "linger",
+        [CONN_PROXY_HEADER] = "proxy_header",
     };
     return (unsigned)st < sizeof names / sizeof *names && names[st] ? names[st] : "invalid";
 }
@@ -135,7 +137,10 @@ static void conn_free(struct conn *c)
         request_free(&w->reqs, c->req);
     }
     h2_conn_free(c->h2);
-    tlsio_cleanup(&c->io);
+    if (c->pw)
+        proxy_wait_free(c->pw);
+    if (c->tls_ready)
+        tlsio_cleanup(&c->io);
     evtimer_del(&c->timer);
     free(c->peer.client_subject);
     if (c->prev)
@@ -144,7 +149,10 @@ static void conn_free(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    connlimit_release(&c->peer.addr.sa);
+    if (c->peer_admitted)
+        connlimit_release(&c->peer.addr.sa);
+    else
+        connlimit_unreserve();
     wgen_unref(c->gen);
     metrics_add(&w->metrics, M_CONN_ACTIVE, -1);
     free(c);
@@ -177,7 +185,12 @@ void conn_release(struct conn *c)
 void conn_abort(struct conn *c)
 {
     c->dead = true;
-    tlsio_stop(&c->io);
+    if (c->pw) { /* no TLS yet: stop reading the header now */
+        proxy_wait_free(c->pw);
+        c->pw = NULL;
+    }
+    if (c->tls_ready)
+        tlsio_stop(&c->io);
     if (c->depth == 0)
         conn_free(c);
 }
@@ -602,6 +615,7 @@ static void on_read(void *arg)
         break;
     }
     case CONN_HANDSHAKE:
+    case CONN_PROXY_HEADER:
         break;
     }
     conn_leave(c);
@@ -688,7 +702,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 void conn_drain(struct conn *c)
 {
     conn_enter(c);
-    if (c->state == CONN_HANDSHAKE)
+    if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER)
         conn_abort(c);
     else if (c->state == CONN_H2)
         h2_conn_drain(c->h2);
@@ -713,45 +727,116 @@ static void io_release(void *arg)
 
 static const struct tlsio_ops conn_io_ops = {on_read, on_write, on_event, io_hold, io_release};
 
-static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+/* TLS on fd, which it owns from now on (closed on failure too). */
+static int conn_start_tls(struct conn *c, int fd)
+{
+    SSL *ssl = tls_policy_new_ssl(c->gen->snap->tls);
+    if (!ssl || tlsio_init(&c->io, c->w->base, fd, ssl, &conn_io_ops, c) < 0) {
+        SSL_free(ssl);
+        close(fd);
+        return -1;
+    }
+    c->tls_ready = true;
+    tlsio_set_accounting(&c->io, &c->w->metrics.v[M_BUFFERED_BYTES]);
+    set_read_high(c);
+    tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
+    return 0;
+}
+
+static void conn_set_peer(struct conn *c, const struct sockaddr *sa, size_t salen)
+{
+    memset(&c->peer.addr, 0, sizeof c->peer.addr);
+    memcpy(&c->peer.addr, sa, salen < sizeof c->peer.addr ? salen : sizeof c->peer.addr);
+    netutil_addr_to_str(sa, c->peer.ip, sizeof c->peer.ip);
+}
+
+/*
+ * The PROXY header is in (or failed): the client it names becomes the peer,
+ * its per-IP caps apply now (the instance total was charged at accept), then TLS
+ * starts on the bytes that follow. A LOCAL header keeps the balancer as the peer.
+ */
+static void on_proxy_header(void *arg, const struct proxy_protocol_header *h, const char *err)
+{
+    struct conn *c = arg;
+    conn_enter(c);
+    if (!h) { /* a balancer that does not send one is misconfigured: say so, not per connection */
+        static _Thread_local struct log_limit limit;
+        log_msg_limited(&limit, LOG_WARN, "listen.proxy_protocol: connection from %s closed: %s",
+                        c->peer.ip, err);
+        conn_abort(c);
+    } else {
+        if (!h->local)
+            conn_set_peer(c, &h->src.sa,
+                          h->src.sa.sa_family == AF_INET6 ? sizeof h->src.in6 : sizeof h->src.in4);
+        int fd = proxy_wait_end(c->pw);
+        c->pw = NULL;
+        if (!connlimit_admit_reserved(&conn_cfg(c)->limits, &c->peer.addr.sa)) {
+            metrics_inc(&c->w->metrics, M_CONN_REFUSED);
+            close(fd);
+            conn_abort(c);
+        } else {
+            c->peer_admitted = true;
+            conn_set_state(c, CONN_HANDSHAKE);
+            if (conn_start_tls(c, fd) < 0)
+                conn_abort(c);
+        }
+    }
+    conn_leave(c);
+}
+
+/* proxied: fd starts with a PROXY header (a trusted source, listen.proxy_protocol). */
+static struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen,
+                             bool proxied)
 {
     struct conn *c = calloc(1, sizeof *c);
-    SSL *ssl = c ? tls_policy_new_ssl(w->gen->snap->tls) : NULL;
-    if (!ssl || tlsio_init(&c->io, w->base, fd, ssl, &conn_io_ops, c) < 0) {
-        SSL_free(ssl);
-        free(c);
+    if (!c) {
         close(fd);
         return NULL;
     }
     c->w = w;
     c->gen = wgen_ref(w->gen);
     c->born_ms = mono_ms();
-    tlsio_set_accounting(&c->io, &w->metrics.v[M_BUFFERED_BYTES]);
-    size_t n = (size_t)salen < sizeof c->peer.addr ? (size_t)salen : sizeof c->peer.addr;
-    memcpy(&c->peer.addr, sa, n);
-    netutil_addr_to_str(sa, c->peer.ip, sizeof c->peer.ip);
+    c->peer_admitted = !proxied;
+    conn_set_peer(c, sa, (size_t)salen);
     evtimer_assign(&c->timer, w->base, on_timer, c);
+    if (proxied) {
+        c->state = CONN_PROXY_HEADER;
+        c->pw = proxy_wait_start(w->base, fd, on_proxy_header, c);
+        if (!c->pw)
+            close(fd);
+    }
+    if (proxied ? !c->pw : conn_start_tls(c, fd) < 0) {
+        wgen_unref(c->gen);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
-    if (w->draining || !connlimit_admit(&w->gen->snap->cfg->limits, sa)) {
+    const struct snapshot *snap = w->gen->snap;
+    const struct config_limits *lim = &snap->cfg->limits;
+    /* From a balancer that sends PROXY headers, the client is not known yet: only the
+     * instance-wide cap now, the per-IP ones once the header names the client. */
+    bool proxied = snap->num_proxy_sources &&
+                   netutil_cidr_match(snap->proxy_sources, snap->num_proxy_sources, sa);
+    if (w->draining || !(proxied ? connlimit_reserve(lim) : connlimit_admit(lim, sa))) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
         close(fd);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct conn *c = conn_new(w, fd, sa, salen);
+    struct conn *c = conn_new(w, fd, sa, salen, proxied);
     if (!c) {
-        connlimit_release(sa);
+        if (proxied)
+            connlimit_unreserve();
+        else
+            connlimit_release(sa);
         return;
     }
-    const struct config *cfg = conn_cfg(c);
-    set_read_high(c);
-    tlsio_set_write_low(&c->io, CONN_WRITE_LOW);
-    arm_timer(c, cfg->limits.header_timeout_ms);
+    arm_timer(c, conn_cfg(c)->limits.header_timeout_ms); /* PROXY header and TLS included */
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

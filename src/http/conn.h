@@ -25,6 +25,7 @@
 struct worker;
 struct wgen;
 struct request;
+struct proxy_wait;
 
 enum conn_state {
     CONN_HANDSHAKE = 0, /* TLS handshake in progress */
@@ -35,6 +36,7 @@ enum conn_state {
     CONN_CLOSING,       /* flushing the last response, then close */
     CONN_LINGER,        /* response sent and write side shut; discarding what the client
                            still sends so the close does not reset the response away */
+    CONN_PROXY_HEADER,  /* from a trusted balancer: reading its PROXY header, before TLS */
 };
 
 struct conn {
@@ -45,14 +47,17 @@ struct conn {
     struct event timer; /* the one timer: handshake, header, body, idle, linger */
     enum conn_state state;
     int depth;
-    bool dead;       /* close requested; freed at depth 0 */
-    bool keep_alive; /* the current exchange allows another request */
-    bool idle;       /* between requests with no byte of the next one yet */
-    bool linger;     /* the client may still be sending: linger before closing */
-    bool out_paused; /* not reading the next request until the client reads its answers */
+    bool dead;          /* close requested; freed at depth 0 */
+    bool keep_alive;    /* the current exchange allows another request */
+    bool idle;          /* between requests with no byte of the next one yet */
+    bool linger;        /* the client may still be sending: linger before closing */
+    bool out_paused;    /* not reading the next request until the client reads its answers */
+    bool tls_ready;     /* io is set up (not while the PROXY header is read) */
+    bool peer_admitted; /* counted per IP under peer.addr (else only in the instance total) */
     struct http1_scan scan;
     struct request *req;
-    struct h2_conn *h2; /* CONN_H2: the session and its streams */
+    struct h2_conn *h2;    /* CONN_H2: the session and its streams */
+    struct proxy_wait *pw; /* CONN_PROXY_HEADER: the header being read */
     unsigned requests;
     size_t head_mark;        /* output length when the response head began */
     uint64_t born_ms;        /* accepted at (monotonic), for limits.max_connection_age */

@@ -48,6 +48,8 @@ struct request {
     void *stream;
     const struct client_stream_ops *ops;
     const struct client_peer *peer;
+    /* the client behind trusted proxies (policy/client_ip.c); "": the peer is the client */
+    char client_ip[48];
     /* the generation it runs on (config, keys, upstream pools) and the worker's services */
     const struct snapshot *snap;
     const struct config *cfg; /* snap->cfg */
@@ -56,6 +58,8 @@ struct request {
 
     size_t head_len;
     char id[REQUEST_ID_LEN + 1];
+    /* W3C trace-id, lowercase hex (policy/trace.c); "" until the trace phase ran */
+    char trace_id[33];
     unsigned phase; /* index of the next phase to run */
     bool suspended;
 
@@ -138,6 +142,12 @@ static inline const char *request_protocol(const struct request *r)
     if (r->peer->h2)
         return "HTTP/2";
     return r->h.minor_version == 0 && r->h.method.len ? "HTTP/1.0" : "HTTP/1.1";
+}
+
+/* The client's IP for per-client policies and logs (policy/client_ip.h). */
+static inline const char *request_client_ip(const struct request *r)
+{
+    return r->client_ip[0] ? r->client_ip : r->peer->ip;
 }
 
 /* The client side, through the request (client_stream.h says what each does). */

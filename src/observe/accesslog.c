@@ -34,7 +34,9 @@ void accesslog_request(struct request *r)
     jsonw_begin(&j, line, sizeof line);
     jsonw_time(&j, "time");
     jsonw_str(&j, "request_id", r->id);
-    jsonw_str(&j, "client_ip", c->ip);
+    if (r->trace_id[0])
+        jsonw_str(&j, "trace_id", r->trace_id);
+    jsonw_str(&j, "client_ip", request_client_ip(r));
     jsonw_str(&j, "protocol", request_protocol(r));
     jsonw_strn(&j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(&j, "host", r->h.host.p, r->h.host.len);

@@ -1,7 +1,7 @@
 #include "observe/audit.h"
 
 #include "util/jsonw.h"
-#include "observe/log.h"
+#include "observe/audit_chain.h"
 #include "http/request.h"
 
 void audit_begin(struct jsonw *j, char *buf, unsigned long cap, const char *event,
@@ -13,7 +13,9 @@ void audit_begin(struct jsonw *j, char *buf, unsigned long cap, const char *even
     if (!r)
         return;
     jsonw_str(j, "request_id", r->id);
-    jsonw_str(j, "client_ip", r->peer->ip);
+    if (r->trace_id[0])
+        jsonw_str(j, "trace_id", r->trace_id);
+    jsonw_str(j, "client_ip", request_client_ip(r));
     jsonw_str(j, "protocol", request_protocol(r));
     jsonw_strn(j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(j, "host", r->h.host.p, r->h.host.len);
@@ -22,8 +24,7 @@ void audit_begin(struct jsonw *j, char *buf, unsigned long cap, const char *even
 
 void audit_emit(struct jsonw *j)
 {
-    size_t n = jsonw_end(j);
-    log_audit_write(j->buf, n);
+    audit_chain_write(j);
 }
 
 void audit_simple(const char *event, const struct request *r, const char *detail)

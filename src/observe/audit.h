@@ -1,7 +1,9 @@
 /*
  * audit: security events as JSON lines on the audit log (one write each).
  * Every event has time, event and, when tied to a request, request_id,
- * client_ip, method and path. Secrets (tokens, passwords) are never passed in.
+ * trace_id, client_ip, method and path. Secrets (tokens, passwords) are never
+ * passed in. With log.audit_key_file, lines are hash-chained and MAC'd
+ * (audit_chain.h).
  */
 #ifndef MOAT_AUDIT_H
 #define MOAT_AUDIT_H

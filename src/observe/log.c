@@ -9,7 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "config/config.h"
+#include "observe/audit_chain.h"
+#include "policy/signature.h"
 
 static atomic_int access_fd = -1;
 static atomic_int audit_fd = -1;
@@ -130,30 +134,40 @@ static void install(atomic_int *slot, int fd)
 int log_open(const struct config_log *cfg, char *err, size_t errlen)
 {
     int a, b;
+    struct signature_key key;
+    if (cfg->audit_key_file && signature_key_load(cfg->audit_key_file, &key, err, errlen) < 0)
+        return -1; /* err names the file */
+    int rc = -1;
     if (open_target(cfg->access, &a, err, errlen) < 0)
-        return -1;
+        goto out;
     if (open_target(cfg->audit, &b, err, errlen) < 0) {
         if (a >= 0)
             close(a);
-        return -1;
+        goto out;
     }
     install(&access_fd, a);
     install(&audit_fd, b);
     log_set_level(cfg->level);
-    return 0;
+    audit_chain_open(cfg->audit, cfg->audit_key_file ? &key : NULL);
+    rc = 0;
+out:
+    OPENSSL_cleanse(&key, sizeof key);
+    return rc;
 }
 
-static void write_all(int fd, const char *p, size_t n)
+/* 0 when all n bytes were written, -1 otherwise. */
+static int write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return; /* a full disk must not stop the proxy */
+            return -1; /* a full disk must not stop the proxy */
         p += w;
         n -= (size_t)w;
     }
+    return 0;
 }
 
 void log_buffer_init(struct log_buffer *b, size_t cap)
@@ -198,9 +212,10 @@ void log_access_append(struct log_buffer *b, const char *line, size_t len)
     b->len += len;
 }
 
-void log_audit_write(const char *line, size_t len)
+int log_audit_write(const char *line, size_t len)
 {
     int fd = atomic_load_explicit(&audit_fd, memory_order_relaxed);
-    if (fd >= 0)
-        write_all(fd, line, len);
+    if (fd < 0)
+        return 0; /* off: nothing to lose */
+    return write_all(fd, line, len);
 }

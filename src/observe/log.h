@@ -51,7 +51,8 @@ void log_buffer_free(struct log_buffer *b);
 int log_access_enabled(void);
 void log_access_append(struct log_buffer *b, const char *line, size_t len);
 void log_access_flush(struct log_buffer *b);
-/* Writes one audit line now. */
-void log_audit_write(const char *line, size_t len);
+/* Writes one audit line now; 0, or -1 if not all of it was written. Callers go through
+ * audit.h (audit_chain.c chains the lines). */
+int log_audit_write(const char *line, size_t len);
 
 #endif

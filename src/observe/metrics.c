@@ -64,6 +64,13 @@ static const struct {
                            "summed)"},
     [M_REDIS_SENTINEL_QUERIES] = {"moat_redis_sentinel_queries_total", "counter",
                                   "SENTINEL get-master-addr-by-name queries sent"},
+    [M_REDIS_CLUSTER_MOVED] =
+        {"moat_redis_cluster_moved_total", "counter",
+         "Redis Cluster -MOVED redirects received (sessions and rate limits)"},
+    [M_REDIS_CLUSTER_ASK] = {"moat_redis_cluster_ask_total", "counter",
+                             "Redis Cluster -ASK redirects received (sessions and rate limits)"},
+    [M_REDIS_CLUSTER_REFRESHES] = {"moat_redis_cluster_refreshes_total", "counter",
+                                   "Redis Cluster slot maps received (CLUSTER SLOTS)"},
 };
 
 void metrics_count_status(struct metrics *m, int status)

@@ -242,7 +242,9 @@ static enum phase_result lookup(struct request *r)
     int klen = snprintf(key, sizeof key, "%s%s", cfg->key_prefix, r->ident.token_hash);
     const char *argv[] = {"HGETALL", key};
     size_t lens[] = {7, (size_t)klen};
-    r->pending = svc->redis ? redis_command_argv(svc->redis, on_session, r, 2, argv, lens) : NULL;
+    r->pending =
+        svc->redis ? redis_command_key(svc->redis, key, (size_t)klen, on_session, r, 2, argv, lens)
+                   : NULL;
     if (!r->pending)
         return store_unavailable(r, "session store down");
     r->cancel_pending = cancel_lookup;

@@ -115,14 +115,21 @@ static bool admit_handshake(const struct sockaddr *sa, double rate)
     return ratelimit_local("@handshake", ip, sizeof ip, rate, burst).allowed;
 }
 
-/* The two caps, shared by every listener: one count per open client socket. */
-static bool admit_counts(const struct config_limits *lim, const struct sockaddr *sa)
+static bool admit_total(const struct config_limits *lim)
 {
     size_t now = atomic_fetch_add_explicit(&total, 1, memory_order_relaxed) + 1;
     if (lim->max_connections && now > lim->max_connections) {
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
         return false;
     }
+    return true;
+}
+
+/* The two caps, shared by every listener: one count per open client socket. */
+static bool admit_counts(const struct config_limits *lim, const struct sockaddr *sa)
+{
+    if (!admit_total(lim))
+        return false;
     /* Counted even without a per-IP cap: connlimit_release() always uncounts, and a
      * reload may set the cap while connections admitted without it are still open. */
     if (!admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX)) {
@@ -151,4 +158,23 @@ void connlimit_release(const struct sockaddr *sa)
     pthread_once(&once, init_stripes);
     atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
     release_ip(sa);
+}
+
+bool connlimit_reserve(const struct config_limits *lim)
+{
+    pthread_once(&once, init_stripes);
+    return admit_total(lim);
+}
+
+bool connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa)
+{
+    pthread_once(&once, init_stripes);
+    return !(lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip)) &&
+           admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX);
+}
+
+void connlimit_unreserve(void)
+{
+    pthread_once(&once, init_stripes);
+    atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
 }

@@ -18,4 +18,16 @@ bool connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa)
 bool connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa);
 void connlimit_release(const struct sockaddr *sa);
 
+/*
+ * A PROXY-protocol connection is accepted before its client is known: reserve()
+ * counts it in the instance total only (limits.max_connections: a flood from a
+ * trusted balancer is capped like any other); once the header names the client,
+ * admit_reserved() applies handshakes_per_ip and max_connections_per_ip to that
+ * address. A reservation not admitted (refused, or never that far) is ended with
+ * unreserve(); an admitted one with connlimit_release().
+ */
+bool connlimit_reserve(const struct config_limits *lim);
+bool connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa);
+void connlimit_unreserve(void);
+
 #endif

@@ -1,18 +1,22 @@
 #include "policy/pipeline.h"
 
 #include "policy/auth.h"
+#include "policy/client_ip.h"
 #include "policy/identity.h"
 #include "policy/request_limits.h"
 #include "upstream/proxy.h"
 #include "policy/ratelimit.h"
 #include "http/request.h"
 #include "policy/route.h"
+#include "policy/trace.h"
 
 /* The phases of DESIGN.md, in order. A new policy is one line here. */
 static const struct phase {
     const char *name;
     phase_fn fn;
 } phases[] = {
+    {"client_ip", client_ip_phase}, /* no I/O, no events: whom every later line is about */
+    {"trace", trace_phase},         /* before any phase that audits: events carry the trace id */
     {"limits", limits_phase},
     {"route", route_phase}, /* before the IP limits: rules are per route; no I/O here */
     {"ratelimit_ip", ratelimit_ip_phase},

@@ -85,29 +85,60 @@ static bool rule_in_phase(const struct config_rate_rule *rule, bool post_auth)
     return identity_key == post_auth;
 }
 
-/* The bytes a rule counts under; false if the request has no such key. */
-static bool rule_key(const struct request *r, const struct config_rate_rule *rule,
-                     struct http1_str *key)
+enum rule_key_result { KEY_NONE = 0, KEY_OK, KEY_DENY };
+
+/*
+ * A header rule's key when the request lacks the header (the rule's `missing`):
+ * the client IP, marked so that no header value can name the same bucket (a
+ * field value never holds a NUL); skip; or refuse the request.
+ */
+static enum rule_key_result
+missing_header_key(struct request *r, const struct config_rate_rule *rule, struct http1_str *key)
+{
+    if (rule->missing == RL_MISSING_SKIP)
+        return KEY_NONE;
+    if (rule->missing == RL_MISSING_DENY)
+        return KEY_DENY;
+    char *buf = r->rl.missing_key;
+    int n = snprintf(buf, sizeof r->rl.missing_key, "%cip:%s", '\0', request_client_ip(r));
+    *key = (struct http1_str){buf, n > 0 && (size_t)n < sizeof r->rl.missing_key ? (size_t)n : 0};
+    return KEY_OK;
+}
+
+/* The bytes a rule counts under; KEY_NONE if the request has no such key. */
+static enum rule_key_result rule_key(struct request *r, const struct config_rate_rule *rule,
+                                     struct http1_str *key)
 {
     switch (rule->key) {
-    case RL_KEY_IP:
-        *key = (struct http1_str){r->peer->ip, strlen(r->peer->ip)};
-        return true;
+    case RL_KEY_IP: {
+        const char *ip = request_client_ip(r);
+        *key = (struct http1_str){ip, strlen(ip)};
+        return KEY_OK;
+    }
     case RL_KEY_SESSION:
         *key = (struct http1_str){r->ident.token_hash, 64};
-        return r->ident.authenticated;
+        return r->ident.authenticated ? KEY_OK : KEY_NONE;
     case RL_KEY_TENANT:
         *key = (struct http1_str){r->ident.tenant, strlen(r->ident.tenant)};
-        return r->ident.authenticated;
+        return r->ident.authenticated ? KEY_OK : KEY_NONE;
     case RL_KEY_HEADER: {
         const struct http1_header *h =
             http1_find_header(r->h.headers, r->h.num_headers, rule->header);
-        /* absent: all such requests share one bucket, so omitting it is no way around */
-        *key = h ? h->value : (struct http1_str){"", 0};
-        return true;
+        if (!h)
+            return missing_header_key(r, rule, key);
+        *key = h->value;
+        return KEY_OK;
     }
     }
-    return false;
+    return KEY_NONE;
+}
+
+static void respond_missing_header(struct request *r, const struct config_rate_rule *rule)
+{
+    char body[160];
+    snprintf(body, sizeof body, "missing header %s", rule->header);
+    r->error = "rate limit: missing header";
+    request_respond(r, 400, NULL, body, false);
 }
 
 static uint64_t ceil_seconds(uint64_t ms)
@@ -273,7 +304,14 @@ static enum phase_result evaluate(struct request *r)
     for (; r->rl.next < rt->num_rate_limits; r->rl.next++) {
         const struct config_rate_rule *rule = &rt->rate_limits[r->rl.next];
         struct http1_str key;
-        if (!rule_in_phase(rule, r->rl.post_auth) || !rule_key(r, rule, &key))
+        if (!rule_in_phase(rule, r->rl.post_auth))
+            continue;
+        enum rule_key_result kr = rule_key(r, rule, &key);
+        if (kr == KEY_DENY) {
+            respond_missing_header(r, rule);
+            return PHASE_RESPOND;
+        }
+        if (kr == KEY_NONE)
             continue;
         if (rule->scope == RL_SCOPE_GLOBAL) {
             const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;

@@ -39,6 +39,7 @@ struct rl_global {
     char beat_sha[41];
     char instance_id[64];
     uint64_t heartbeat_ms;
+    bool cluster; /* redis.mode cluster: hash-tagged keys, one call per slot */
     struct event *beat;
     struct event *flush; /* sends the groups of this loop turn as one call */
     bool closing;
@@ -65,6 +66,7 @@ struct waiter {
 struct group {
     struct group *hnext, *next_out;
     uint64_t hash;
+    unsigned slot; /* cluster mode: the slot of both keys */
     struct rl_global *g;
     bool in_flight, in_out;
     struct waiter *sent, *queued, **queued_tail;
@@ -272,8 +274,9 @@ static bool send_call(struct call *c)
     c->lens[0] = c->retried ? 4 : 7;
     c->argv[1] = c->retried ? RL_GCRA_SCRIPT : c->g->gcra_sha;
     c->lens[1] = c->retried ? strlen(RL_GCRA_SCRIPT) : 40;
-    c->pending =
-        redis_command_argv(c->g->rc, on_reply, c, (int)(3 + 6 * c->ngroups), c->argv, c->lens);
+    const char *key = c->groups[0]->keys[0]; /* every group of a call is in one slot */
+    c->pending = redis_command_key(c->g->rc, key, strlen(key), on_reply, c,
+                                   (int)(3 + 6 * c->ngroups), c->argv, c->lens);
     return c->pending != NULL;
 }
 
@@ -323,16 +326,23 @@ static void pack_args(struct call *c)
         c->lens[i] = strlen(c->argv[i]);
 }
 
-/* Takes up to CALL_GROUPS_MAX groups off the out list into a new call. */
+/* Takes up to CALL_GROUPS_MAX groups off the out list into a new call; in
+ * cluster mode only groups in the slot of the first (the others wait for the
+ * next call of the same flush). */
 static struct call *next_call(struct rl_global *g)
 {
     struct call *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->g = g;
-    while (g->out && c->ngroups < CALL_GROUPS_MAX) {
-        struct group *gr = g->out;
-        g->out = gr->next_out;
+    struct group **pp = &g->out;
+    while (*pp && c->ngroups < CALL_GROUPS_MAX) {
+        struct group *gr = *pp;
+        if (g->cluster && c->ngroups && gr->slot != c->groups[0]->slot) {
+            pp = &gr->next_out;
+            continue;
+        }
+        *pp = gr->next_out;
         gr->in_out = false;
         if (!take_queued(gr)) {
             table_remove(gr);
@@ -342,8 +352,10 @@ static struct call *next_call(struct rl_global *g)
         gr->in_flight = true;
         c->groups[c->ngroups++] = gr;
     }
-    if (!g->out)
-        g->out_tail = &g->out;
+    g->out_tail = &g->out; /* skipped groups stay in order; the tail may have moved */
+    if (g->cluster)
+        while (*g->out_tail)
+            g->out_tail = &(*g->out_tail)->next_out;
     return c;
 }
 
@@ -371,14 +383,19 @@ static void rl_flush(evutil_socket_t fd, short what, void *arg)
 
 /* Header values (API keys: secrets, docs/ratelimit.md "never a raw secret") and keys
  * longer than KEY_MAX allows are replaced by their digest. Prefix and rule id are
- * at most 64 bytes each (config). */
-static void build_key(char *out, const char *prefix, const char *rule, bool digest, const char *key,
-                      size_t keylen)
+ * at most 64 bytes each (config). Cluster mode: the rule is a hash tag, "{rule}",
+ * so the state and the override hash of a rule share a slot. */
+static void build_key(char *out, const char *prefix, const char *rule, bool tag, bool digest,
+                      const char *key, size_t keylen)
 {
     size_t plen = strlen(prefix), rlen = strlen(rule);
-    size_t room = KEY_MAX - plen - rlen - 2;
+    size_t room = KEY_MAX - plen - rlen - 4;
     size_t n = append(out, 0, KEY_MAX, prefix, plen);
+    if (tag)
+        n = append(out, n, KEY_MAX, "{", 1);
     n = append(out, n, KEY_MAX, rule, rlen);
+    if (tag)
+        n = append(out, n, KEY_MAX, "}", 1);
     n = append(out, n, KEY_MAX, ":", 1);
     if (!digest && keylen < room && keylen <= 128) {
         append(out, n, KEY_MAX, key, keylen);
@@ -409,10 +426,16 @@ static void group_init(struct group *gr, struct rl_global *g, const struct confi
                        const char *key, size_t keylen, const char *tenant)
 {
     gr->g = g;
-    build_key(gr->keys[0], g->prefix, rule->id, rule->key == RL_KEY_HEADER, key, keylen);
+    build_key(gr->keys[0], g->prefix, rule->id, g->cluster, rule->key == RL_KEY_HEADER, key,
+              keylen);
     size_t n = append(gr->keys[1], 0, KEY_MAX, g->prefix, strlen(g->prefix));
-    n = append(gr->keys[1], n, KEY_MAX, "override:", 9);
-    append(gr->keys[1], n, KEY_MAX, rule->id, strlen(rule->id));
+    n = append(gr->keys[1], n, KEY_MAX,
+               g->cluster ? "override:{" : "override:", g->cluster ? 10 : 9);
+    n = append(gr->keys[1], n, KEY_MAX, rule->id, strlen(rule->id));
+    if (g->cluster) {
+        append(gr->keys[1], n, KEY_MAX, "}", 1);
+        gr->slot = redis_key_slot(gr->keys[0], strlen(gr->keys[0]));
+    }
     rate_text(gr->rate, rule->rate);
     u64_text(gr->burst, rule->burst);
     append(gr->tenant, 0, sizeof gr->tenant, tenant ? tenant : "", tenant ? strlen(tenant) : 0);
@@ -490,7 +513,7 @@ static void beat(evutil_socket_t fd, short what, void *arg)
     size_t lens[6];
     for (int i = 0; i < 6; i++)
         lens[i] = strlen(argv[i]);
-    redis_command_argv(g->rc, on_beat_reply, g, 6, argv, lens);
+    redis_command_key(g->rc, key, lens[3], on_beat_reply, g, 6, argv, lens);
     if (!have_sha)
         sha1_hex(RL_HEARTBEAT_SCRIPT, g->beat_sha);
 }
@@ -503,7 +526,7 @@ void rl_global_leave(struct rl_global *g)
     snprintf(key, sizeof key, "%sinstances", g->prefix);
     const char *argv[] = {"ZREM", key, g->instance_id};
     size_t lens[] = {4, strlen(key), strlen(g->instance_id)};
-    redis_command_argv(g->rc, NULL, NULL, 3, argv, lens);
+    redis_command_key(g->rc, key, lens[1], NULL, NULL, 3, argv, lens);
     event_del(g->beat); /* no beat may re-add us while draining */
 }
 
@@ -523,6 +546,18 @@ static int start_heartbeat(struct rl_global *g)
     return event_add(g->beat, &tv);
 }
 
+/* Cluster mode: this client's redirects and maps, next to the sessions client's. */
+static void on_cluster(enum redis_cluster_event ev, void *arg)
+{
+    struct rl_global *g = arg;
+    if (ev == REDIS_CLUSTER_MOVED)
+        metrics_inc(g->svc->metrics, M_REDIS_CLUSTER_MOVED);
+    else if (ev == REDIS_CLUSTER_ASK)
+        metrics_inc(g->svc->metrics, M_REDIS_CLUSTER_ASK);
+    else
+        metrics_inc(g->svc->metrics, M_REDIS_CLUSTER_REFRESHES);
+}
+
 struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
                                 const struct redis_options *o, char *err, size_t errlen)
 {
@@ -532,6 +567,7 @@ struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
     g->svc = svc;
     g->prefix = strdup(cfg->ratelimit.key_prefix);
     g->heartbeat_ms = cfg->ratelimit.heartbeat_ms ? cfg->ratelimit.heartbeat_ms : 1000;
+    g->cluster = cfg->redis.mode == REDIS_MODE_CLUSTER;
     g->out_tail = &g->out;
     g->flush = event_new(svc->base, -1, 0, rl_flush, g);
     sha1_hex(RL_GCRA_SCRIPT, g->gcra_sha);
@@ -543,6 +579,7 @@ struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
         rl_global_free(g);
         return NULL;
     }
+    redis_client_on_cluster(g->rc, on_cluster, g);
     return g;
 }
 

@@ -18,6 +18,7 @@ struct ratelimit_state {
     const struct config_rate_rule *rule; /* the most restrictive verdict so far */
     uint64_t remaining;
     uint64_t reset_ms;
+    char missing_key[56]; /* a header rule's key for a request without the header (missing: ip) */
 };
 
 #endif

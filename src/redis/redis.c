@@ -18,6 +18,7 @@
  */
 #include "redis/redis.h"
 #include "redis/redis_client.h"
+#include "redis/redis_cluster.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -564,6 +565,13 @@ void redis_client_on_sentinel(struct redis_client *c,
     c->sentinel_arg = arg;
 }
 
+void redis_client_on_cluster(struct redis_client *c, void (*fn)(enum redis_cluster_event, void *),
+                             void *arg)
+{
+    c->cluster_fn = fn;
+    c->cluster_arg = arg;
+}
+
 void redis_cancel(struct redis_pending *p)
 {
     if (p)
@@ -599,10 +607,33 @@ static struct redis_pending *command_queue(struct redis_client *c, redis_reply_f
     return p;
 }
 
+struct redis_pending *redis_command_formatted(struct redis_client *c, redis_reply_fn fn, void *arg,
+                                              const char *cmd, size_t len)
+{
+    return can_send(c) ? enqueue(c, PK_USER, fn, arg, cmd, len) : NULL;
+}
+
+struct redis_pending *redis_command_key(struct redis_client *c, const char *key, size_t keylen,
+                                        redis_reply_fn fn, void *arg, int argc, const char **argv,
+                                        const size_t *argvlen)
+{
+    char *cmd = NULL;
+    if (!c->cluster)
+        return redis_command_argv(c, fn, arg, argc, argv, argvlen);
+    if (argc < 1 || c->dying)
+        return NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        return NULL;
+    return redis_cluster_command(c->cluster, key, keylen, fn, arg, cmd, (size_t)len);
+}
+
 struct redis_pending *redis_command_argv(struct redis_client *c, redis_reply_fn fn, void *arg,
                                          int argc, const char **argv, const size_t *argvlen)
 {
     char *cmd = NULL;
+    if (c->cluster)
+        return redis_command_key(c, NULL, 0, fn, arg, argc, argv, argvlen);
     if (!can_send(c) || argc < 1)
         return NULL;
     int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
@@ -633,7 +664,7 @@ struct redis_pending *redis_command(struct redis_client *c, redis_reply_fn fn, v
                                     const char *fmt, ...)
 {
     char *cmd = NULL;
-    if (!can_send(c))
+    if (c->dying || (!c->cluster && !can_send(c)))
         return NULL;
     va_list ap;
     va_start(ap, fmt);
@@ -641,6 +672,8 @@ struct redis_pending *redis_command(struct redis_client *c, redis_reply_fn fn, v
     va_end(ap);
     if (len < 0)
         return NULL;
+    if (c->cluster) /* no key: any node (not for subscriptions) */
+        return redis_cluster_command(c->cluster, NULL, 0, fn, arg, cmd, (size_t)len);
     int argc;
     const char *name;
     size_t namelen;

@@ -82,10 +82,39 @@ struct redis_sentinel_options {
     const char *tls_key;
 };
 
+#define REDIS_CLUSTER_SEEDS_MAX 16
+#define REDIS_CLUSTER_NODES_MAX 64 /* masters one client talks to; more: refused */
+#define REDIS_CLUSTER_SLOTS 16384
+
+/*
+ * Cluster mode (redis_cluster.c): the slot map is asked of the seeds in turn
+ * (CLUSTER SLOTS, the seed that answered last first) when the client starts and
+ * again after a -MOVED, a lost or timed-out node connection, or a failed refresh.
+ * One single-mode connection per master node (AUTH, TLS, timeouts and reply
+ * bounds as the data connection's), at most REDIS_CLUSTER_NODES_MAX. Commands
+ * sent with redis_command_key() go to the master of the key's slot; -MOVED
+ * updates that slot and resends (at most max_redirects times in all), -ASK sends
+ * ASKING and the command once to the node named without touching the map.
+ * -CLUSTERDOWN / -TRYAGAIN and every other error reply reach the callback as
+ * they are. The client is CONNECTED while the map is known and at least one
+ * node connection is up; a command whose node is not connected fails fast (NULL).
+ * The on_connect hook and redis_client_id() are not used (0) in this mode, and
+ * SUBSCRIBE is not supported. Node addresses must be numeric IPs.
+ */
+struct redis_cluster_options {
+    struct {
+        const char *host; /* numeric or hostname (blocking resolve) */
+        uint16_t port;
+    } seeds[REDIS_CLUSTER_SEEDS_MAX];
+    size_t count;           /* 1..REDIS_CLUSTER_SEEDS_MAX */
+    unsigned max_redirects; /* MOVED / ASK followed per command; 0: 3 */
+};
+
 struct redis_options {
-    /* With sentinel set, host / port / unix_path stay unset: the data address comes
-     * from the sentinels. */
+    /* With sentinel or cluster set, host / port / unix_path stay unset: the data
+     * address comes from the sentinels, or the cluster's slot map. */
     const struct redis_sentinel_options *sentinel;
+    const struct redis_cluster_options *cluster;
     const char *host; /* numeric address or hostname, with port; or: */
     uint16_t port;
     const char *unix_path;     /* unix socket path (exactly one of host / unix_path) */
@@ -151,6 +180,21 @@ struct redis_pending *redis_command_argv(struct redis_client *c, redis_reply_fn 
 struct redis_pending *redis_command(struct redis_client *c, redis_reply_fn fn, void *arg,
                                     const char *fmt, ...);
 
+/*
+ * As redis_command_argv(), routed by key in cluster mode (the master of the
+ * key's slot, see struct redis_cluster_options); in single and sentinel mode
+ * the key is ignored. Every key of one command must hash to the same slot
+ * (redis_key_slot()); key is usually one of argv. Without a key (key NULL, and
+ * redis_command*() in cluster mode) a cluster client picks any connected node.
+ */
+struct redis_pending *redis_command_key(struct redis_client *c, const char *key, size_t keylen,
+                                        redis_reply_fn fn, void *arg, int argc, const char **argv,
+                                        const size_t *argvlen);
+
+/* The cluster slot of a key: CRC16 (XMODEM) of the key, or of the part between
+ * the first '{' and the next '}' when that part is not empty, mod 16384. */
+unsigned redis_key_slot(const char *key, size_t keylen);
+
 /* Makes sure fn is never called for p (the reply is still read and discarded).
  * Call it only while p is valid (before its callback ran). NULL is a no-op. */
 void redis_cancel(struct redis_pending *p);
@@ -178,6 +222,15 @@ void redis_client_on_sentinel(struct redis_client *c,
                               void (*fn)(enum redis_sentinel_event ev, const char *name,
                                          const char *was, const char *now, void *arg),
                               void *arg);
+
+/*
+ * Cluster mode: REDIS_CLUSTER_MOVED / REDIS_CLUSTER_ASK once per redirect
+ * followed (or refused: too many, unknown node), REDIS_CLUSTER_REFRESH once per
+ * slot map received. Never called in the other modes.
+ */
+enum redis_cluster_event { REDIS_CLUSTER_MOVED, REDIS_CLUSTER_ASK, REDIS_CLUSTER_REFRESH };
+void redis_client_on_cluster(struct redis_client *c,
+                             void (*fn)(enum redis_cluster_event ev, void *arg), void *arg);
 
 /* The server-side CLIENT ID of the current connection, 0 if unknown (not
  * connected, or CLIENT ID refused by ACL). For CLIENT TRACKING REDIRECT. */

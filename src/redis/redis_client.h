@@ -84,6 +84,11 @@ struct redis_client {
     void (*sentinel_fn)(enum redis_sentinel_event, const char *, const char *, const char *,
                         void *);
     void *sentinel_arg;
+
+    /* cluster mode (redis_cluster.c); NULL otherwise */
+    struct redis_cluster *cluster;
+    void (*cluster_fn)(enum redis_cluster_event, void *);
+    void *cluster_arg;
 };
 
 /* err strings handed to command callbacks (redis.h) */
@@ -113,6 +118,10 @@ extern redisReplyObjectFunctions redis_reply_fns;
 int redis_enqueue_argv(struct redis_client *c, enum pending_kind kind, int argc, const char **argv,
                        const size_t *argvlen);
 int redis_send_handshake(struct redis_client *c, const char *pw, size_t pwlen);
+/* Queues a command formatted by the caller (not a (un)subscribe): a cluster
+ * node's resend. NULL when it cannot be sent now, as redis_command_argv(). */
+struct redis_pending *redis_command_formatted(struct redis_client *c, redis_reply_fn fn, void *arg,
+                                              const char *cmd, size_t len);
 
 /* ---- redis_connect.c ---------------------------------------------------- */
 

@@ -7,6 +7,7 @@
  */
 #include "redis/redis.h"
 #include "redis/redis_client.h"
+#include "redis/redis_cluster.h"
 #include "redis/redis_sentinel.h"
 
 #include <arpa/inet.h>
@@ -287,6 +288,8 @@ static void connect_start(struct redis_client *c)
         return;
     if (c->sentinel) /* the master's address first: redis_connect_to() goes on */
         redis_sentinel_resolve(c->sentinel);
+    else if (c->cluster) /* the slot map first: the nodes' connections follow */
+        redis_cluster_refresh(c->cluster);
     else
         connect_open(c);
 }
@@ -455,9 +458,30 @@ static const char *sentinel_options_check(const struct redis_options *o)
     return NULL;
 }
 
+static const char *cluster_options_check(const struct redis_options *o)
+{
+    const struct redis_cluster_options *co = o->cluster;
+    if (o->host || o->unix_path || o->sentinel)
+        return "host, unix_path and sentinels are not used with a cluster";
+    if (co->count < 1 || co->count > REDIS_CLUSTER_SEEDS_MAX)
+        return "1 to 16 cluster seeds";
+    for (size_t i = 0; i < co->count; i++)
+        if (!co->seeds[i].host || co->seeds[i].port == 0)
+            return "every cluster seed needs a host and a port";
+    if (co->max_redirects > 16)
+        return "cluster max_redirects is at most 16";
+    if (o->database)
+        return "a cluster has only database 0";
+    return NULL;
+}
+
 static const char *options_check(const struct redis_options *o)
 {
-    if (o->sentinel) {
+    if (o->cluster) {
+        const char *why = cluster_options_check(o);
+        if (why)
+            return why;
+    } else if (o->sentinel) {
         const char *why = sentinel_options_check(o);
         if (why)
             return why;
@@ -471,7 +495,7 @@ static const char *options_check(const struct redis_options *o)
         return "password_file and password_env are exclusive";
     if (o->username && !o->password_file && !o->password_env)
         return "username needs a password_file or password_env";
-    if (o->tls && o->tls_verify && !o->host && !o->tls_server_name)
+    if (o->tls && o->tls_verify && o->unix_path && !o->tls_server_name)
         return "tls over a unix socket needs tls_server_name to verify";
     if (!o->tls_cert != !o->tls_key)
         return "tls_cert and tls_key go together";
@@ -505,7 +529,9 @@ static int options_copy(struct redis_client *c, const struct redis_options *o)
         opt_dup(&c->server_name, o->tls_server_name) || opt_dup(&c->client_name, o->client_name))
         return -1;
     c->port = o->port;
-    if (o->sentinel) /* until the sentinels name the master */
+    if (o->cluster) /* the nodes have their own clients */
+        snprintf(c->addr, sizeof(c->addr), "cluster");
+    else if (o->sentinel) /* until the sentinels name the master */
         snprintf(c->addr, sizeof(c->addr), "master %.200s", o->sentinel->master_name);
     else if (o->unix_path)
         snprintf(c->addr, sizeof(c->addr), "%s", o->unix_path);
@@ -562,6 +588,10 @@ struct redis_client *redis_client_new(struct event_base *base, const struct redi
         why = sentinel_err;
         goto fail;
     }
+    if (o->cluster && !(c->cluster = redis_cluster_new(c, o, sentinel_err, sizeof(sentinel_err)))) {
+        why = sentinel_err;
+        goto fail;
+    }
     if (getrandom(&c->rng, sizeof(c->rng), GRND_NONBLOCK) != sizeof(c->rng) || c->rng == 0)
         c->rng = redis_now_ms() ^ (uintptr_t)c ^ 0x9e3779b97f4a7c15ull;
     redis_timer_arm(c->retry_ev, 0);
@@ -580,6 +610,8 @@ void redis_client_destroy(struct redis_client *c)
     conn_close(c);
     redis_sentinel_free(c->sentinel);
     c->sentinel = NULL;
+    redis_cluster_free(c->cluster);
+    c->cluster = NULL;
     struct event *evs[] = {c->retry_ev, c->connect_ev, c->cmd_ev, c->ping_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

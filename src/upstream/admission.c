@@ -296,7 +296,7 @@ static void key_name(const struct admission *a, const struct request *r, char ou
     if (r->ident.tenant[0])
         snprintf(out, KEY_MAX, "t:%s", r->ident.tenant);
     else if (a->anonymous == ANON_PER_IP)
-        snprintf(out, KEY_MAX, "ip:%s", r->peer->ip);
+        snprintf(out, KEY_MAX, "ip:%s", request_client_ip(r));
     else
         snprintf(out, KEY_MAX, "r:%zu", r->route ? (size_t)(r->route - r->cfg->routes) : 0);
 }

@@ -663,7 +663,7 @@ static void all_down(struct request *r, uint64_t retry_after_ms)
 /* The balancing key of tenant_hash: the tenant, else the client's address. */
 static void pick_key(const struct request *r, struct upstream_pick *want)
 {
-    want->key = r->ident.tenant[0] ? r->ident.tenant : r->peer->ip;
+    want->key = r->ident.tenant[0] ? r->ident.tenant : request_client_ip(r);
     want->key_len = strlen(want->key);
 }
 

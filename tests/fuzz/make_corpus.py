@@ -177,6 +177,26 @@ H2_HEADS = {  # flags: 1 body without content-length, 2 16 KiB fields, 4 100 fie
 }
 
 
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+# fuzz_proxy_protocol: knob bit 0 clear = PROXY header (then TLS bytes), set = X-Forwarded-For
+PROXY = {
+    "v1_tcp4": b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x16\x03\x01",
+    "v1_tcp6": b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n",
+    "v1_unknown": b"PROXY UNKNOWN ff::1 ff::2 1 2\r\n",
+    "v2_inet": V2_SIG + b"\x21\x11\x00\x14" + bytes([192, 0, 2, 7, 198, 51, 100, 1, 0xdc, 4, 1, 0xbb])
+    + b"\x04\x00\x05hello",
+    "v2_inet6": V2_SIG + b"\x21\x21\x00\x24" + bytes(range(36)),
+    "v2_local": V2_SIG + b"\x20\x00\x00\x00",
+    "v2_unix": V2_SIG + b"\x21\x31\x00\xd8" + bytes(216),
+    "tls": b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",
+}
+XFF = {
+    "chain": b"1.1.1.1, 10.0.0.5,10.1.1.1",
+    "ports": b"[2001:db8::1]:443, 192.0.2.1:80, fd00::1",
+    "junk": b"unknown, ,10.0.0.1,,",
+}
+
+
 def write(target, name, knob, body):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -186,7 +206,7 @@ def write(target, name, knob, body):
 
 def main():
     for target in ("http1_request", "http1_response", "chunked", "resp", "session", "config",
-                   "h2_head"):
+                   "h2_head", "proxy_protocol"):
         d = os.path.join(OUT, target)
         if os.path.isdir(d):
             for n in os.listdir(d):
@@ -212,6 +232,10 @@ def main():
         write("h2_head", name, b"", body)
     for name, body in CONFIG.items():
         write("config", name, b"", body)
+    for name, body in PROXY.items():
+        write("proxy_protocol", name, b"\x00\x00\x10\x00", body)
+    for name, body in XFF.items():
+        write("proxy_protocol", "xff_" + name, b"\x00\x00\x10\x01", body)
     for root, _, files in os.walk(os.path.join(REPO, "conf")):
         for n in sorted(files):
             if n.endswith(".yaml"):

@@ -13,8 +13,8 @@ reported as an error of that test at teardown.
 
 Every fixture of the suite is here (none is imported into a test module):
 upstream, capture_upstream (upstream_server.py processes); moat_factory / start_moat,
-proxy, fleet (moat processes); redis_server, redis_factory, redis_sentinels (redis-server
-and sentinel processes),
+proxy, fleet (moat processes); redis_server, redis_factory, redis_sentinels, redis_cluster
+(redis-server, sentinel and cluster processes),
 fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS).
 """
 
@@ -160,6 +160,25 @@ def redis_sentinels(tmp_path):
     finally:
         for s in made:
             s.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    """Factory: redis_cluster(masters=3) -> redisutil.RedisCluster, started (cluster_state
+    ok, slots spread by redis-cli --cluster create). Every node is stopped by PID at
+    teardown, also when the test killed or stopped some of them."""
+    made = []
+
+    def make(**kw):
+        c = redisutil.RedisCluster(tmp_path, **kw)
+        made.append(c)
+        return c.start()
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ Standard library only; builds on moatctl (ports, processes).
   session, stopped by PID; optional requirepass, extra arguments, a TLS-only listener.
 - Sentinel, SentinelSet: a master, a replica and three sentinels (quorum 2), each
   stopped by PID.
+- RedisCluster: N cluster masters joined with redis-cli --cluster create, each stopped
+  by PID; slot helpers and a by-hand slot migration.
 - FakeRedis: a TCP server in threads of the test process that speaks bad Redis.
 - put_session(): a session as the login service writes it (DESIGN.md, "Sessions").
 """
@@ -404,6 +406,113 @@ class SentinelSet:
                     pass
             if p.proc is not None:
                 p.stop()
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` masters (no replicas) on 127.0.0.1, each a RedisServer
+    with --cluster-enabled yes in its own directory, joined with `redis-cli --cluster
+    create`, ready once every node says cluster_state:ok and agrees on the slot map.
+    stop() stops every node by PID (also when a test stopped (SIGSTOP) some of them)."""
+
+    def __init__(self, tmpdir, masters=3, node_timeout_ms=2000):
+        self.nodes = []
+        for _ in range(masters):
+            r = RedisServer(tmpdir, moat_waits=False)
+            # the bus port explicitly: port + 10000 may be taken, or above 65535
+            r.args = ["--cluster-enabled", "yes", "--cluster-config-file",
+                      "nodes-%d.conf" % r.port, "--cluster-port", str(moatctl.free_port()),
+                      "--cluster-node-timeout", str(node_timeout_ms)]
+            self.nodes.append(r)
+
+    @property
+    def seeds(self):
+        return [n.addr for n in self.nodes]
+
+    def start(self, timeout=30.0):
+        exe = shutil.which("redis-cli")
+        if not exe:
+            raise AssertionError("redis-cli not installed (scripts/install-deps.sh)")
+        try:
+            for n in self.nodes:
+                n.start()
+            out = subprocess.run([exe, "--cluster", "create"] + self.seeds +
+                                 ["--cluster-replicas", "0", "--cluster-yes"],
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+            assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+            assert moatctl.wait_until(self.ready, timeout, interval=0.1), \
+                "cluster not ready: %r" % [self._info(n) for n in self.nodes]
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _info(self, node):
+        try:
+            text = call(node, "CLUSTER", "INFO", timeout=1.0)
+        except (OSError, RespError, ValueError):
+            return ""
+        return text.decode() if isinstance(text, bytes) else text
+
+    def ready(self):
+        if not all("cluster_state:ok" in self._info(n) for n in self.nodes):
+            return False
+        maps = [self.slot_map(n) for n in self.nodes]
+        return all(m == maps[0] for m in maps) and len(maps[0]) == 16384
+
+    def slot_map(self, node=None):
+        """{slot: port of its master} as node (default: the first) sees it."""
+        out = {}
+        for start, end, master, *_ in call(node or self.nodes[0], "CLUSTER", "SLOTS"):
+            for s in range(start, end + 1):
+                out[s] = master[1]
+        return out
+
+    def node_id(self, node):
+        v = call(node, "CLUSTER", "MYID")
+        return v.decode() if isinstance(v, bytes) else v
+
+    def keyslot(self, key):
+        return call(self.nodes[0], "CLUSTER", "KEYSLOT", key)
+
+    def node_for(self, key):
+        """The master serving key's slot now."""
+        port = self.slot_map()[self.keyslot(key)]
+        return next(n for n in self.nodes if n.port == port)
+
+    def call(self, *args, key):
+        """A command on the master of key's slot."""
+        return call(self.node_for(key), *args)
+
+    def move_slot(self, slot, dst, between=None):
+        """Moves slot (and its keys) to node dst by hand, as redis-cli --cluster reshard
+        does: IMPORTING on dst, MIGRATING on the source, MIGRATE each key, then SETSLOT
+        NODE everywhere. between(): called after the keys moved and before the slot is
+        handed over (while the source answers -ASK for them)."""
+        port = self.slot_map()[slot]
+        src = next(n for n in self.nodes if n.port == port)
+        assert src is not dst
+        src_id, dst_id = self.node_id(src), self.node_id(dst)
+        call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while True:
+            keys = call(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            call(src, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
+        if between:
+            between()
+        for n in [dst, src] + [n for n in self.nodes if n not in (src, dst)]:
+            call(n, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+    def stop(self):
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                try:
+                    os.kill(n.proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            if n.proc is not None:
+                n.stop()
 
 
 def client_list(redis):
