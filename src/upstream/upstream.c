@@ -182,6 +182,9 @@ static struct upstream_pool *find_pool(struct upstream_set *s, const struct conf
     return NULL;
 }
 
+/* Weights are scaled so that slow start can ramp a weight of 1 in small steps. */
+#define WEIGHT_SCALE 100
+
 /* The servers a request may go to now, and whether the pool panics. */
 struct candidates {
     struct upstream_server *srv[UPSTREAM_MAX_PICK];
@@ -225,8 +228,8 @@ static void gather(struct upstream_pool *p, const struct upstream_server *skip, 
         if (av[i] != AVAIL_UP && !(panic && av[i] == AVAIL_EJECTED))
             continue;
         c->srv[c->n] = srv;
-        c->weight[c->n++] =
-            server_state_weight(srv->st, srv->addr->weight, p->cfg->slow_start_ms, now);
+        c->weight[c->n++] = server_state_weight(srv->st, srv->addr->weight * WEIGHT_SCALE,
+                                                p->cfg->slow_start_ms, now);
     }
     /* the server that just failed this request: only if it is the last one left */
     for (size_t i = 0; skip && c->n > 1 && i < c->n; i++) {

@@ -93,8 +93,9 @@ static void json_server(struct evbuffer *out, const struct config_upstream *u, s
     jsonw_str(&j, "address", u->servers[k].text);
     jsonw_str(&j, "state", server_avail_str(server_state_avail(s, now)));
     jsonw_uint(&j, "weight", u->servers[k].weight);
-    jsonw_uint(&j, "effective_weight",
-               server_state_weight(s, u->servers[k].weight, u->slow_start_ms, now));
+    /* in hundredths, as the balancer ramps it (slow start) */
+    jsonw_double(&j, "effective_weight",
+                 server_state_weight(s, u->servers[k].weight * 100, u->slow_start_ms, now) / 100.0);
     jsonw_uint(&j, "in_flight", server_in_flight(s));
     jsonw_uint(&j, "consecutive_errors", LOAD(s->consecutive_errors));
     jsonw_uint(&j, "ejections_total", LOAD(s->ejections_total));
