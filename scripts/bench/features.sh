@@ -7,8 +7,8 @@
 #   --rounds N      rounds; every round runs every config, order rotating (default 3)
 #   --duration S    seconds per measured wrk run (default 5)
 #   --quick         1 round of 3 s
-#   --configs LIST  subset of "base auth-cache auth-nocache rl-local rl-global rl-global-keys
-#                   up-health up-admission"
+#   --configs LIST  subset of "base auth-cache auth-nocache auth-cluster rl-local rl-global
+#                   rl-global-cluster rl-global-keys up-health up-admission"
 #   --no-build      use build-bench/moat as it is
 #   --out DIR       raw output directory (default bench-results/features-YYYYmmdd-HHMMSS)
 #
@@ -18,10 +18,15 @@
 #   auth-cache    redis: section, route auth: required, sessions.cache_ttl 60s; wrk sends
 #                 Authorization: Bearer <token> of a session created in Redis
 #   auth-nocache  the same with cache_ttl 0s, negative_cache_ttl 0s (Redis on every request)
+#   auth-cluster  auth-nocache with redis.mode: cluster: three cluster nodes (no replicas,
+#                 pinned to CPU 0 like the single redis, created with redis-cli --cluster
+#                 create), the session written through redis-cli -c; the session key's
+#                 slot lives on one of them (issue 17: cluster mode costs what single does)
 #   rl-local      auth: none, rate_limit [{key: ip, rate: 100000000/s, burst: 100000000}]
 #   rl-global     the same rule with scope: global (Redis), ratelimit.redis_timeout 200ms;
 #                 every request must be decided by Redis (moat_ratelimit_global_decisions_total)
 #                 though requests for the one key share script calls (Redis calls/req < 1)
+#   rl-global-cluster  rl-global on the cluster of auth-cluster
 #   rl-global-keys  the global rule keyed on header X-Client, which wrk cycles over 1000
 #                 values (scripts/bench/client_keys.lua): few requests share a key, so
 #                 calls are shared only across keys (the groups of one loop turn).
@@ -35,18 +40,23 @@
 # Per run: req/s, moat CPU us/request (/proc/PID/stat utime+stime), Redis CPU
 # us/request, wrk socket errors and non-2xx (must be 0), moat 2xx/4xx/5xx counters.
 # Prints medians, ratio to base and the targets auth-cache >= 0.90x base,
-# rl-local >= 0.95x, rl-global >= 0.85x, and moat CPU per request of up-health and
-# up-admission within 1.03x base (issue 14: <= 3 %). Exit status 0 even if a target is not met;
+# rl-local >= 0.95x, rl-global >= 0.85x, moat CPU per request of up-health and
+# up-admission within 1.03x base (issue 14: <= 3 %), and cluster mode within 5 % of
+# single mode (issue 17): auth-cluster req/s >= 0.95x and CPU/req <= 1.05x auth-nocache,
+# rl-global-cluster the same against rl-global. Redis CPU and calls of a cluster config
+# are the sum over its three nodes. Exit status 0 even if a target is not met;
 # 1 on any error (wrk errors, non-2xx, no moat:rl:* key in Redis after a global config,
 # fewer Redis decisions than requests or any on_store_error fallback).
-# Ports: 127.0.0.1:18180 (upstream), 18543 (moat), 18911 (admin), 18379 (redis).
+# Ports: 127.0.0.1:18180 (upstream), 18543 (moat), 18911 (admin), 18379 (redis),
+# 18381-18383 and their cluster bus ports 28381-28383 (the cluster, only when a *-cluster
+# config runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$(pwd)"
 
 rounds=3
 duration=5
-configs="base auth-cache auth-nocache rl-local rl-global rl-global-keys up-health up-admission"
+configs="base auth-cache auth-nocache auth-cluster rl-local rl-global rl-global-cluster rl-global-keys up-health up-admission"
 build=1
 out=""
 while [ $# -gt 0 ]; do
@@ -57,7 +67,7 @@ while [ $# -gt 0 ]; do
         --configs) configs="$2"; shift ;;
         --no-build) build=0 ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
         *) echo "bench --features: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -65,7 +75,7 @@ done
 case "$rounds$duration" in *[!0-9]*|"") echo "bench: --rounds, --duration take integers" >&2; exit 2 ;; esac
 [ "$rounds" -ge 1 ] && [ "$duration" -ge 1 ] || { echo "bench: values must be >= 1" >&2; exit 2; }
 for c in $configs; do
-    case "$c" in base|auth-cache|auth-nocache|rl-local|rl-global|rl-global-keys|up-health|up-admission) ;;
+    case "$c" in base|auth-cache|auth-nocache|auth-cluster|rl-local|rl-global|rl-global-cluster|rl-global-keys|up-health|up-admission) ;;
         *) echo "bench: unknown config $c" >&2; exit 2 ;; esac
 done
 
@@ -81,6 +91,9 @@ UP_PORT=18180
 MOAT_PORT=18543
 ADMIN_PORT=18911
 REDIS_PORT=18379
+CLUSTER_PORTS=(18381 18382 18383)
+cluster=0
+for c in $configs; do case "$c" in *-cluster) cluster=1 ;; esac; done
 
 RUN="${out:-bench-results/features-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RUN/raw" "$RUN/conf" "$RUN/logs"
@@ -117,7 +130,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$UP_PORT" "$MOAT_PORT" "$ADMIN_PORT" "$REDIS_PORT"; do
+ports=("$UP_PORT" "$MOAT_PORT" "$ADMIN_PORT" "$REDIS_PORT")
+if [ "$cluster" -eq 1 ]; then
+    for p in "${CLUSTER_PORTS[@]}"; do ports+=("$p" $((p + 10000))); done
+fi
+for p in "${ports[@]}"; do
     port_free "$p" || { echo "bench: 127.0.0.1:$p is in use" >&2; exit 1; }
 done
 
@@ -163,6 +180,42 @@ TOKEN_SHA="$(printf '%s' "$TOKEN" | openssl dgst -sha256 -r | cut -d' ' -f1)"
 "${RCLI[@]}" hset "moat:sess:$TOKEN_SHA" tenant acme user u1 mfa 1 >/dev/null
 echo "session key: moat:sess:$TOKEN_SHA" >>"$RUN/env.txt"
 
+# The cluster of the *-cluster configs: three masters, no replicas, pinned like the redis.
+CLUSTER_PIDS=()
+if [ "$cluster" -eq 1 ]; then
+    seeds=()
+    for p in "${CLUSTER_PORTS[@]}"; do
+        mkdir -p "$RUN/cluster-$p"
+        (cd "$RUN/cluster-$p" && exec taskset -c 0 redis-server --port "$p" --bind 127.0.0.1 --save '' \
+            --appendonly no --protected-mode yes --dir "$RUN/cluster-$p" --cluster-enabled yes \
+            --cluster-config-file "nodes-$p.conf" --cluster-port $((p + 10000))) \
+            >"$RUN/logs/cluster-$p.log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+        PIDS+=($!)
+        seeds+=("127.0.0.1:$p")
+    done
+    for p in "${CLUSTER_PORTS[@]}"; do
+        for _ in $(seq 50); do [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+        [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ] ||
+            { echo "bench: cluster node $p did not start" >&2; cat "$RUN/logs/cluster-$p.log" >&2; exit 1; }
+    done
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 0 --cluster-yes \
+        >"$RUN/logs/cluster-create.log" 2>&1 </dev/null ||
+        { echo "bench: redis-cli --cluster create failed" >&2; cat "$RUN/logs/cluster-create.log" >&2; exit 1; }
+    for _ in $(seq 100); do
+        ok=0
+        for p in "${CLUSTER_PORTS[@]}"; do
+            redis-cli -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ "$ok" -eq "${#CLUSTER_PORTS[@]}" ] && break
+        sleep 0.1
+    done
+    [ "$ok" -eq "${#CLUSTER_PORTS[@]}" ] || { echo "bench: cluster not ok" >&2; exit 1; }
+    redis-cli -c -p "${CLUSTER_PORTS[0]}" hset "moat:sess:$TOKEN_SHA" tenant acme user u1 mfa 1 >/dev/null
+    echo "cluster: ${seeds[*]}, session key in slot $(redis-cli -p "${CLUSTER_PORTS[0]}" cluster keyslot "moat:sess:$TOKEN_SHA")" >>"$RUN/env.txt"
+fi
+is_cluster() { [ "$1" != "${1%-cluster}" ]; }
+
 # ---------------------------------------------------------------- moat configs
 render_conf() { # CONFIG -> path of its yaml
     local c="$1" f="$RUN/conf/moat-$1.yaml" auth=none rl="" redis=0 sess="" up=""
@@ -170,7 +223,10 @@ render_conf() { # CONFIG -> path of its yaml
         auth-cache) auth=required; redis=1; sess="  cache_ttl: 60s" ;;
         auth-nocache) auth=required; redis=1; sess=$'  cache_ttl: 0s\n  negative_cache_ttl: 0s' ;;
         rl-local) rl='    rate_limit: [{ key: ip, rate: "100000000/s", burst: 100000000 }]' ;;
+        auth-cluster) auth=required; redis=2; sess=$'  cache_ttl: 0s\n  negative_cache_ttl: 0s' ;;
         rl-global) redis=1
+            rl='    rate_limit: [{ key: ip, rate: "100000000/s", burst: 100000000, scope: global }]' ;;
+        rl-global-cluster) redis=2
             rl='    rate_limit: [{ key: ip, rate: "100000000/s", burst: 100000000, scope: global }]' ;;
         rl-global-keys) redis=1
             rl='    rate_limit: [{ key: "header:X-Client", rate: "100000000/s", burst: 100000000, scope: global }]' ;;
@@ -189,10 +245,16 @@ render_conf() { # CONFIG -> path of its yaml
         awk -v up="$up" '{print} /^    keepalive: / {print up}' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
         grep -q "^    health: " "$f" || { echo "bench: could not set health in $f" >&2; exit 1; }
     fi
-    if [ "$redis" -eq 1 ]; then
+    if [ "$redis" -ge 1 ]; then
         {
             echo "redis:"
-            echo "  address: \"127.0.0.1:$REDIS_PORT\""
+            if [ "$redis" -eq 2 ]; then
+                echo "  mode: cluster"
+                echo "  cluster:"
+                echo "    seeds: [$(printf '"127.0.0.1:%s", ' "${CLUSTER_PORTS[@]}" | sed 's/, $//')]"
+            else
+                echo "  address: \"127.0.0.1:$REDIS_PORT\""
+            fi
             echo "ratelimit:"
             echo "  redis_timeout: 200ms"
             if [ -n "$sess" ]; then echo "sessions:"; echo "$sess"; fi
@@ -208,8 +270,37 @@ metric() { # NAME -> value (0 when absent)
         awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d\n", s}'
 }
 
+CONFIG="" # the config running: its Redis (the single one, or the cluster's nodes)
+rclis() { # ARGS: the command on each Redis of $CONFIG (one output after the other)
+    local p
+    if is_cluster "$CONFIG"; then
+        for p in "${CLUSTER_PORTS[@]}"; do redis-cli -h 127.0.0.1 -p "$p" "$@"; done
+    else
+        "${RCLI[@]}" "$@"
+    fi
+}
+
+rl_keys_del() { # the moat:rl:* keys of every Redis (one DEL per key: a cluster refuses cross-slot)
+    local p ps=("$REDIS_PORT")
+    [ "$cluster" -eq 1 ] && ps+=("${CLUSTER_PORTS[@]}")
+    for p in "${ps[@]}"; do
+        redis-cli -h 127.0.0.1 -p "$p" --scan --pattern 'moat:rl:*' |
+            xargs -r -n1 redis-cli -h 127.0.0.1 -p "$p" del >/dev/null
+    done
+}
+
+redis_cpu_ticks() { # utime+stime of the Redis process(es) of $CONFIG
+    local p t=0
+    if is_cluster "$CONFIG"; then
+        for p in "${CLUSTER_PIDS[@]}"; do t=$(( t + $(cpu_ticks "$p") )); done
+        echo "$t"
+    else
+        cpu_ticks "$REDIS_PID"
+    fi
+}
+
 redis_calls() { # EVAL + EVALSHA + HGETALL calls served by Redis so far
-    "${RCLI[@]}" info commandstats | tr -d '\r' |
+    rclis info commandstats | tr -d '\r' |
         awk -F'[:=,]' '$1 ~ /^cmdstat_(eval|evalsha|hgetall)$/ {s += $3} END {printf "%d\n", s}'
 }
 
@@ -217,10 +308,11 @@ run_one() { # ROUND CONFIG
     local r="$1" c="$2" conf f="$RUN/raw/$2-r$1.txt" errf="$RUN/logs/moat-$2-r$1.stderr"
     local hdr=()
     conf="$(render_conf "$c")"
+    CONFIG="$c"
     case "$c" in auth-*) hdr=(-H "Authorization: Bearer $TOKEN") ;; esac
     local wrk_script=()
     [ "$c" = rl-global-keys ] && wrk_script=(-s "$ROOT/scripts/bench/client_keys.lua")
-    [ "$c" != "${c#rl-global}" ] && "${RCLI[@]}" --scan --pattern 'moat:rl:*' | xargs -r "${RCLI[@]}" del >/dev/null
+    [ "$c" != "${c#rl-global}" ] && rl_keys_del
     taskset -c 1 "$MOAT" -c "$conf" >"$errf" 2>&1 &
     local pid=$! i code=""
     PIDS+=("$pid")
@@ -248,13 +340,13 @@ run_one() { # ROUND CONFIG
     ev0="$(redis_calls)"
     if [ "$c" != "${c#rl-global}" ]; then # sample the keys in the middle of the run
         (sleep "$(awk -v d="$duration" 'BEGIN {print d / 2}')"
-         "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-midrun-r$r.txt") &
+         rclis --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-midrun-r$r.txt") &
         spid=$!
         PIDS+=("$spid")
     fi
-    c0="$(cpu_ticks "$pid")"; rc0="$(cpu_ticks "$REDIS_PID")"
+    c0="$(cpu_ticks "$pid")"; rc0="$(redis_cpu_ticks)"
     taskset -c 0 wrk -t1 -c64 -d"${duration}s" "${hdr[@]}" "${wrk_script[@]}" "https://127.0.0.1:$MOAT_PORT/" >"$f" 2>&1
-    c1="$(cpu_ticks "$pid")"; rc1="$(cpu_ticks "$REDIS_PID")"
+    c1="$(cpu_ticks "$pid")"; rc1="$(redis_cpu_ticks)"
     ev1="$(redis_calls)"
     [ -n "$spid" ] && stop_pid "$spid"
     local reqs rps sockerr non2xx d2 d4 d5 dh dre
@@ -276,13 +368,13 @@ run_one() { # ROUND CONFIG
     result "$r" "$c" redis_calls_per_req "$(awk -v c="$dev" -v n="$reqs" 'BEGIN {printf "%.3f", c/n}')"
     if [ "$c" != "${c#rl-global}" ]; then
         local nkeys nmid
-        "${RCLI[@]}" --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-r$r.txt"
+        rclis --scan --pattern 'moat:rl:*' >"$RUN/raw/$c-keys-r$r.txt"
         nkeys="$(wc -l <"$RUN/raw/$c-keys-r$r.txt")"
         nmid="$(grep -vc ':instances$' "$RUN/raw/$c-keys-midrun-r$r.txt" || true)"
         echo "redis moat:rl:* keys: $nmid rule keys mid-run, $nkeys keys after the run (moat still up)" >>"$f"
         result "$r" "$c" redis_rl_keys "$nkeys"
         result "$r" "$c" redis_rl_rule_keys_midrun "$nmid"
-        "${RCLI[@]}" info commandstats >"$RUN/raw/redis-commandstats-r$r.txt"
+        rclis info commandstats >"$RUN/raw/redis-commandstats-$c-r$r.txt"
         [ "$nkeys" -gt 0 ] || { echo "bench: rl-global: no moat:rl:* key in Redis" >&2; exit 1; }
         # every request decided by Redis (batched: requests for one key share a call), none by the fallback
         local dgd=$(( $(metric moat_ratelimit_global_decisions_total) - mgd ))
@@ -335,6 +427,8 @@ print("| config | req/s | x base | moat CPU us/req | Redis CPU us/req | Redis ca
 print("|---|---:|---:|---:|---:|---:|---:|")
 for c in configs:
     rps = med(c, "rps")
+    if rps is None:
+        continue
     ratio = f"{rps / base:.3f}" if base and rps else "-"
     err = int(sum(vals.get((c, "errors"), [0])))
     print(f"| {c} | {rps:,.0f} | {ratio} | {med(c, 'cpu_us_per_req'):.2f} | {med(c, 'redis_cpu_us_per_req'):.2f} | {med(c, 'redis_calls_per_req'):.3f} | {err} |")
@@ -354,6 +448,19 @@ for c, m, t, why in targets:
     ratio = v / b
     met = ratio >= t if m == "rps" else ratio <= t
     print(f"| {what} ({why}) | {ratio:.3f} | {'met' if met else 'NOT met'} |")
+# cluster mode against single mode (issue 17): within 5 % both ways
+pairs = [("auth-cluster", "auth-nocache"), ("rl-global-cluster", "rl-global")]
+for c, ref in pairs:
+    for m, t in (("rps", 0.95), ("cpu_us_per_req", 1.05)):
+        what = (f"{c} req/s >= {t:.2f}x {ref}" if m == "rps"
+                else f"{c} CPU/req <= {t:.2f}x {ref}")
+        v, b = med(c, m), med(ref, m)
+        if not b or v is None:
+            print(f"| {what} (issue 17) | - | not measured |")
+            continue
+        ratio = v / b
+        met = ratio >= t if m == "rps" else ratio <= t
+        print(f"| {what} (issue 17) | {ratio:.3f} | {'met' if met else 'NOT met'} |")
 la = vals.get(("base", "loadavg"), [])
 if la:
     print(f"\nload average (1 min) during base runs: {', '.join(f'{x:.2f}' for x in la)}")

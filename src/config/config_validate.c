@@ -317,9 +317,7 @@ static void validate_redis_sentinel(struct config_loader *L, const struct config
 
 /*
  * mode: cluster. The nodes' addresses come from the seeds' slot map; a cluster
- * has only database 0; push revocation is not built for a cluster yet (sessions
- * then rely on sessions.cache_ttl), so asking for it is an error, not a silent
- * downgrade.
+ * has only database 0 (push revocation tracks each master: revocation.c).
  */
 static void validate_redis_cluster(struct config_loader *L, const struct config *c)
 {
@@ -347,11 +345,6 @@ static void validate_redis_cluster(struct config_loader *L, const struct config 
     if (r->database != 0)
         config_loader_error(L, config_pos_of(L, &r->database, r, here), "redis.database",
                             "a cluster has only database 0");
-    if (c->sessions.push_revocation)
-        config_loader_error(L, config_pos_of(L, &c->sessions.push_revocation, &c->sessions, here),
-                            "sessions.push_revocation",
-                            "not supported with redis.mode: cluster yet (cached sessions "
-                            "expire after sessions.cache_ttl): set it to false");
 }
 
 static void validate_redis(struct config_loader *L, const struct config *c)

@@ -10,7 +10,9 @@
  * milliseconds. No Redis server configuration is needed; an ACL user needs
  * +client|tracking, +client|id, +subscribe and the &__redis__:invalidate
  * channel. While this connection is down the worker's cache cannot be trusted:
- * it is emptied and bypassed until the connection is back.
+ * it is emptied and bypassed until the connection is back. In cluster mode the
+ * same runs on every master's connection (keys are tracked by the node holding
+ * them), and the cache is trusted only while every master of the map is tracked.
  */
 #ifndef MOAT_REVOCATION_H
 #define MOAT_REVOCATION_H

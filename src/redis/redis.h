@@ -232,6 +232,24 @@ enum redis_cluster_event { REDIS_CLUSTER_MOVED, REDIS_CLUSTER_ASK, REDIS_CLUSTER
 void redis_client_on_cluster(struct redis_client *c,
                              void (*fn)(enum redis_cluster_event ev, void *arg), void *arg);
 
+/*
+ * Cluster mode, for connection-scoped features (CLIENT TRACKING, SUBSCRIBE): each
+ * master's connection is a single-mode client owned by the cluster. The owner's
+ * on_connect and on_push hooks (set before the first map) run on every node
+ * connection; fn(node, st, arg) is called when a node connection changes state,
+ * and with REDIS_STATE_DOWN once more just before a node that left the map is
+ * freed (not while the owner is freed). Never called in single or sentinel mode.
+ */
+void redis_client_on_cluster_node(struct redis_client *c,
+                                  void (*fn)(const struct redis_client *node, enum redis_state st,
+                                             void *arg),
+                                  void *arg);
+/* Cluster mode: true when the slot map is known and pred(node, arg) holds for
+ * every master's connection (those of the map and those named by -MOVED / -ASK
+ * since). False in other modes. */
+bool redis_cluster_all_nodes(const struct redis_client *c,
+                             bool (*pred)(const struct redis_client *node, void *arg), void *arg);
+
 /* The server-side CLIENT ID of the current connection, 0 if unknown (not
  * connected, or CLIENT ID refused by ACL). For CLIENT TRACKING REDIRECT. */
 long long redis_client_id(const struct redis_client *c);

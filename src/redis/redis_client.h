@@ -89,6 +89,8 @@ struct redis_client {
     struct redis_cluster *cluster;
     void (*cluster_fn)(enum redis_cluster_event, void *);
     void *cluster_arg;
+    void (*node_fn)(const struct redis_client *, enum redis_state, void *);
+    void *node_arg;
 };
 
 /* err strings handed to command callbacks (redis.h) */

@@ -17,6 +17,7 @@
 #include "redis/redis_client.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +54,6 @@ static const uint16_t crc16_table[256] = {
     0xef1f, 0xff3e, 0xcf5d, 0xdf7c, 0xaf9b, 0xbfba, 0x8fd9, 0x9ff8, 0x6e17, 0x7e36, 0x4e55, 0x5e74,
     0x2e93, 0x3eb2, 0x0ed1, 0x1ef0};
 
-struct cl_node {
-    struct redis_cluster *cl;
-    struct redis_client *rc; /* NULL when it could not be built */
-    char host[REDIS_CLUSTER_HOST_MAX];
-    uint16_t port;
-};
-
 /* A command in flight; pub is the caller's handle (pub.fn NULL once cancelled). */
 struct cl_req {
     struct redis_pending pub;
@@ -67,6 +61,28 @@ struct cl_req {
     char *cmd; /* formatted, kept for a redirect */
     size_t len;
     unsigned redirects;
+    bool ask;            /* parked after -ASK: ASKING goes first */
+    struct cl_req *next; /* in its node's parked list */
+};
+
+struct cl_node {
+    struct redis_cluster *cl;
+    struct redis_client *rc; /* NULL when it could not be built */
+    char host[REDIS_CLUSTER_HOST_MAX];
+    uint16_t port;
+    bool ever_up; /* was connected once: a node reconnecting is not waited for */
+    /* Commands for a node not connected yet (a new master after a failover, named
+     * by a -MOVED or a new map): sent when it connects, failed when it goes down.
+     * Bounded by the owner's max_inflight and, in time, by connect_timeout. */
+    struct cl_req *parked, **parked_tail;
+    size_t nparked;
+};
+
+/* A node asked for the map when no seed answers: the masters of the last map
+ * (a seed may be the master that died). */
+struct cl_addr {
+    char host[REDIS_CLUSTER_HOST_MAX];
+    uint16_t port;
 };
 
 struct redis_cluster {
@@ -84,9 +100,12 @@ struct redis_cluster {
     bool have_map, closing;
 
     struct redis_client *q; /* the CLUSTER SLOTS question in flight, or NULL */
-    size_t q_idx, q_tried;  /* which seed q talks to; how many were tried */
-    size_t cur;             /* the seed that answered last: asked first */
-    char q_err[200];        /* why the last seed tried could not answer */
+    size_t q_idx, q_tried;  /* which candidate q talks to; how many were tried */
+    /* the candidates of this round after the seeds: the masters of the map at its start */
+    struct cl_addr known[REDIS_CLUSTER_NODES_MAX];
+    size_t nknown;
+    size_t cur;      /* the seed that answered last: asked first */
+    char q_err[200]; /* why the last seed tried could not answer */
     struct event *refresh_ev;
     bool refresh_again; /* asked for while a question was in flight */
     uint64_t last_refresh_ms;
@@ -257,8 +276,8 @@ int redis_cluster_parse_redirect(const char *s, size_t len, bool *ask, unsigned 
 
 /* A single-mode client to host:port with the data connection's credentials and TLS. */
 static struct redis_client *conn_new(struct redis_cluster *cl, const char *host, uint16_t port,
-                                     uint64_t timeout_ms, size_t max_reply, const char *name,
-                                     char *err, size_t errlen)
+                                     uint64_t timeout_ms, uint64_t ping_ms, size_t max_reply,
+                                     const char *name, char *err, size_t errlen)
 {
     const struct redis_client *o = cl->owner;
     struct redis_options opt = {
@@ -280,6 +299,7 @@ static struct redis_client *conn_new(struct redis_cluster *cl, const char *host,
         .client_name = name,
         .max_inflight = o->max_inflight,
         .max_reply_bytes = max_reply,
+        .ping_interval_ms = ping_ms,
     };
     return redis_client_new(o->base, &opt, err, errlen);
 }
@@ -315,6 +335,58 @@ static void state_update(struct redis_cluster *cl)
 }
 
 static void refresh_schedule(struct redis_cluster *cl);
+static void req_end(struct cl_req *q, redisReply *reply, const char *err);
+static void on_node_reply(redisReply *reply, const char *err, void *arg);
+
+static void on_asking(redisReply *reply, const char *err, void *arg)
+{
+    (void)reply; /* an error here shows as a redirect of the command that follows */
+    (void)err;
+    (void)arg;
+}
+
+/* Sends q (after ASKING when q->ask) on a connected node. */
+static bool node_send_now(struct cl_node *n, struct cl_req *q)
+{
+    const char *asking[1] = {"ASKING"};
+    if (q->ask && !redis_command_argv(n->rc, on_asking, NULL, 1, asking, NULL))
+        return false;
+    return redis_command_formatted(n->rc, on_node_reply, q, q->cmd, q->len) != NULL;
+}
+
+/* Sends q to n now, or parks it while n connects for the first time. False: q was
+ * neither sent nor parked (the caller ends it). */
+static bool node_send(struct cl_node *n, struct cl_req *q)
+{
+    if (!n || !n->rc)
+        return false;
+    enum redis_state st = redis_client_state(n->rc);
+    if (st == REDIS_STATE_CONNECTED)
+        return node_send_now(n, q);
+    if (st != REDIS_STATE_CONNECTING || n->ever_up || n->nparked >= n->cl->owner->max_inflight)
+        return false;
+    q->next = NULL;
+    *n->parked_tail = q;
+    n->parked_tail = &q->next;
+    n->nparked++;
+    return true;
+}
+
+/* The parked commands: sent (connected) or ended with err. The list is taken
+ * first: the callbacks may send (and park) new commands. */
+static void parked_flush(struct cl_node *n, const char *err)
+{
+    struct cl_req *q = n->parked;
+    n->parked = NULL;
+    n->parked_tail = &n->parked;
+    n->nparked = 0;
+    while (q) {
+        struct cl_req *next = q->next;
+        if (err || !q->pub.fn || !node_send_now(n, q))
+            req_end(q, NULL, err ? err : ERR_LOST);
+        q = next;
+    }
+}
 
 static void on_node_state(enum redis_state st, void *arg)
 {
@@ -322,10 +394,26 @@ static void on_node_state(enum redis_state st, void *arg)
     struct redis_cluster *cl = n->cl;
     struct redis_client *o = cl->owner;
     redis_client_enter(o);
-    if (st == REDIS_STATE_DOWN) /* lost, or never reached: the map may have changed */
+    if (o->node_fn && !o->dying)
+        o->node_fn(n->rc, st, o->node_arg);
+    if (st == REDIS_STATE_CONNECTED) {
+        n->ever_up = true;
+        parked_flush(n, NULL);
+    } else if (st == REDIS_STATE_DOWN) { /* lost, or never reached: the map may have changed */
+        parked_flush(n, ERR_LOST);
         refresh_schedule(cl);
+    }
     state_update(cl);
     redis_client_leave(o);
+}
+
+/* The owner's on_connect hook, on a node's connection. */
+static void on_node_connect(struct redis_client *c, void *arg)
+{
+    struct cl_node *n = arg;
+    struct redis_client *o = n->cl->owner;
+    if (o->connect_fn)
+        o->connect_fn(c, o->connect_arg);
 }
 
 static struct cl_node *node_new(struct redis_cluster *cl, const char *host, uint16_t port)
@@ -335,13 +423,18 @@ static struct cl_node *node_new(struct redis_cluster *cl, const char *host, uint
     if (!n)
         return NULL;
     n->cl = cl;
+    n->parked_tail = &n->parked;
     snprintf(n->host, sizeof(n->host), "%s", host);
     n->port = port;
-    n->rc = conn_new(cl, host, port, cl->owner->timeout_ms, cl->owner->max_reply_bytes,
-                     cl->owner->client_name, err, sizeof(err));
-    if (n->rc)
+    n->rc = conn_new(cl, host, port, cl->owner->timeout_ms, cl->owner->ping_interval_ms,
+                     cl->owner->max_reply_bytes, cl->owner->client_name, err, sizeof(err));
+    if (n->rc) {
         redis_client_on_state(n->rc, on_node_state, n);
-    else
+        if (cl->owner->connect_fn)
+            redis_client_on_connect(n->rc, on_node_connect, n);
+        if (cl->owner->push_fn)
+            redis_client_on_push(n->rc, cl->owner->push_fn, cl->owner->push_arg);
+    } else
         redis_set_error(cl->owner, "cluster node %s:%u: %s", host, (unsigned)port, err);
     return n;
 }
@@ -351,6 +444,10 @@ static void node_free(struct cl_node *n)
 {
     if (!n)
         return;
+    parked_flush(n, ERR_SHUTDOWN);
+    struct redis_client *o = n->cl->owner;
+    if (n->rc && o->node_fn && !n->cl->closing && !o->dying)
+        o->node_fn(n->rc, REDIS_STATE_DOWN, o->node_arg);
     if (n->rc) {
         redis_client_on_state(n->rc, NULL, NULL);
         redis_client_free(n->rc);
@@ -418,11 +515,32 @@ static void query_cancel(struct redis_cluster *cl)
     redis_client_free(q);
 }
 
+/* Candidate i of a round: the seeds from the one that answered last, then the
+ * masters of the map known when the round started. */
+static void candidate(const struct redis_cluster *cl, size_t i, const char **host, uint16_t *port,
+                      size_t *seed)
+{
+    if (i < cl->nseeds) {
+        *seed = (cl->cur + i) % cl->nseeds;
+        *host = cl->seeds[*seed];
+        *port = cl->seed_ports[*seed];
+    } else {
+        *seed = SIZE_MAX;
+        *host = cl->known[i - cl->nseeds].host;
+        *port = cl->known[i - cl->nseeds].port;
+    }
+}
+
 static void query_failed(struct redis_cluster *cl, const char *why, const redisReply *r)
 {
     int n = r && r->type == REDIS_REPLY_ERROR ? (int)(r->len < 80 ? r->len : 80) : 0;
-    snprintf(cl->q_err, sizeof(cl->q_err), "seed %.60s:%u: %.100s%s%.*s", cl->seeds[cl->q_idx],
-             (unsigned)cl->seed_ports[cl->q_idx], why, n ? ": " : "", n, n ? r->str : "");
+    const char *host;
+    uint16_t port;
+    size_t seed;
+    candidate(cl, cl->q_idx, &host, &port, &seed);
+    snprintf(cl->q_err, sizeof(cl->q_err), "%s %.60s:%u: %.100s%s%.*s",
+             seed == SIZE_MAX ? "node" : "seed", host, (unsigned)port, why, n ? ": " : "", n,
+             n ? r->str : "");
     query_next(cl);
 }
 
@@ -441,7 +559,12 @@ static void on_query_reply(redisReply *reply, const char *err, void *arg)
     } else if (redis_cluster_parse_slots(reply, m, &why) < 0) {
         query_failed(cl, why, reply);
     } else {
-        cl->cur = cl->q_idx;
+        const char *host;
+        uint16_t port;
+        size_t seed;
+        candidate(cl, cl->q_idx, &host, &port, &seed);
+        if (seed != SIZE_MAX)
+            cl->cur = seed;
         emit(cl, REDIS_CLUSTER_REFRESH);
         map_apply(cl, m);
         if (cl->refresh_again)
@@ -493,30 +616,52 @@ static void refresh_failed(struct redis_cluster *cl)
     redis_timer_arm(cl->refresh_ev, REFRESH_RETRY_MS);
 }
 
-/* Asks the next seed not tried in this round; all tried: refresh_failed(). */
+/* Asks the next candidate not tried in this round; all tried: refresh_failed(). */
 static void query_next(struct redis_cluster *cl)
 {
-    while (!cl->closing && cl->q_tried < cl->nseeds) {
+    while (!cl->closing && cl->q_tried < cl->nseeds + cl->nknown) {
         char err[200];
-        cl->q_idx = (cl->cur + cl->q_tried++) % cl->nseeds;
-        cl->q = conn_new(cl, cl->seeds[cl->q_idx], cl->seed_ports[cl->q_idx],
-                         cl->owner->connect_timeout_ms, CLUSTER_QUERY_MAX_REPLY, "moat-cluster",
-                         err, sizeof(err));
+        const char *host;
+        uint16_t port;
+        size_t seed;
+        cl->q_idx = cl->q_tried++;
+        candidate(cl, cl->q_idx, &host, &port, &seed);
+        cl->q = conn_new(cl, host, port, cl->owner->connect_timeout_ms, 0, CLUSTER_QUERY_MAX_REPLY,
+                         "moat-cluster", err, sizeof(err));
         if (cl->q) {
             redis_client_on_connect(cl->q, on_query_connect, cl);
             redis_client_on_state(cl->q, on_query_state, cl);
             return;
         }
-        snprintf(cl->q_err, sizeof(cl->q_err), "seed %.60s:%u: %.120s", cl->seeds[cl->q_idx],
-                 (unsigned)cl->seed_ports[cl->q_idx], err);
+        snprintf(cl->q_err, sizeof(cl->q_err), "%s %.60s:%u: %.120s",
+                 seed == SIZE_MAX ? "node" : "seed", host, (unsigned)port, err);
     }
     refresh_failed(cl);
+}
+
+/* The masters of the current map that are not seeds: asked after the seeds. */
+static void known_collect(struct redis_cluster *cl)
+{
+    cl->nknown = 0;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        const struct cl_node *n = cl->nodes[i];
+        bool seed = false;
+        if (!n)
+            continue;
+        for (size_t j = 0; j < cl->nseeds && !seed; j++)
+            seed = cl->seed_ports[j] == n->port && strcmp(cl->seeds[j], n->host) == 0;
+        if (seed)
+            continue;
+        memcpy(cl->known[cl->nknown].host, n->host, sizeof(n->host));
+        cl->known[cl->nknown++].port = n->port;
+    }
 }
 
 void redis_cluster_refresh(struct redis_cluster *cl)
 {
     evtimer_del(cl->refresh_ev);
     query_cancel(cl);
+    known_collect(cl);
     cl->q_tried = 0;
     cl->q_err[0] = '\0';
     cl->refresh_again = false;
@@ -559,15 +704,6 @@ static void req_end(struct cl_req *q, redisReply *reply, const char *err)
     free(q);
 }
 
-static void on_node_reply(redisReply *reply, const char *err, void *arg);
-
-static void on_asking(redisReply *reply, const char *err, void *arg)
-{
-    (void)reply; /* an error here shows as a redirect of the command that follows */
-    (void)err;
-    (void)arg;
-}
-
 /* Follows a -MOVED or -ASK. Returns false when reply is to be delivered as it
  * is (not a redirect, malformed, or too many), true when q was resent or ended. */
 static bool redirect(struct cl_req *q, const redisReply *reply)
@@ -590,10 +726,8 @@ static bool redirect(struct cl_req *q, const redisReply *reply)
     int at = node_find_or_add(cl, host, port);
     if (at >= 0 && !ask)
         cl->slots[slot] = (uint8_t)at;
-    struct redis_client *to = at >= 0 ? cl->nodes[at]->rc : NULL;
-    const char *asking[1] = {"ASKING"};
-    if (!to || (ask && !redis_command_argv(to, on_asking, NULL, 1, asking, NULL)) ||
-        !redis_command_formatted(to, on_node_reply, q, q->cmd, q->len))
+    q->ask = ask;
+    if (at < 0 || !node_send(cl->nodes[at], q)) /* a new node: waited for while it connects */
         req_end(q, NULL, ERR_LOST);
     return true;
 }
@@ -645,13 +779,39 @@ struct redis_pending *redis_cluster_command(struct redis_cluster *cl, const char
     q->cl = cl;
     q->cmd = cmd;
     q->len = len;
-    if (!redis_command_formatted(n->rc, on_node_reply, q, cmd, len))
+    if (!node_send(n, q))
         goto fail;
     return &q->pub;
 fail:
+    /* the slot's master is unreachable: after a failover the map names another one */
+    if (!cl->closing && cl->have_map)
+        refresh_schedule(cl);
     free(q);
     free(cmd);
     return NULL;
+}
+
+void redis_client_on_cluster_node(struct redis_client *c,
+                                  void (*fn)(const struct redis_client *node, enum redis_state st,
+                                             void *arg),
+                                  void *arg)
+{
+    c->node_fn = fn;
+    c->node_arg = arg;
+}
+
+bool redis_cluster_all_nodes(const struct redis_client *c,
+                             bool (*pred)(const struct redis_client *node, void *arg), void *arg)
+{
+    const struct redis_cluster *cl = c->cluster;
+    if (!cl || !cl->have_map || cl->closing)
+        return false;
+    for (size_t i = 0; i < cl->nnodes; i++) {
+        const struct cl_node *n = cl->nodes[i];
+        if (!n || !n->rc || !pred(n->rc, arg))
+            return false;
+    }
+    return true;
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */

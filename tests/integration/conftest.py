@@ -164,8 +164,9 @@ def redis_sentinels(tmp_path):
 
 @pytest.fixture
 def redis_cluster(tmp_path):
-    """Factory: redis_cluster(masters=3) -> redisutil.RedisCluster, started (cluster_state
-    ok, slots spread by redis-cli --cluster create). Every node is stopped by PID at
+    """Factory: redis_cluster(masters=3, replicas=0, node_timeout_ms=2000) ->
+    redisutil.RedisCluster, started (cluster_state ok, slots spread by redis-cli --cluster
+    create, replicas in sync). Every node is stopped by PID at
     teardown, also when the test killed or stopped some of them."""
     made = []
 

@@ -409,14 +409,18 @@ class SentinelSet:
 
 
 class RedisCluster:
-    """A Redis Cluster of `masters` masters (no replicas) on 127.0.0.1, each a RedisServer
-    with --cluster-enabled yes in its own directory, joined with `redis-cli --cluster
-    create`, ready once every node says cluster_state:ok and agrees on the slot map.
-    stop() stops every node by PID (also when a test stopped (SIGSTOP) some of them)."""
+    """A Redis Cluster of `masters` masters, each with `replicas` replicas, on 127.0.0.1:
+    each node a RedisServer with --cluster-enabled yes in its own directory, joined with
+    `redis-cli --cluster create --cluster-replicas N`, ready once every node says
+    cluster_state:ok, agrees on the slot map, and every replica is in sync with its
+    master (ROLE: connected). .nodes holds every node (the first `masters` are the
+    masters at creation); .masters() / .replica_of() say who is what now. stop() stops
+    every node by PID (also when a test stopped (SIGSTOP) or killed some of them)."""
 
-    def __init__(self, tmpdir, masters=3, node_timeout_ms=2000):
+    def __init__(self, tmpdir, masters=3, replicas=0, node_timeout_ms=2000):
         self.nodes = []
-        for _ in range(masters):
+        self.replicas = replicas
+        for _ in range(masters * (1 + replicas)):
             r = RedisServer(tmpdir, moat_waits=False)
             # the bus port explicitly: port + 10000 may be taken, or above 65535
             r.args = ["--cluster-enabled", "yes", "--cluster-config-file",
@@ -436,7 +440,7 @@ class RedisCluster:
             for n in self.nodes:
                 n.start()
             out = subprocess.run([exe, "--cluster", "create"] + self.seeds +
-                                 ["--cluster-replicas", "0", "--cluster-yes"],
+                                 ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
             assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
             assert moatctl.wait_until(self.ready, timeout, interval=0.1), \
@@ -446,6 +450,38 @@ class RedisCluster:
             raise
         return self
 
+    def role(self, node):
+        """ROLE of node: ["master", offset, replicas] or ["slave", ip, port, state, offset];
+        None when it does not answer."""
+        try:
+            r = call(node, "ROLE", timeout=1.0)
+        except (OSError, RespError, ValueError):
+            return None
+        return [x.decode() if isinstance(x, bytes) else x for x in r]
+
+    def alive(self):
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def masters(self):
+        """The live nodes that say they are masters (ROLE)."""
+        return [n for n in self.alive() if (self.role(n) or [None])[0] == "master"]
+
+    def replica_of(self, master):
+        """A live replica of master (ROLE names its port), or None."""
+        for n in self.alive():
+            r = self.role(n)
+            if r and r[0] == "slave" and int(r[2]) == master.port:
+                return n
+        return None
+
+    def replicas_in_sync(self):
+        """Every live replica's link to its master is up and the initial sync is done."""
+        for n in self.alive():
+            r = self.role(n)
+            if r is None or (r[0] == "slave" and r[3] != "connected"):
+                return False
+        return True
+
     def _info(self, node):
         try:
             text = call(node, "CLUSTER", "INFO", timeout=1.0)
@@ -454,15 +490,21 @@ class RedisCluster:
         return text.decode() if isinstance(text, bytes) else text
 
     def ready(self):
-        if not all("cluster_state:ok" in self._info(n) for n in self.nodes):
+        """Every live node: cluster_state:ok and the same full slot map; replicas in sync."""
+        nodes = self.alive()
+        if not all("cluster_state:ok" in self._info(n) for n in nodes):
             return False
-        maps = [self.slot_map(n) for n in self.nodes]
-        return all(m == maps[0] for m in maps) and len(maps[0]) == 16384
+        try:
+            maps = [self.slot_map(n) for n in nodes]
+        except (OSError, RespError, ValueError):
+            return False
+        return all(m == maps[0] for m in maps) and len(maps[0]) == 16384 and \
+            self.replicas_in_sync()
 
     def slot_map(self, node=None):
-        """{slot: port of its master} as node (default: the first) sees it."""
+        """{slot: port of its master} as node (default: the first live one) sees it."""
         out = {}
-        for start, end, master, *_ in call(node or self.nodes[0], "CLUSTER", "SLOTS"):
+        for start, end, master, *_ in call(node or self.alive()[0], "CLUSTER", "SLOTS"):
             for s in range(start, end + 1):
                 out[s] = master[1]
         return out
@@ -472,7 +514,7 @@ class RedisCluster:
         return v.decode() if isinstance(v, bytes) else v
 
     def keyslot(self, key):
-        return call(self.nodes[0], "CLUSTER", "KEYSLOT", key)
+        return call(self.alive()[0], "CLUSTER", "KEYSLOT", key)
 
     def node_for(self, key):
         """The master serving key's slot now."""
