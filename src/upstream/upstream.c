@@ -31,6 +31,10 @@
 /* Idle kept-alive upstream connections are closed after this; below common
    upstream keep-alive timeouts (node: 5 s) to avoid racing their close. */
 #define IDLE_MS 4000
+/* A connection this close to its idle timeout is not reused: its timer may already
+   have fired in this loop turn, and the timeout would then reach the new request (a
+   504 after the request waited ~IDLE_MS in an admission queue). */
+#define IDLE_REUSE_MS (IDLE_MS - 500)
 
 struct upstream_server {
     struct upstream_pool *pool;
@@ -349,11 +353,12 @@ static bool idle_quiet(struct upstream_conn *uc)
 static struct upstream_conn *take_idle(struct upstream_server *srv)
 {
     struct upstream_conn *uc;
+    uint64_t now = mono_ms();
     while ((uc = srv->idle) != NULL) {
         unlink_idle(uc);
-        if (idle_quiet(uc))
+        if (now - uc->idle_since < IDLE_REUSE_MS && idle_quiet(uc))
             break;
-        conn_close(uc); /* spoke or closed while idle: never reused */
+        conn_close(uc); /* spoke, closed or about to time out while idle: never reused */
     }
     if (!uc)
         return NULL;
@@ -484,6 +489,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     struct timeval tv = {IDLE_MS / 1000, (IDLE_MS % 1000) * 1000};
     bufferevent_setcb(uc->bev, idle_read, NULL, idle_event, uc);
     bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    uc->idle_since = mono_ms();
     bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
     bufferevent_enable(uc->bev, EV_READ);
     uc->next_idle = srv->idle;

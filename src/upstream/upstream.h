@@ -28,6 +28,7 @@ struct upstream_conn {
     bool reused;    /* came from the idle pool */
     bool connected; /* TCP connect completed */
     unsigned uses;
+    uint64_t idle_since; /* mono ms when it went back to the pool */
 };
 
 struct snapshot;

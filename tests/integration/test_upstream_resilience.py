@@ -212,6 +212,24 @@ def test_a_retry_keeps_its_admission_slot(upstream, start_moat):
     assert time.monotonic() - t0 >= 2.0
 
 
+def test_a_connection_near_its_idle_timeout_is_not_reused(upstream, start_moat):
+    """An idle upstream connection is closed after 4 s; within its last 0.5 s it is no
+    longer handed to a request: its timer may fire in the same loop turn and time the
+    new request out (a 504 seen under load after an admission queue wait of ~4 s)."""
+    up = upstream("near")
+    m = start_moat(dict(pool([up]), workers=1))
+    with Conn.tls(m.https_port) as c:
+        c.request("GET", "/echo")
+        first = c.read_response().json()["connection_id"]
+        c.request("GET", "/echo")
+        assert c.read_response().json()["connection_id"] == first  # reused while fresh
+        time.sleep(3.75)
+        c.request("GET", "/echo")
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.json()["connection_id"] != first
+
+
 def test_idle_keepalive_closed_by_upstream_is_no_error(upstream, start_moat):
     up = upstream("idle", args=["--idle-timeout", "0.2"])
     m = start_moat(pool([up]))

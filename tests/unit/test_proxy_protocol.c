@@ -129,7 +129,8 @@ static size_t v2(uint8_t *out, uint8_t cmd, uint8_t fam, const void *addrs, size
     size_t len = alen + tlen;
     out[14] = (uint8_t)(len >> 8);
     out[15] = (uint8_t)len;
-    memcpy(out + 16, addrs, alen);
+    if (alen)
+        memcpy(out + 16, addrs, alen);
     if (tlen)
         memcpy(out + 16 + alen, tlv, tlen);
     return 16 + len;
