@@ -33,6 +33,7 @@ struct client_peer {
     bool h2;                 /* the connection speaks HTTP/2 */
     const char *tls_version; /* OpenSSL's static names, set once the handshake is done */
     const char *tls_cipher;
+    const char *sni;      /* the server name the client asked for ("-": none); the SSL's */
     char *client_subject; /* verified mTLS client certificate subject, or NULL */
 };
 

@@ -643,6 +643,7 @@ static void on_handshake_done(struct conn *c)
     SSL *ssl = tlsio_ssl(&c->io);
     c->peer.tls_version = tls_conn_version(ssl);
     c->peer.tls_cipher = tls_conn_cipher(ssl);
+    c->peer.sni = tls_conn_servername(ssl);
     char subject[512];
     if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
         c->peer.client_subject = strdup(subject); /* once per connection, for every access line */

@@ -1,5 +1,6 @@
 #include "observe/accesslog.h"
 
+#include <string.h>
 #include <time.h>
 
 #include "config/config.h"
@@ -8,6 +9,21 @@
 #include "http/request.h"
 #include "core/services.h"
 #include "observe/metrics.h"
+
+/* Longest User-Agent logged; the rest is cut (a log line is bounded). */
+#define UA_MAX 256
+
+/* What the client said about itself, and which route took it. */
+static void add_client(struct jsonw *j, const struct request *r)
+{
+    const struct http1_header *ua = http1_find_header(r->h.headers, r->h.num_headers, "User-Agent");
+    if (ua)
+        jsonw_strn(j, "user_agent", ua->value.p, ua->value.len < UA_MAX ? ua->value.len : UA_MAX);
+    if (r->peer->sni && strcmp(r->peer->sni, "-"))
+        jsonw_str(j, "sni", r->peer->sni);
+    if (r->route)
+        jsonw_int(j, "route", r->route - r->cfg->routes);
+}
 
 static void add_identity(struct jsonw *j, const struct request *r)
 {
@@ -44,7 +60,8 @@ void accesslog_request(struct request *r)
     jsonw_int(&j, "status", r->status);
     jsonw_uint(&j, "bytes_in", r->bytes_in);
     jsonw_uint(&j, "bytes_out", r->bytes_out);
-    jsonw_str(&j, "upstream", r->upstream ? r->upstream->name : NULL);
+    /* null when nothing was forwarded (refused before the proxy: 401, 429...) */
+    jsonw_str(&j, "upstream", r->upstream && r->upstream_addr[0] ? r->upstream->name : NULL);
     jsonw_str(&j, "upstream_addr", r->upstream_addr[0] ? r->upstream_addr : NULL);
     jsonw_double(&j, "upstream_time_ms", r->upstream_ms);
     jsonw_double(&j, "total_time_ms", request_ms_between(&r->t_start, &now));
@@ -52,6 +69,7 @@ void accesslog_request(struct request *r)
     jsonw_str(&j, "tls_cipher", c->tls_cipher);
     if (c->client_subject)
         jsonw_str(&j, "tls_client_subject", c->client_subject);
+    add_client(&j, r);
     add_identity(&j, r);
     if (r->error)
         jsonw_str(&j, "error", r->error);

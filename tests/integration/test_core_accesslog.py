@@ -91,3 +91,26 @@ def test_errors_are_logged(moat_factory):
     assert by_status[502]["path"].startswith("/nowhere")
     for e in lines:
         assert "request_id" in e, e
+
+
+def test_client_fields_and_upstream_only_when_forwarded(upstream, moat_factory):
+    """user_agent (cut at 256 bytes), sni, the route's index; upstream null when moat
+    answered itself (here a 429: the route was found, nothing was forwarded)."""
+    up = upstream("app")
+    m = moat_factory({"routes": [
+        {"match": {"path_prefix": "/other"}, "auth": "none", "upstream": "app"},
+        {"match": {"path_prefix": "/"}, "auth": "none", "upstream": "app",
+         "rate_limit": [{"key": "ip", "rate": "1/m", "burst": 1}]},
+    ]}, upstream=up)
+    ua = "probe/1.0 " + "x" * 400
+    with Conn.tls(m.https_port) as c:
+        for _ in range(2):
+            c.request("GET", "/echo", headers=[("User-Agent", ua)])
+            c.read_response()
+    lines = m.wait_access_log(2)
+    assert [e["status"] for e in lines] == [200, 429], lines
+    for e in lines:
+        assert e["user_agent"] == ua[:256], e
+        assert e["sni"] == "localhost", e
+        assert e["route"] == 1, e
+    assert lines[0]["upstream"] == "app" and lines[1]["upstream"] is None, lines
