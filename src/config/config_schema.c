@@ -355,11 +355,11 @@ static const struct config_key route_keys[] = {
 #define LM_ struct config_limits
 static const struct config_key limits_keys[] = {
     {"max_header_bytes", CK_SIZE, OFF(LM_, max_header_bytes), .min = 1024, .max = 1048576,
-     .def = "16384"},
+     .def = "16384", .flags = CK_BYTES},
     {"max_headers", CK_SIZE, OFF(LM_, max_headers), .min = 1, .max = HTTP1_MAX_HEADERS_CAP,
      .def = "100"},
     {"max_body_bytes", CK_U64, OFF(LM_, max_body_bytes), .min = 0, .max = (int64_t)1 << 40,
-     .def = "10485760"},
+     .def = "10485760", .flags = CK_BYTES},
     {"header_timeout", CK_DURATION, OFF(LM_, header_timeout_ms), .min = 1, .max = MS_H,
      .def = "10s"},
     {"body_timeout", CK_DURATION, OFF(LM_, body_timeout_ms), .min = 1, .max = MS_H, .def = "60s"},
@@ -375,9 +375,9 @@ static const struct config_key limits_keys[] = {
     {"handshakes_per_ip", CK_RATE, OFF(LM_, handshakes_per_ip), .max = 1000000, .flags = CK_ZERO,
      .def = "0"},
     {"connection_buffer", CK_SIZE, OFF(LM_, connection_buffer), .min = 16384, .max = 1 << 26,
-     .def = "65536"},
+     .def = "65536", .flags = CK_BYTES},
     {"max_memory", CK_U64, OFF(LM_, max_memory), .min = 0, .max = (int64_t)1 << 40,
-     .def = "536870912"},
+     .def = "536870912", .flags = CK_BYTES},
     {"max_connection_age", CK_DURATION, OFF(LM_, max_connection_age_ms), .min = 0,
      .max = 7 * 24 * MS_H, .def = "1h"},
     CK_END};

@@ -47,6 +47,7 @@ enum {
     CK_ARG = 1 << 8,       /* CK_ENUM: a choice ending in ':' stores the rest at off2 */
     CK_POS = 1 << 9,       /* CK_LIST/CK_MAP: elements have int line/column at pos_off */
     CK_WEIGHT = 1 << 10,   /* CK_ADDRS: "address weight=N" accepted (upstream servers) */
+    CK_BYTES = 1 << 11,    /* CK_SIZE/CK_U64: a byte count, units accepted (64KiB, 10MB) */
 };
 
 struct config_enum {

@@ -106,10 +106,16 @@ static void set_number(struct config_loader *L, const struct config_key *k, void
         *(int *)p = 0;
         return;
     }
-    if (!config_parse_i64(sc->s, &v)) {
-        config_loader_error(L, sc->pos, path, "expected an integer%s, got %s",
-                            (k->flags & CK_AUTO) ? " or auto" : "",
-                            config_quote(sc->s, q, sizeof q));
+    bool bytes = (k->flags & CK_BYTES) != 0;
+    if (!config_parse_i64(sc->s, &v) && !(bytes && config_parse_bytes(sc->s, &v))) {
+        if (bytes)
+            config_loader_error(L, sc->pos, path,
+                                "expected a size in bytes (e.g. 65536, 64KiB, 10MB), got %s",
+                                config_quote(sc->s, q, sizeof q));
+        else
+            config_loader_error(L, sc->pos, path, "expected an integer%s, got %s",
+                                (k->flags & CK_AUTO) ? " or auto" : "",
+                                config_quote(sc->s, q, sizeof q));
         return;
     }
     if (v < k->min || v > k->max) {

@@ -182,6 +182,38 @@ int config_addr_parse(const char *s, struct config_addr *out, const char **why)
     return 0;
 }
 
+bool config_parse_bytes(const char *s, int64_t *out)
+{
+    static const struct {
+        const char *unit;
+        int64_t mul;
+    } units[] = {{"B", 1},
+                 {"KB", 1000},
+                 {"MB", 1000000},
+                 {"GB", 1000000000},
+                 {"KiB", (int64_t)1 << 10},
+                 {"MiB", (int64_t)1 << 20},
+                 {"GiB", (int64_t)1 << 30}};
+    const char *p = s;
+    uint64_t v = 0;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (uint64_t)INT64_MAX / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++) {
+        if (strcmp(p, units[i].unit))
+            continue;
+        if (v > (uint64_t)(INT64_MAX / units[i].mul))
+            return false;
+        *out = (int64_t)v * units[i].mul;
+        return true;
+    }
+    return false;
+}
+
 int config_server_parse(const char *s, struct config_addr *out, const char **why)
 {
     const char *sp = strchr(s, ' ');

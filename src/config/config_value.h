@@ -23,6 +23,8 @@
 
 /* config_parse_addr() with the reason for a failure (a static string). */
 int config_addr_parse(const char *s, struct config_addr *out, const char **why);
+/* "64KiB", "10MB", "512B" (KiB/MiB/GiB: powers of 1024; KB/MB/GB: of 1000); false if not. */
+bool config_parse_bytes(const char *s, int64_t *out);
 /* An upstream server: "address" or "address weight=N" (N in 1..1000; default 1). */
 int config_server_parse(const char *s, struct config_addr *out, const char **why);
 /* "200" or "200-399", within 100-599. */

@@ -855,6 +855,37 @@ static void test_session_rules(void **state)
                   NULL);
 }
 
+static void test_sizes_take_units(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *c = load(BASE "limits: { connection_buffer: 64KiB, max_body_bytes: 10MB,\n"
+                                 "  max_memory: 1GiB, max_header_bytes: 16384B }\n",
+                            &errs);
+    if (!c)
+        dump(&errs);
+    assert_non_null(c);
+    assert_int_equal(c->limits.connection_buffer, 65536);
+    assert_int_equal(c->limits.max_body_bytes, 10000000);
+    assert_int_equal(c->limits.max_memory, 1073741824);
+    assert_int_equal(c->limits.max_header_bytes, 16384);
+    config_unref(c);
+    /* counts take no units; units are exact; bounds apply after the unit */
+    expect_errors(BASE "limits: { max_headers: 1KiB }\n",
+                  "t.yaml:4:24: limits.max_headers: expected an integer, got \"1KiB\"", NULL);
+    expect_errors(BASE "limits: { connection_buffer: 64kb }\n",
+                  "t.yaml:4:30: limits.connection_buffer: expected a size in bytes (e.g. 65536, "
+                  "64KiB, 10MB), got \"64kb\"",
+                  NULL);
+    expect_errors(BASE "limits: { connection_buffer: 1GiB }\n",
+                  "t.yaml:4:30: limits.connection_buffer: must be between 16384 and 67108864",
+                  NULL);
+    expect_errors(BASE "limits: { max_memory: 99999999999999999999GiB }\n",
+                  "t.yaml:4:23: limits.max_memory: expected a size in bytes (e.g. 65536, 64KiB, "
+                  "10MB), got \"99999999999999999999GiB\"",
+                  NULL);
+}
+
 static void test_json(void **state)
 {
     static const char *json =
@@ -1147,6 +1178,7 @@ int main(void)
         cmocka_unit_test(test_messages_are_safe),
         cmocka_unit_test(test_listeners),
         cmocka_unit_test(test_session_rules),
+        cmocka_unit_test(test_sizes_take_units),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_lookups_and_refs),
         cmocka_unit_test(test_sample_configs_parse),
