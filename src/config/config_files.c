@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,6 +118,17 @@ static void check_tls_client(struct config_loader *L, const struct config_tls_cl
         check_pair(L, &t->cert, &t->key, t, config_pos_of(L, &t->key, t, CONFIG_POS_ROOT), path);
 }
 
+/* A password named by an environment variable: the variable must be set and not empty. */
+static void check_env(struct config_loader *L, const void *field, const void *container,
+                      const char *path)
+{
+    const char *name = *(char *const *)field;
+    const char *v = name ? getenv(name) : NULL;
+    if (name && (!v || !*v))
+        config_loader_error(L, config_pos_of(L, field, container, CONFIG_POS_ROOT), path,
+                            "the environment variable %s is not set or empty", name);
+}
+
 void config_check_files(struct config_loader *L, const struct config *c)
 {
     char path[128];
@@ -134,6 +146,11 @@ void config_check_files(struct config_loader *L, const struct config *c)
     if (c->redis_enabled) {
         check_tls_client(L, &c->redis.tls, "redis.tls");
         check_file(L, &c->redis.password_file, &c->redis, "redis.password_file", 1);
+        check_env(L, &c->redis.password_env, &c->redis, "redis.password_env");
+        check_file(L, &c->redis.sentinel.password_file, &c->redis.sentinel,
+                   "redis.sentinel.password_file", 1);
+        check_env(L, &c->redis.sentinel.password_env, &c->redis.sentinel,
+                  "redis.sentinel.password_env");
     }
     for (size_t i = 0; i < c->num_upstreams; i++) {
         snprintf(path, sizeof path, "upstreams.%s.tls",

@@ -8,6 +8,7 @@ affected, and moat keeps running."""
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -66,6 +67,23 @@ def test_password_from_env(upstream, start_moat, redis_factory, monkeypatch):
                    upstream=up)
     wait_sessions_ready(m, r)
     assert get(m.https_port, "/echo", token=put_session(r)).status == 200
+
+
+def test_unset_password_env_is_a_config_error(tmp_path, monkeypatch):
+    """moat -t refuses a password_env that names no variable (it would start and fail every
+    AUTH), with the key's position."""
+    monkeypatch.delenv("MOAT_TEST_UNSET_PW", raising=False)
+    path, _ = moatctl.write_config(tmp_path, auth_overrides(
+        "127.0.0.1:%d" % moatctl.free_port(), redis={"password_env": "MOAT_TEST_UNSET_PW"}))
+    p = subprocess.run([moatctl.moat_bin(), "-t", "-c", path], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1, p
+    assert "redis.password_env: the environment variable MOAT_TEST_UNSET_PW is not set" \
+        in p.stderr, p.stderr
+    monkeypatch.setenv("MOAT_TEST_UNSET_PW", "x")
+    p = subprocess.run([moatctl.moat_bin(), "-t", "-c", path], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p
 
 
 # What an ACL user for moat's sessions actually needs (found by these tests):
