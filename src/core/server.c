@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "observe/admin.h"
+#include "observe/audit.h"
 #include "observe/audit_chain.h"
 #include "config/config.h"
 #include "core/fdlimit.h"
@@ -25,6 +26,7 @@
 #include "core/worker.h"
 #include "upstream/health_check.h"
 #include "upstream/upstream_state.h"
+#include "util/jsonw.h"
 #include "util/monotime.h"
 
 #define MAX_WORKERS 256
@@ -229,6 +231,19 @@ static void update_ocsp(struct server *s, struct snapshot *snap)
     }
 }
 
+/* An operation on the audit trail: start, stop, a reload and its result. */
+static void audit_op(const char *event, unsigned long generation, const char *detail)
+{
+    char buf[512];
+    struct jsonw j;
+    audit_begin(&j, buf, sizeof buf, event, NULL);
+    jsonw_str(&j, "version", MOAT_VERSION);
+    jsonw_uint(&j, "generation", generation);
+    if (detail)
+        jsonw_str(&j, "detail", detail);
+    audit_emit(&j);
+}
+
 static void reload(struct server *s)
 {
     log_msg(LOG_INFO, "reload: reading %s", s->path);
@@ -236,6 +251,7 @@ static void reload(struct server *s)
     if (!snap) {
         log_msg(LOG_ERROR, "reload: the new configuration is invalid; keeping generation %lu",
                 s->generation);
+        audit_op("config_rejected", s->generation, "invalid configuration (errors in the log)");
         return;
     }
     char err[256];
@@ -255,6 +271,7 @@ static void reload(struct server *s)
     health_checker_set(s->checker, snap);
     schedule_rotation(s);
     log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
+    audit_op("config_reloaded", s->generation, NULL);
 }
 
 static const char *signal_name(int sig)
@@ -520,10 +537,13 @@ int server_run(const char *path)
     log_msg(LOG_INFO, "moat %s: %d workers, %zu https and %zu http listeners, generation %lu",
             MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
             s.snap->cfg->listen.num_http, s.generation);
+    audit_op("start", s.generation, NULL);
     event_base_dispatch(s.base);
     rc = 0;
 out:
     shutdown_all(&s);
+    if (rc == 0)
+        audit_op("stop", s.generation, NULL);
     audit_chain_close(); /* the head, for the next start: no thread writes audit events now */
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");

@@ -5,6 +5,8 @@
 
 #include "config/config.h"
 #include "http/request.h"
+#include "observe/audit.h"
+#include "util/jsonw.h"
 #include "core/snapshot.h"
 
 /* The host part of a Host header value: "[v6]:port" -> "[v6]", "name:port" -> "name". */
@@ -96,24 +98,34 @@ static bool upstream_is_dedicated(const struct config *cfg, const struct config_
  * restricted to tenants refuses others; nobody else reaches a dedicated
  * upstream, whatever the route says.
  */
+/* A cross-tenant attempt: audited (tenant, route, reason), then 403. */
+static enum phase_result refuse_tenant(struct request *r, const char *tenant, const char *why)
+{
+    char buf[1024];
+    struct jsonw j;
+    audit_begin(&j, buf, sizeof buf, "tenant_refused", r);
+    jsonw_str(&j, "tenant", tenant ? tenant : "");
+    jsonw_int(&j, "route", r->route - r->cfg->routes);
+    jsonw_str(&j, "upstream", r->upstream ? r->upstream->name : "");
+    jsonw_str(&j, "reason", why);
+    audit_emit(&j);
+    r->error = why;
+    request_respond(r, 403, NULL, NULL, false);
+    return PHASE_RESPOND;
+}
+
 enum phase_result route_tenant_phase(struct request *r)
 {
     const struct config *cfg = r->cfg;
     const char *tenant = r->ident.authenticated ? r->ident.tenant : NULL;
-    if (r->route->tenants && (!tenant || !tenant_allowed(r->route, tenant))) {
-        r->error = "tenant not allowed on this route";
-        request_respond(r, 403, NULL, NULL, false);
-        return PHASE_RESPOND;
-    }
+    if (r->route->tenants && (!tenant || !tenant_allowed(r->route, tenant)))
+        return refuse_tenant(r, tenant, "tenant not allowed on this route");
     const struct config_tenant *t = tenant ? config_find_tenant(cfg, tenant, strlen(tenant)) : NULL;
     if (t) {
         r->upstream = t->up;
         return PHASE_CONTINUE;
     }
-    if (upstream_is_dedicated(cfg, r->upstream)) {
-        r->error = "dedicated upstream of another tenant";
-        request_respond(r, 403, NULL, NULL, false);
-        return PHASE_RESPOND;
-    }
+    if (upstream_is_dedicated(cfg, r->upstream))
+        return refuse_tenant(r, tenant, "dedicated upstream of another tenant");
     return PHASE_CONTINUE;
 }

@@ -80,7 +80,8 @@ def test_usr1_reopens_access_and_audit_logs_nothing_lost(upstream, moat_factory)
     assert admin(m, server + "/drain", "POST")[0] == 200  # one audit line each
     assert admin(m, server + "/ready", "POST")[0] == 200
     assert wait_until(lambda: count_lines(m.access_log_path) == 10, 5), m.access_log()
-    assert wait_until(lambda: count_lines(m.audit_log_path) == 2, 5), m.audit_log()
+    # the start event, then one line each
+    assert wait_until(lambda: count_lines(m.audit_log_path) == 3, 5), m.audit_log()
 
     # logrotate: rename, then USR1
     os.rename(m.access_log_path, m.access_log_path + ".1")
@@ -100,8 +101,8 @@ def test_usr1_reopens_access_and_audit_logs_nothing_lost(upstream, moat_factory)
 
     assert count_lines(m.access_log_path + ".1") == 10
     assert count_lines(m.access_log_path) == 7
-    assert count_lines(m.audit_log_path + ".1") == 2
-    assert count_lines(m.audit_log_path) == 4
+    assert count_lines(m.audit_log_path + ".1") == 3
+    assert count_lines(m.audit_log_path) == 5  # and the stop event
 
 
 # ---- SIGUSR2, SIGQUIT, flush at exit ------------------------------------------------------
@@ -258,3 +259,25 @@ def test_readyz_503_while_draining(upstream, moat_factory):
     assert status == 503 and "draining" in body, (status, body)
     assert slow.join(15).status == 200
     assert m.wait(10) == 0, m.stderr()
+
+
+def test_start_reload_and_stop_are_audited(upstream, moat_factory):
+    """start, a reload that applies (config_reloaded, generation 2), one that is refused
+    (config_rejected, generation still 2) and the stop are on the audit trail."""
+    up = upstream("app")
+    m = moat_factory(upstream=up)
+
+    def events():
+        return [(e["event"], e.get("generation")) for e in m.audit_log()
+                if e.get("event") in ("start", "stop", "config_reloaded", "config_rejected")]
+
+    assert wait_until(lambda: events() == [("start", 1)], 5), events()
+    m.reload()
+    assert wait_until(lambda: ("config_reloaded", 2) in events(), 10), events()
+    with open(m.config_path, "a") as f:
+        f.write("\nbogus_key: 1\n")
+    m.reload()
+    assert wait_until(lambda: ("config_rejected", 2) in events(), 10), events()
+    assert m.stop() == 0
+    assert events() == [("start", 1), ("config_reloaded", 2), ("config_rejected", 2),
+                        ("stop", 2)], events()

@@ -167,6 +167,19 @@ def test_tenant_restricted_route(env):
     assert sum(len(u.requests()) for u in env.all_ups) == before
     assert served_by(call(env, "globex", "/restricted-required/a")) in SHARED
     assert_isolated(env)
+    # every refusal is a cross-tenant attempt on the audit trail, with who and where
+    ev = [e for e in env.moat.audit_log() if e.get("event") == "tenant_refused"]
+    assert [e["tenant"] for e in ev] == ["beta", "initech", "", "acme"], ev
+    assert all(e["reason"] == "tenant not allowed on this route" and e["path"].startswith(
+        "/restricted") and isinstance(e["route"], int) for e in ev), ev
+
+
+def test_dedicated_upstream_refusal_is_audited(env):
+    assert call(env, "globex", "/acme-only/data").status == 403
+    ev = [e for e in env.moat.audit_log() if e.get("event") == "tenant_refused"]
+    assert len(ev) == 1 and ev[0]["tenant"] == "globex", ev
+    assert ev[0]["reason"] == "dedicated upstream of another tenant", ev
+    assert ev[0]["upstream"] == "acme-dedicated", ev
 
 
 def test_auth_none_route_carries_no_tenant_headers(env, tmp_path):
