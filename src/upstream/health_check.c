@@ -457,6 +457,12 @@ void health_checker_free(struct health_checker *hc)
         hc->targets = t->next;
         target_free(t);
     }
+    /* libevent finishes freeing a bufferevent from its loop (deferred callbacks, then
+       finalizers). At shutdown the main loop has stopped: let it run what is pending
+       now (nothing is due but these), or a probe in flight stays allocated and
+       LeakSanitizer reports it. */
+    for (int i = 0; i < 2; i++)
+        event_base_loop(hc->base, EVLOOP_NONBLOCK);
     snapshot_unref(hc->snap);
     free(hc);
 }
