@@ -23,16 +23,15 @@
 # added up (a failed build or setup step counts as one failure). Exit status is
 # non-zero if anything failed.
 #
-# Cost on this project's 2-core machine shared with other jobs (load 5-12),
-# measured 2026-12-02, a second run (the first also builds build-fuzz and
-# build-asan, about 2 minutes each):
-#   dependencies + build   ~1 min
-#   unit                   ~1 min
-#   integration            ~10 min (838 tests, 605 s measured 2026-12-03)
-#   fuzz                   ~2.5 min (8 targets x 15 s, plus startup; 143 s measured for 7)
-#   sanitizers             ~8 min (unit 50 s; integration subset: 334 tests in 333 s
-#                          before the HTTP/2 suites joined it, which add ~1.5 min)
-#   about 23 minutes in all, 27 on the first run.
+# Cost on this project's 2-core machine shared with other jobs, measured 2026-12-03
+# (71fc478, while a fresh-machine run shared the machine; alone it is a few minutes less):
+#   dependencies + build   ~1 min (the first run also builds build-fuzz and build-asan,
+#                          about 2 minutes each)
+#   unit                   ~15 s
+#   integration            ~16 min (953 tests, 964 s)
+#   fuzz                   ~3 min (9 targets x 15 s, plus startup; 168 s)
+#   sanitizers             ~10 min (unit, then the integration subset: 544 tests in 585 s)
+#   about 30 minutes in all.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments for stage 5, e.g. "-k smuggling -x"),
 # MOAT_TEST_UPLOAD_MIB (size of the big-upload test, default 64), FUZZ_SECONDS
