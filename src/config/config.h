@@ -294,7 +294,9 @@ struct config_log {
     char *audit_key_file; /* HMAC key of the audit chain (observe/audit_chain.h); NULL: no chain */
     struct config_addr syslog_address; /* text NULL: off */
     bool syslog_tls;
-    char *level; /* "info" | "debug" | "warn" | "error" */
+    char *level;       /* "info" | "debug" | "warn" | "error" */
+    char *format;      /* operational messages: "text" | "json" */
+    bool access_query; /* the query string in access-log lines (it may carry secrets) */
 };
 
 /* listen.proxy_protocol: a PROXY header first, from these sources (docs/identity.md). */

@@ -48,6 +48,7 @@ static const struct config_enum rl_missing[] = {
     {"ip", RL_MISSING_IP}, {"skip", RL_MISSING_SKIP}, {"deny", RL_MISSING_DENY}, {NULL, 0}};
 static const struct config_enum log_levels[] = {
     {"debug", 0}, {"info", 0}, {"warn", 0}, {"error", 0}, {NULL, 0}};
+static const struct config_enum log_formats[] = {{"text", 0}, {"json", 1}, {NULL, 0}};
 static const struct config_enum referrer_policies[] = {{"no-referrer", 0},
                                                        {"no-referrer-when-downgrade", 0},
                                                        {"origin", 0},
@@ -403,11 +404,13 @@ static const struct config_key log_keys[] = {
     {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY,
      .check = config_check_no_controls, .def = "stdout"},
     {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY,
-     .check = config_check_no_controls, .def = "stderr"},
+     .check = config_check_no_controls, .def = "/var/log/moat/audit.log"},
     {"audit_key_file", CK_STR, OFF(LG_, audit_key_file), .flags = CK_NULL | CK_NONEMPTY,
      .check = config_check_no_controls},
     {"syslog", CK_SECTION, 0, .keys = syslog_keys, .flags = CK_NULL},
     {"level", CK_STR, OFF(LG_, level), .choices = log_levels, .def = "info"},
+    {"format", CK_STR, OFF(LG_, format), .choices = log_formats, .def = "text"},
+    {"access_query", CK_BOOL, OFF(LG_, access_query), .def = "false"},
     CK_END};
 #undef LG_
 

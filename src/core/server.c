@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "core/fdlimit.h"
 #include "core/listener.h"
+#include "observe/cert_audit.h"
 #include "observe/log.h"
 #include "tls/ocsp_updater.h"
 #include "policy/ratelimit.h"
@@ -53,6 +54,7 @@ struct server {
     struct health_checker *checker;   /* active upstream health checks */
     uint64_t rotate_ms;
     unsigned long generation;
+    time_t cert_check_at; /* next daily check for certificates near their end (cert_audit.h) */
 };
 
 /* Retired ticket keys kept for decryption after a rotation. */
@@ -272,6 +274,7 @@ static void reload(struct server *s)
     schedule_rotation(s);
     log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
     audit_op("config_reloaded", s->generation, NULL);
+    cert_audit_loaded(s->snap->tls, s->generation, time(NULL));
 }
 
 static const char *signal_name(int sig)
@@ -366,7 +369,13 @@ static void on_rotate(evutil_socket_t fd, short what, void *arg)
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
+    struct server *s = arg;
     ratelimit_sweep(); /* idle rate-limit keys are full again: dropping them is exact */
+    time_t now = time(NULL);
+    if (s->cert_check_at && now >= s->cert_check_at) {
+        cert_audit_expiry(s->snap->tls, now);
+        s->cert_check_at = now + 86400;
+    }
 }
 
 /* (Re)arms ticket rotation at the configured period. */
@@ -538,6 +547,8 @@ int server_run(const char *path)
             MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
             s.snap->cfg->listen.num_http, s.generation);
     audit_op("start", s.generation, NULL);
+    cert_audit_loaded(s.snap->tls, s.generation, time(NULL));
+    s.cert_check_at = time(NULL) + 86400;
     event_base_dispatch(s.base);
     rc = 0;
 out:

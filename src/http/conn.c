@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "observe/accesslog.h"
+#include "observe/audit_limit.h"
 #include "observe/log.h"
 #include "config/config.h"
 #include "policy/connlimit.h"
@@ -494,6 +495,7 @@ static void conn_reject(struct conn *c, int status, const char *why)
     }
     r->error = why;
     metrics_inc(&c->w->metrics, M_BAD_REQUESTS);
+    audit_request_refused(r, status, why);
     conn_set_state(c, CONN_BUSY);
     evtimer_del(&c->timer);
     conn_respond(c, status, NULL, why, true);
@@ -771,8 +773,10 @@ static void on_proxy_header(void *arg, const struct proxy_protocol_header *h, co
                           h->src.sa.sa_family == AF_INET6 ? sizeof h->src.in6 : sizeof h->src.in4);
         int fd = proxy_wait_end(c->pw);
         c->pw = NULL;
-        if (!connlimit_admit_reserved(&conn_cfg(c)->limits, &c->peer.addr.sa)) {
+        const char *refused = connlimit_admit_reserved(&conn_cfg(c)->limits, &c->peer.addr.sa);
+        if (refused) {
             metrics_inc(&c->w->metrics, M_CONN_REFUSED);
+            audit_connection_refused(&c->peer.addr.sa, refused);
             close(fd);
             conn_abort(c);
         } else {
@@ -822,8 +826,13 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
      * instance-wide cap now, the per-IP ones once the header names the client. */
     bool proxied = snap->num_proxy_sources &&
                    netutil_cidr_match(snap->proxy_sources, snap->num_proxy_sources, sa);
-    if (w->draining || !(proxied ? connlimit_reserve(lim) : connlimit_admit(lim, sa))) {
+    const char *refused = w->draining ? NULL
+                          : proxied   ? (connlimit_reserve(lim) ? NULL : "max_connections")
+                                      : connlimit_admit(lim, sa);
+    if (w->draining || refused) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
+        if (refused) /* draining is not a decision about the client */
+            audit_connection_refused(sa, refused);
         close(fd);
         return;
     }

@@ -25,6 +25,7 @@
 #include "http/request.h"
 #include "http/respond.h"
 #include "observe/accesslog.h"
+#include "observe/audit_limit.h"
 #include "observe/metrics.h"
 #include "policy/pipeline.h"
 #include "upstream/proxy.h"
@@ -124,6 +125,7 @@ static void reject(struct h2_stream *st, int status, const char *why)
 {
     st->r->error = why;
     metrics_inc(&stream_worker(st)->metrics, M_BAD_REQUESTS);
+    audit_request_refused(st->r, status, why);
     stream_respond(st, status, NULL, why, true);
 }
 

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "config/config.h"
+#include "observe/audit_limit.h"
 #include "policy/connlimit.h"
 #include "util/jsonw.h"
 #include "observe/log.h"
@@ -177,8 +178,12 @@ static void rc_deadline(evutil_socket_t fd, short what, void *arg)
 /* Admission and the per-connection objects; closes fd and returns NULL on refusal. */
 static struct redirect_conn *rc_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
 {
-    if (w->draining || !connlimit_admit_plain(&w->gen->snap->cfg->limits, sa)) {
+    const char *refused =
+        w->draining ? NULL : connlimit_admit_plain(&w->gen->snap->cfg->limits, sa);
+    if (w->draining || refused) {
         metrics_inc(&w->metrics, M_CONN_REFUSED);
+        if (refused) /* draining is not a decision about the client */
+            audit_connection_refused(sa, refused);
         close(fd);
         return NULL;
     }

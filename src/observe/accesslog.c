@@ -57,6 +57,8 @@ void accesslog_request(struct request *r)
     jsonw_strn(&j, "method", r->h.method.p, r->h.method.len);
     jsonw_strn(&j, "host", r->h.host.p, r->h.host.len);
     jsonw_strn(&j, "path", r->h.path.p, r->h.path.len);
+    if (r->cfg->log.access_query && r->h.query.len) /* off by default: tokens ride in queries */
+        jsonw_strn(&j, "query", r->h.query.p, r->h.query.len);
     jsonw_int(&j, "status", r->status);
     jsonw_uint(&j, "bytes_in", r->bytes_in);
     jsonw_uint(&j, "bytes_out", r->bytes_out);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,12 @@
 #include "config/config.h"
 #include "observe/audit_chain.h"
 #include "policy/signature.h"
+#include "util/jsonw.h"
 
 static atomic_int access_fd = -1;
 static atomic_int audit_fd = -1;
 static atomic_int min_level = LOG_INFO;
+static atomic_bool json_format; /* log.format: json */
 
 static const char *level_str(enum log_level l)
 {
@@ -37,6 +40,21 @@ void log_set_level(const char *level)
     atomic_store(&min_level, l);
 }
 
+/* {"time","level","pid","msg"}: one object per line, for collectors that read JSON only. */
+static void log_json(enum log_level lvl, const char *msg, size_t len)
+{
+    char line[1536];
+    struct jsonw j;
+    jsonw_begin(&j, line, sizeof line);
+    jsonw_time(&j, "time");
+    jsonw_str(&j, "level", level_str(lvl));
+    jsonw_int(&j, "pid", getpid());
+    jsonw_strn(&j, "msg", msg, len);
+    size_t n = jsonw_end(&j);
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
+
 static void log_vmsg(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {
     char line[1024];
@@ -47,6 +65,7 @@ static void log_vmsg(enum log_level lvl, const char *suffix, const char *fmt, va
     size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ", &tm);
     n += (size_t)snprintf(line + n, sizeof line - n, " moat[%d] %s: ", (int)getpid(),
                           level_str(lvl));
+    size_t head = n; /* where the message starts */
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
     if (m < 0)
         return;
@@ -55,6 +74,10 @@ static void log_vmsg(enum log_level lvl, const char *suffix, const char *fmt, va
         int k = snprintf(line + n, sizeof line - n - 1, "%s", suffix);
         if (k > 0)
             n += (size_t)k < sizeof line - n - 1 ? (size_t)k : sizeof line - n - 2;
+    }
+    if (atomic_load_explicit(&json_format, memory_order_relaxed)) {
+        log_json(lvl, line + head, n - head);
+        return;
     }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
@@ -96,7 +119,7 @@ void log_msg_limited(struct log_limit *l, enum log_level lvl, const char *fmt, .
 }
 
 /* Opens a target: "stdout", "stderr", "off"/NULL, or a file appended to. */
-static int open_target(const char *t, int *fd, char *err, size_t errlen)
+static int open_target(const char *key, const char *t, int *fd, char *err, size_t errlen)
 {
     if (!t || !strcmp(t, "off")) {
         *fd = -1;
@@ -109,7 +132,8 @@ static int open_target(const char *t, int *fd, char *err, size_t errlen)
     else
         *fd = open(t, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (*fd < 0) {
-        snprintf(err, errlen, "%s: %s", t, strerror(errno));
+        snprintf(err, errlen, "%s: %s: %s%s", key, t, strerror(errno),
+                 errno == ENOENT ? " (create the directory, or set another path)" : "");
         return -1;
     }
     return 0;
@@ -138,9 +162,9 @@ int log_open(const struct config_log *cfg, char *err, size_t errlen)
     if (cfg->audit_key_file && signature_key_load(cfg->audit_key_file, &key, err, errlen) < 0)
         return -1; /* err names the file */
     int rc = -1;
-    if (open_target(cfg->access, &a, err, errlen) < 0)
+    if (open_target("log.access", cfg->access, &a, err, errlen) < 0)
         goto out;
-    if (open_target(cfg->audit, &b, err, errlen) < 0) {
+    if (open_target("log.audit", cfg->audit, &b, err, errlen) < 0) {
         if (a >= 0)
             close(a);
         goto out;
@@ -148,6 +172,7 @@ int log_open(const struct config_log *cfg, char *err, size_t errlen)
     install(&access_fd, a);
     install(&audit_fd, b);
     log_set_level(cfg->level);
+    atomic_store(&json_format, cfg->format && !strcmp(cfg->format, "json"));
     audit_chain_open(cfg->audit, cfg->audit_key_file ? &key : NULL);
     rc = 0;
 out:

@@ -126,28 +126,28 @@ static bool admit_total(const struct config_limits *lim)
 }
 
 /* The two caps, shared by every listener: one count per open client socket. */
-static bool admit_counts(const struct config_limits *lim, const struct sockaddr *sa)
+static const char *admit_counts(const struct config_limits *lim, const struct sockaddr *sa)
 {
     if (!admit_total(lim))
-        return false;
+        return "max_connections";
     /* Counted even without a per-IP cap: connlimit_release() always uncounts, and a
      * reload may set the cap while connections admitted without it are still open. */
     if (!admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX)) {
         atomic_fetch_sub_explicit(&total, 1, memory_order_relaxed);
-        return false;
+        return "max_connections_per_ip";
     }
-    return true;
+    return NULL;
 }
 
-bool connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa)
+const char *connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa)
 {
     pthread_once(&once, init_stripes);
     if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
-        return false;
+        return "handshakes_per_ip";
     return admit_counts(lim, sa);
 }
 
-bool connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa)
+const char *connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa)
 {
     pthread_once(&once, init_stripes);
     return admit_counts(lim, sa);
@@ -166,11 +166,14 @@ bool connlimit_reserve(const struct config_limits *lim)
     return admit_total(lim);
 }
 
-bool connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa)
+const char *connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa)
 {
     pthread_once(&once, init_stripes);
-    return !(lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip)) &&
-           admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX);
+    if (lim->handshakes_per_ip > 0 && !admit_handshake(sa, lim->handshakes_per_ip))
+        return "handshakes_per_ip";
+    if (!admit_ip(sa, lim->max_connections_per_ip ? lim->max_connections_per_ip : SIZE_MAX))
+        return "max_connections_per_ip";
+    return NULL;
 }
 
 void connlimit_unreserve(void)

@@ -3,6 +3,9 @@
  * IP (limits.max_connections, limits.max_connections_per_ip), shared by all
  * workers and every listener. The excess is closed right after accept, before any
  * TLS work. Each admitted connection is released exactly once.
+ * The admit functions return NULL when admitted, else the name of the limit that
+ * refused (the config key: "max_connections", "max_connections_per_ip",
+ * "handshakes_per_ip"), for the audit event.
  */
 #ifndef MOAT_CONNLIMIT_H
 #define MOAT_CONNLIMIT_H
@@ -13,9 +16,9 @@
 struct config_limits;
 
 /* A TLS connection: also limits.handshakes_per_ip. */
-bool connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa);
+const char *connlimit_admit(const struct config_limits *lim, const struct sockaddr *sa);
 /* A plain-HTTP (redirect) connection: the connection caps only. */
-bool connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa);
+const char *connlimit_admit_plain(const struct config_limits *lim, const struct sockaddr *sa);
 void connlimit_release(const struct sockaddr *sa);
 
 /*
@@ -27,7 +30,7 @@ void connlimit_release(const struct sockaddr *sa);
  * unreserve(); an admitted one with connlimit_release().
  */
 bool connlimit_reserve(const struct config_limits *lim);
-bool connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa);
+const char *connlimit_admit_reserved(const struct config_limits *lim, const struct sockaddr *sa);
 void connlimit_unreserve(void);
 
 #endif

@@ -682,3 +682,22 @@ void tls_policy_ocsp_inherit(struct tls_policy *p, struct tls_policy *old)
             if (old->certs[j].ocsp != NULL)
                 tls_ocsp_inherit(p->certs[i].ocsp, old->certs[j].ocsp);
 }
+
+size_t tls_policy_num_certs(const struct tls_policy *p)
+{
+    return p ? p->num_certs : 0;
+}
+
+int tls_policy_cert_info(const struct tls_policy *p, size_t i, struct tls_cert_info *out)
+{
+    if (!p || i >= p->num_certs)
+        return -1;
+    const struct tls_cert *c = &p->certs[i];
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->leaf), &tm) != 1)
+        return -1;
+    out->path = c->path;
+    out->name = c->num_names ? c->names[0] : "";
+    out->not_after = timegm(&tm);
+    return 0;
+}

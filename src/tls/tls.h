@@ -70,6 +70,16 @@ int tls_policy_ocsp_refresh(struct tls_policy *p, int timeout_s, time_t *next, t
 /* On reload: reuse the staples `old` fetched for certificates `p` also serves. */
 void tls_policy_ocsp_inherit(struct tls_policy *p, struct tls_policy *old);
 
+/* What the certificates of a policy are, for audit events and metrics. */
+struct tls_cert_info {
+    const char *path; /* the configured file */
+    const char *name; /* first SNI name (SAN dNSName, or CN), or "" */
+    time_t not_after; /* seconds since the epoch */
+};
+size_t tls_policy_num_certs(const struct tls_policy *p);
+/* 0, or -1 when i is out of range or the date cannot be read. */
+int tls_policy_cert_info(const struct tls_policy *p, size_t i, struct tls_cert_info *out);
+
 /* "TLSv1.2" for TLS1_2_VERSION, and so on; "unknown" for what OpenSSL 3 cannot speak. */
 const char *tls_version_name(int v);
 

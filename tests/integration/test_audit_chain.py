@@ -84,8 +84,8 @@ def test_chain_verifies_and_names_tampered_lines(upstream, moat_factory, tmp_pat
     ev = m.audit_log()
     assert ev[0]["event"] == "audit_chain_start" and ev[0]["seq"] == 1, ev[0]
     assert ev[0]["prev"] == "0" * 64
-    # audit_chain_start, start, 3 x (drain, ready), stop
-    assert [e["seq"] for e in ev] == list(range(1, 10))
+    # audit_chain_start, start, certificate_loaded, 3 x (drain, ready), stop
+    assert [e["seq"] for e in ev] == list(range(1, 11))
     assert ev[1]["event"] == "start" and ev[-1]["event"] == "stop", ev
     for a, b in zip(ev, ev[1:]):
         assert b["prev"] == a["mac"]
@@ -93,7 +93,7 @@ def test_chain_verifies_and_names_tampered_lines(upstream, moat_factory, tmp_pat
     assert all(l.rstrip(b"\n").endswith(b'"}') and b',"mac":"' in l for l in lines_of(log))
 
     r = verify(key, log)
-    assert r.returncode == 0 and r.stdout.startswith("ok: 9 events"), (r.stdout, r.stderr)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 10 events"), (r.stdout, r.stderr)
 
     orig = lines_of(log)
     copy = str(tmp_path / "copy.log")
@@ -127,7 +127,7 @@ def test_chain_continues_after_restart_and_kill(upstream, moat_factory, tmp_path
     make_events(m, up, 1)
     assert m.stop() == 0
     state = json.loads(open(m.audit_log_path + ".chain").read())
-    assert state["seq"] == 5 and state["mac"] == m.audit_log()[-1]["mac"]  # ... stop
+    assert state["seq"] == 6 and state["mac"] == m.audit_log()[-1]["mac"]  # ... stop
 
     m.start()  # a clean restart: from <audit>.chain
     make_events(m, up, 1)
@@ -137,11 +137,12 @@ def test_chain_continues_after_restart_and_kill(upstream, moat_factory, tmp_path
     assert m.stop() == 0
 
     ev = m.audit_log()
-    # chain start, 3 starts, 3 x (drain, ready), 2 stops (the killed run wrote none)
-    assert [e["seq"] for e in ev] == list(range(1, 13)), ev
+    # chain start, 3 x (start, certificate_loaded, drain, ready), 2 stops (the killed run
+    # wrote none)
+    assert [e["seq"] for e in ev] == list(range(1, 16)), ev
     assert [e["event"] for e in ev].count("audit_chain_start") == 1
     r = verify(key, m.audit_log_path)
-    assert r.returncode == 0 and r.stdout.startswith("ok: 12 events"), (r.stdout, r.stderr)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 15 events"), (r.stdout, r.stderr)
 
 
 def test_logrotate_old_and_new_file_verify_together(upstream, moat_factory, tmp_path):
@@ -155,13 +156,13 @@ def test_logrotate_old_and_new_file_verify_together(upstream, moat_factory, tmp_
     m.stopped_by_test = False
     assert wait_until(lambda: "log files reopened" in m.stderr(), 5), m.stderr()
     state = json.loads(open(log + ".chain").read())  # the head, saved at SIGUSR1
-    assert state["seq"] == 6  # chain start, start, 2 x (drain, ready)
+    assert state["seq"] == 7  # chain start, start, certificate_loaded, 2 x (drain, ready)
     make_events(m, up, 1)
     assert m.stop() == 0
     new = m.audit_log()
-    assert new[0]["seq"] == 7 and new[0]["event"] == "upstream_admin", new[0]
+    assert new[0]["seq"] == 8 and new[0]["event"] == "upstream_admin", new[0]
     r = verify(key, log + ".1", log)
-    assert r.returncode == 0 and r.stdout.startswith("ok: 9 events"), (r.stdout, r.stderr)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 10 events"), (r.stdout, r.stderr)
     # the wrong order: the old file's first line starts a chain, so the break is reported
     r = verify(key, log, log + ".1")
     assert "audit.log.1:1: note: a new chain starts here" in r.stdout and "2 chains" in r.stdout
@@ -178,12 +179,12 @@ def test_missing_state_starts_a_new_chain_reported(upstream, moat_factory, tmp_p
     make_events(m, up, 1)
     assert m.stop() == 0
     ev = m.audit_log()
-    # chain start, start, drain, ready, stop; then the new chain
-    assert ev[5]["event"] == "audit_chain_start" and ev[5]["seq"] == 1
-    assert ".chain" in ev[5]["reason"]
+    # chain start, start, certificate_loaded, drain, ready, stop; then the new chain
+    assert ev[6]["event"] == "audit_chain_start" and ev[6]["seq"] == 1
+    assert ".chain" in ev[6]["reason"]
     r = verify(key, m.audit_log_path)
     assert r.returncode == 0, r.stdout
-    assert "audit.log:6: note: a new chain starts here" in r.stdout and "2 chains" in r.stdout
+    assert "audit.log:7: note: a new chain starts here" in r.stdout and "2 chains" in r.stdout
 
 
 def test_audit_on_stdout_is_chained(upstream, moat_factory, tmp_path):
@@ -196,10 +197,11 @@ def test_audit_on_stdout_is_chained(upstream, moat_factory, tmp_path):
     out = [json.loads(l) for l in open(m.stdout_path) if l.startswith("{")]
     assert out[0]["event"] == "audit_chain_start" and "not a file" in out[0]["reason"]
     assert out[1]["event"] == "start" and out[1]["prev"] == out[0]["mac"]
-    assert out[2]["event"] == "upstream_admin" and out[2]["prev"] == out[1]["mac"]
-    assert out[3]["event"] == "stop"
+    assert out[2]["event"] == "certificate_loaded" and out[2]["prev"] == out[1]["mac"]
+    assert out[3]["event"] == "upstream_admin" and out[3]["prev"] == out[2]["mac"]
+    assert out[4]["event"] == "stop"
     r = verify(key, m.stdout_path)
-    assert r.returncode == 0 and r.stdout.startswith("ok: 4 events"), (r.stdout, r.stderr)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 5 events"), (r.stdout, r.stderr)
 
 
 def test_without_key_no_chain_fields(upstream, moat_factory):
@@ -210,7 +212,8 @@ def test_without_key_no_chain_fields(upstream, moat_factory):
     ev = m.audit_log()
     for e in ev:
         assert "mac" not in e and "seq" not in e and "prev" not in e, e
-    assert [e["event"] for e in ev] == ["start", "upstream_admin", "upstream_admin", "stop"], ev
+    assert [e["event"] for e in ev] == ["start", "certificate_loaded", "upstream_admin",
+                                        "upstream_admin", "stop"], ev
     assert not os.path.exists(m.audit_log_path + ".chain")
     r = verify(None, m.audit_log_path)
     assert r.returncode == 1 and "not a chained audit line" in r.stdout

@@ -80,8 +80,8 @@ def test_usr1_reopens_access_and_audit_logs_nothing_lost(upstream, moat_factory)
     assert admin(m, server + "/drain", "POST")[0] == 200  # one audit line each
     assert admin(m, server + "/ready", "POST")[0] == 200
     assert wait_until(lambda: count_lines(m.access_log_path) == 10, 5), m.access_log()
-    # the start event, then one line each
-    assert wait_until(lambda: count_lines(m.audit_log_path) == 3, 5), m.audit_log()
+    # start, certificate_loaded, then one line each
+    assert wait_until(lambda: count_lines(m.audit_log_path) == 4, 5), m.audit_log()
 
     # logrotate: rename, then USR1
     os.rename(m.access_log_path, m.access_log_path + ".1")
@@ -101,7 +101,7 @@ def test_usr1_reopens_access_and_audit_logs_nothing_lost(upstream, moat_factory)
 
     assert count_lines(m.access_log_path + ".1") == 10
     assert count_lines(m.access_log_path) == 7
-    assert count_lines(m.audit_log_path + ".1") == 3
+    assert count_lines(m.audit_log_path + ".1") == 4
     assert count_lines(m.audit_log_path) == 5  # and the stop event
 
 

@@ -373,9 +373,12 @@ static void test_defaults(void **state)
     assert_string_equal(c->ratelimit.key_prefix, "moat:rl:");
 
     assert_string_equal(c->log.access, "stdout");
-    assert_string_equal(c->log.audit, "stderr");
+    /* its own destination, not stderr with the operational messages (issue 16) */
+    assert_string_equal(c->log.audit, "/var/log/moat/audit.log");
     assert_null(c->log.syslog_address.text);
     assert_string_equal(c->log.level, "info");
+    assert_string_equal(c->log.format, "text");
+    assert_false(c->log.access_query);
     assert_null(c->listen.acme_challenge_dir);
     config_unref(c);
 }
