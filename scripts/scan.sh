@@ -115,6 +115,7 @@ cleanup() {
     stop_pid "$up_pid" "demo upstream"
     up_pid=""
     rm -rf "$work"
+    [ -z "${cfg:-}" ] || rm -f "$cfg"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -137,7 +138,8 @@ if [ "$start" -eq 1 ]; then
     [ -f "$config" ] || { echo "scan.sh: no config $config" >&2; exit 2; }
     scripts/gen-dev-certs.sh >/dev/null || { echo "scan.sh: gen-dev-certs failed" >&2; exit 2; }
     https="$(free_port)"; http="$(free_port)"; admin="$(free_port)"; up="$(free_port)"
-    cfg="$work/moat.yaml"
+    # Beside the original: relative paths in it are relative to its directory.
+    cfg="$(dirname "$config")/.scan-$$.yaml"
     # The shipped config, with its listeners and upstream moved to free local ports and
     # the access log to a file. Everything TLS (certificates, policy, HSTS) stays as is.
     sed -E \

@@ -346,6 +346,8 @@ struct config {
 struct config_errors {
     char **msgs;
     size_t count;
+    char **warnings; /* also after a successful load: worth an operator's look */
+    size_t num_warnings;
 };
 
 /*

@@ -18,6 +18,46 @@ void config_loader_init(struct config_loader *L, const char *name, bool check_fi
     memset(L, 0, sizeof *L);
     L->name = name;
     L->check_files = check_files;
+    const char *slash = strrchr(name, '/');
+    L->dir_len = slash ? (size_t)(slash - name) + 1 : 0;
+}
+
+/* "file:line:column: path: message", printable; NULL when out of memory. */
+static char *format_msg(const struct config_loader *L, struct config_pos pos, const char *path,
+                        const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    char where[64] = "";
+    if (pos.line > 0)
+        snprintf(where, sizeof where, ":%d:%d", pos.line, pos.column);
+    size_t n = strlen(L->name) + strlen(where) + strlen(path) + strlen(msg) + 8;
+    char *full = malloc(n);
+    if (!full)
+        return NULL;
+    snprintf(full, n, "%s%s: %s%s%s", L->name, where, path, *path ? ": " : "", msg);
+    for (char *p = full; *p; p++) /* a message may reach a terminal: no escapes */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return full;
+}
+
+void config_loader_warning(struct config_loader *L, struct config_pos pos, const char *path,
+                           const char *fmt, ...)
+{
+    if (L->num_warns >= CONFIG_MAX_ERRORS)
+        return; /* a warning lost does not change the result */
+    va_list ap;
+    va_start(ap, fmt);
+    char *full = format_msg(L, pos, path, fmt, ap);
+    va_end(ap);
+    char **w = full ? realloc(L->warns, (L->num_warns + 1) * sizeof *w) : NULL;
+    if (!w) {
+        free(full);
+        return;
+    }
+    L->warns = w;
+    L->warns[L->num_warns++] = full;
 }
 
 void config_loader_error(struct config_loader *L, struct config_pos pos, const char *path,
@@ -27,26 +67,15 @@ void config_loader_error(struct config_loader *L, struct config_pos pos, const c
         L->dropped++;
         return;
     }
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *full = format_msg(L, pos, path, fmt, ap);
     va_end(ap);
-
-    char where[64] = "";
-    if (pos.line > 0)
-        snprintf(where, sizeof where, ":%d:%d", pos.line, pos.column);
-    size_t n = strlen(L->name) + strlen(where) + strlen(path) + strlen(msg) + 8;
-    char *full = malloc(n);
     if (!full) {
         L->dropped++; /* still counted: a load with a lost error must not succeed */
         L->oom = true;
         return;
     }
-    snprintf(full, n, "%s%s: %s%s%s", L->name, where, path, *path ? ": " : "", msg);
-    for (char *p = full; *p; p++) /* a message may reach a terminal: no escapes */
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
 
     if (L->num_errs == L->cap_errs) {
         size_t cap = L->cap_errs ? L->cap_errs * 2 : 8;
@@ -119,6 +148,16 @@ void config_loader_finish(struct config_loader *L, struct config_errors *errs)
         if (m)
             errors_push(errs, m);
     }
+    if (errs) {
+        errs->warnings = L->warns;
+        errs->num_warnings = L->num_warns;
+    } else {
+        for (size_t i = 0; i < L->num_warns; i++)
+            free(L->warns[i]);
+        free(L->warns);
+    }
+    L->warns = NULL;
+    L->num_warns = 0;
     free(L->errs);
     free(L->pos);
     L->errs = NULL;
@@ -149,6 +188,11 @@ void config_errors_free(struct config_errors *errs)
     free(errs->msgs);
     errs->msgs = NULL;
     errs->count = 0;
+    for (size_t i = 0; i < errs->num_warnings; i++)
+        free(errs->warnings[i]);
+    free(errs->warnings);
+    errs->warnings = NULL;
+    errs->num_warnings = 0;
 }
 
 static size_t pos_hash(uintptr_t k, size_t cap)

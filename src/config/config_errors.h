@@ -40,10 +40,13 @@ struct config_pos_slot;
 
 struct config_loader {
     const char *name; /* the file name the messages start with */
+    size_t dir_len;   /* name's directory part with its '/'; 0: none (the working directory) */
     bool check_files;
     struct yaml_document_s *doc; /* during the YAML walk (config_yaml.c) */
     struct config_loader_error *errs;
     size_t num_errs, cap_errs;
+    char **warns; /* in the order found; they do not fail the load */
+    size_t num_warns;
     size_t dropped; /* errors beyond CONFIG_MAX_ERRORS */
     size_t nodes;   /* YAML nodes visited, against CONFIG_MAX_NODES */
     bool over_budget;
@@ -59,6 +62,10 @@ void config_loader_finish(struct config_loader *L, struct config_errors *errs);
 /* Records an error at pos (line 0: no position). path may be "" for none. */
 void config_loader_error(struct config_loader *L, struct config_pos pos, const char *path,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Records a warning (same form as an error): reported, but the load succeeds. */
+void config_loader_warning(struct config_loader *L, struct config_pos pos, const char *path,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Fails the load with "out of memory" (an allocation failed). */
 void config_loader_oom(struct config_loader *L);

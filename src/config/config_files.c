@@ -17,9 +17,25 @@
 
 #define SIGNING_KEY_MIN 32
 
+/*
+ * A secret (private key, password, signing or ticket key) that other local users can
+ * read is as good as leaked; nginx and HAProxy accept it silently, moat says so (a
+ * warning: a deployment may have reasons, e.g. a group shared with a key manager).
+ */
+static void warn_if_exposed(struct config_loader *L, struct config_pos pos, const char *path,
+                            const char *file, mode_t mode)
+{
+    char q[80];
+    if (mode & (S_IRWXG | S_IRWXO))
+        config_loader_warning(L, pos, path,
+                              "warning: %s is accessible by group or others (mode %04o): "
+                              "chmod 600 it (or 640 for a group that must read it)",
+                              config_quote(file, q, sizeof q), (unsigned)(mode & 07777));
+}
+
 /* Opens a regular file at least min bytes long; -1 (reported) otherwise. */
 static int open_checked(struct config_loader *L, struct config_pos pos, const char *path,
-                        const char *file, size_t min)
+                        const char *file, size_t min, bool secret)
 {
     struct stat st;
     char q[80];
@@ -35,19 +51,21 @@ static int open_checked(struct config_loader *L, struct config_pos pos, const ch
     } else if ((size_t)st.st_size < min) {
         config_loader_error(L, pos, path, "%s is too short: %lld bytes, at least %zu needed",
                             config_quote(file, q, sizeof q), (long long)st.st_size, min);
-    } else
+    } else {
+        if (secret)
+            warn_if_exposed(L, pos, path, file, st.st_mode);
         return fd;
+    }
     close(fd);
     return -1;
 }
 
 static void check_file(struct config_loader *L, const void *field, const void *container,
-                       const char *path, size_t min)
+                       const char *path, size_t min, bool secret)
 {
     const char *file = *(char *const *)field;
-    int fd =
-        file ? open_checked(L, config_pos_of(L, field, container, CONFIG_POS_ROOT), path, file, min)
-             : -1;
+    struct config_pos pos = config_pos_of(L, field, container, CONFIG_POS_ROOT);
+    int fd = file ? open_checked(L, pos, path, file, min, secret) : -1;
     if (fd >= 0)
         close(fd); /* contents stay where they are: a password is never read here */
 }
@@ -65,7 +83,7 @@ static void *read_pem(struct config_loader *L, const void *field, const void *co
     struct config_pos pos = config_pos_of(L, field, container, CONFIG_POS_ROOT);
     char q[80];
     void *obj = NULL;
-    int fd = file ? open_checked(L, pos, path, file, 1) : -1;
+    int fd = file ? open_checked(L, pos, path, file, 1, key) : -1;
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !f)
         close(fd);
@@ -139,16 +157,16 @@ void config_check_files(struct config_loader *L, const struct config *c)
         snprintf(path, sizeof path, "tls.certificates[%zu]", i);
         check_pair(L, &tc->cert, &tc->key, tc, item, path);
         snprintf(path, sizeof path, "tls.certificates[%zu].ocsp", i);
-        check_file(L, &tc->ocsp, tc, path, 1);
+        check_file(L, &tc->ocsp, tc, path, 1, false);
     }
     check_ca(L, &t->client_ca, t, "tls.client_ca");
-    check_file(L, &t->ticket_key_file, t, "tls.session_tickets.key_file", 1);
+    check_file(L, &t->ticket_key_file, t, "tls.session_tickets.key_file", 1, true);
     if (c->redis_enabled) {
         check_tls_client(L, &c->redis.tls, "redis.tls");
-        check_file(L, &c->redis.password_file, &c->redis, "redis.password_file", 1);
+        check_file(L, &c->redis.password_file, &c->redis, "redis.password_file", 1, true);
         check_env(L, &c->redis.password_env, &c->redis, "redis.password_env");
         check_file(L, &c->redis.sentinel.password_file, &c->redis.sentinel,
-                   "redis.sentinel.password_file", 1);
+                   "redis.sentinel.password_file", 1, true);
         check_env(L, &c->redis.sentinel.password_env, &c->redis.sentinel,
                   "redis.sentinel.password_env");
     }
@@ -158,8 +176,8 @@ void config_check_files(struct config_loader *L, const struct config *c)
         check_tls_client(L, &c->upstreams[i].tls, path);
     }
     check_file(L, &c->identity.signing_key_file, &c->identity, "identity.signing_key_file",
-               SIGNING_KEY_MIN);
+               SIGNING_KEY_MIN, true);
     check_file(L, &c->identity.previous_signing_key_file, &c->identity,
-               "identity.previous_signing_key_file", SIGNING_KEY_MIN);
-    check_file(L, &c->log.audit_key_file, &c->log, "log.audit_key_file", SIGNING_KEY_MIN);
+               "identity.previous_signing_key_file", SIGNING_KEY_MIN, true);
+    check_file(L, &c->log.audit_key_file, &c->log, "log.audit_key_file", SIGNING_KEY_MIN, true);
 }

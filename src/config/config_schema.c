@@ -84,17 +84,17 @@ static const struct config_key listen_keys[] = {
 #define T_ struct config_tls
 #define C_ struct config_tls_cert
 static const struct config_key cert_keys[] = {
-    {"cert", CK_STR, OFF(C_, cert), .flags = CK_REQUIRED | CK_NONEMPTY,
+    {"cert", CK_STR, OFF(C_, cert), .flags = CK_REQUIRED | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
-    {"key", CK_STR, OFF(C_, key), .flags = CK_REQUIRED | CK_NONEMPTY,
+    {"key", CK_STR, OFF(C_, key), .flags = CK_REQUIRED | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
-    {"ocsp", CK_STR, OFF(C_, ocsp), .flags = CK_NULL | CK_NONEMPTY,
+    {"ocsp", CK_STR, OFF(C_, ocsp), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     CK_END};
 static const struct config_key tickets_keys[] = {
     {"enabled", CK_BOOL, OFF(T_, tickets_enabled), .def = "true"},
     {"rotate", CK_DURATION, OFF(T_, ticket_rotate_ms), .min = MS_M, .max = 7 * MS_D, .def = "12h"},
-    {"key_file", CK_STR, OFF(T_, ticket_key_file), .flags = CK_NULL | CK_NONEMPTY,
+    {"key_file", CK_STR, OFF(T_, ticket_key_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     CK_END};
 static const struct config_key tls_keys[] = {
@@ -110,7 +110,7 @@ static const struct config_key tls_keys[] = {
     {"allow_weak", CK_BOOL, OFF(T_, allow_weak), .def = "false"},
     {"session_tickets", CK_SECTION, 0, .keys = tickets_keys},
     {"session_cache", CK_BOOL, OFF(T_, session_cache), .def = "true"},
-    {"client_ca", CK_STR, OFF(T_, client_ca), .flags = CK_NULL | CK_NONEMPTY,
+    {"client_ca", CK_STR, OFF(T_, client_ca), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     {"client_verify", CK_BOOL, OFF(T_, client_verify), .def = "false"},
     {"ocsp_fetch", CK_BOOL, OFF(T_, ocsp_fetch), .def = "false"},
@@ -133,13 +133,14 @@ static const struct config_key hsts_keys[] = {
 #define TC_ struct config_tls_client
 static const struct config_key tls_client_keys[] = {
     {"enabled", CK_BOOL, OFF(TC_, enabled), .def = "false"},
-    {"ca", CK_STR, OFF(TC_, ca), .flags = CK_NULL | CK_NONEMPTY, .check = config_check_no_controls},
+    {"ca", CK_STR, OFF(TC_, ca), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
+     .check = config_check_no_controls},
     {"server_name", CK_STR, OFF(TC_, server_name), .flags = CK_NULL,
      .check = config_check_hostname},
     {"verify", CK_BOOL, OFF(TC_, verify), .def = "true"},
-    {"cert", CK_STR, OFF(TC_, cert), .flags = CK_NULL | CK_NONEMPTY,
+    {"cert", CK_STR, OFF(TC_, cert), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
-    {"key", CK_STR, OFF(TC_, key), .flags = CK_NULL | CK_NONEMPTY,
+    {"key", CK_STR, OFF(TC_, key), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     CK_END};
 #undef TC_
@@ -165,7 +166,7 @@ static const struct config_key redis_sentinel_keys[] = {
      .check = config_check_no_controls},
     {"password", CK_REJECT, 0,
      .reject = "inline passwords are not accepted: use password_file or password_env"},
-    {"password_file", CK_STR, OFF(RS_, password_file), .flags = CK_NULL | CK_NONEMPTY,
+    {"password_file", CK_STR, OFF(RS_, password_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     {"password_env", CK_STR, OFF(RS_, password_env), .flags = CK_NULL,
      .check = config_check_env_name},
@@ -182,7 +183,7 @@ static const struct config_key redis_keys[] = {
      .check = config_check_no_controls},
     {"password", CK_REJECT, 0,
      .reject = "inline passwords are not accepted: use password_file or password_env"},
-    {"password_file", CK_STR, OFF(R_, password_file), .flags = CK_NULL | CK_NONEMPTY,
+    {"password_file", CK_STR, OFF(R_, password_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     {"password_env", CK_STR, OFF(R_, password_env), .flags = CK_NULL,
      .check = config_check_env_name},
@@ -219,10 +220,10 @@ static const struct config_key sessions_keys[] = {
 static const struct config_key identity_keys[] = {
     {"trusted_proxies", CK_STRS, OFF(I_, trusted_proxies), OFF(I_, num_trusted_proxies),
      .flags = CK_NULL, .check = config_check_cidr},
-    {"signing_key_file", CK_STR, OFF(I_, signing_key_file), .flags = CK_NULL | CK_NONEMPTY,
-     .check = config_check_no_controls},
+    {"signing_key_file", CK_STR, OFF(I_, signing_key_file),
+     .flags = CK_NULL | CK_NONEMPTY | CK_PATH, .check = config_check_no_controls},
     {"previous_signing_key_file", CK_STR, OFF(I_, previous_signing_key_file),
-     .flags = CK_NULL | CK_NONEMPTY, .check = config_check_no_controls},
+     .flags = CK_NULL | CK_NONEMPTY | CK_PATH, .check = config_check_no_controls},
     {"strip_response_headers", CK_STRS, OFF(I_, strip_response_headers),
      OFF(I_, num_strip_response_headers), .flags = CK_NULL, .check = config_check_header_pattern,
      .def = "X-Moat-*,Server,X-Powered-By"},
@@ -401,11 +402,11 @@ static const struct config_key syslog_keys[] = {
     {"tls", CK_BOOL, OFF(LG_, syslog_tls), .def = "true"},
     CK_END};
 static const struct config_key log_keys[] = {
-    {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY,
+    {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls, .def = "stdout"},
-    {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY,
+    {"audit", CK_STR, OFF(LG_, audit), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls, .def = "/var/log/moat/audit.log"},
-    {"audit_key_file", CK_STR, OFF(LG_, audit_key_file), .flags = CK_NULL | CK_NONEMPTY,
+    {"audit_key_file", CK_STR, OFF(LG_, audit_key_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
     {"syslog", CK_SECTION, 0, .keys = syslog_keys, .flags = CK_NULL},
     {"level", CK_STR, OFF(LG_, level), .choices = log_levels, .def = "info"},

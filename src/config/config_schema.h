@@ -48,6 +48,7 @@ enum {
     CK_POS = 1 << 9,       /* CK_LIST/CK_MAP: elements have int line/column at pos_off */
     CK_WEIGHT = 1 << 10,   /* CK_ADDRS: "address weight=N" accepted (upstream servers) */
     CK_BYTES = 1 << 11,    /* CK_SIZE/CK_U64: a byte count, units accepted (64KiB, 10MB) */
+    CK_PATH = 1 << 12,     /* CK_STR: a file path; relative = to the config file's directory */
 };
 
 struct config_enum {

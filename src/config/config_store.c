@@ -62,6 +62,30 @@ static void set_enum(struct config_loader *L, const struct config_key *k, void *
                         choice_list(k->choices, list, sizeof list));
 }
 
+/* A relative path; log targets' words (stdout, stderr, off) are not files. */
+static bool is_relative_file(const char *s)
+{
+    return *s && *s != '/' && strcmp(s, "stdout") != 0 && strcmp(s, "stderr") != 0 &&
+           strcmp(s, "off") != 0;
+}
+
+/*
+ * The same file whatever directory moat runs in (nginx resolves against its prefix,
+ * Caddy against the working directory: both surprise someone); "certs/x.pem" in
+ * /etc/moat/moat.yaml is /etc/moat/certs/x.pem.
+ */
+static char *relative_to_config(struct config_loader *L, const char *s)
+{
+    size_t n = L->dir_len + strlen(s) + 1;
+    char *p = malloc(n);
+    if (!p) {
+        config_loader_oom(L);
+        return NULL;
+    }
+    snprintf(p, n, "%.*s%s", (int)L->dir_len, L->name, s);
+    return p;
+}
+
 static void set_string(struct config_loader *L, const struct config_key *k, void *base,
                        const struct config_scalar *sc, const char *path)
 {
@@ -93,7 +117,10 @@ static void set_string(struct config_loader *L, const struct config_key *k, void
                             config_quote(sc->s, q, sizeof q), why);
         return;
     }
-    replace_str((char *)base + k->off, config_loader_strdup(L, sc->s));
+    if ((k->flags & CK_PATH) && is_relative_file(sc->s) && L->dir_len)
+        replace_str((char *)base + k->off, relative_to_config(L, sc->s));
+    else
+        replace_str((char *)base + k->off, config_loader_strdup(L, sc->s));
 }
 
 static void set_number(struct config_loader *L, const struct config_key *k, void *base,

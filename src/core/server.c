@@ -68,6 +68,14 @@ static void report(bool to_log, const char *path, const char *msg)
         fprintf(stderr, "%s: %s\n", path, msg);
 }
 
+static void report_warning(bool to_log, const char *msg)
+{
+    if (to_log)
+        log_msg(LOG_WARN, "%s", msg);
+    else
+        fprintf(stderr, "%s\n", msg);
+}
+
 /* The first snapshot creates the process-wide ticket store from its config. */
 static int ensure_tickets(struct server *s, const struct config *cfg, bool to_log)
 {
@@ -98,6 +106,8 @@ static struct snapshot *load_snapshot(struct server *s, const char *path, unsign
         config_errors_free(&errs);
         return NULL;
     }
+    for (size_t i = 0; i < errs.num_warnings; i++) /* not fatal: worth a look */
+        report_warning(to_log, errs.warnings[i]);
     config_errors_free(&errs);
     if (ensure_tickets(s, cfg, to_log) < 0) {
         config_unref(cfg);

@@ -93,6 +93,18 @@ def test_check_accepts_shipped_config():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_relative_paths_follow_the_config_file_not_the_working_directory(tmp_path):
+    """The same file passes -t from any directory: its relative certificate paths
+    (../certs/dev/...) are relative to conf/, where it lives."""
+    import subprocess
+    for cwd in ("/", str(tmp_path), moatctl.REPO):
+        for name in ("moat.yaml", os.path.join("examples", "minimal.yaml")):
+            path = os.path.join(moatctl.REPO, "conf", name)
+            p = subprocess.run([moatctl.moat_bin(), "-t", "-c", path], cwd=cwd,
+                               capture_output=True, text=True, timeout=20)
+            assert p.returncode == 0, (cwd, name, p.stdout + p.stderr)
+
+
 def test_check_unknown_key_reports_file_line_column(tmp_path):
     # line 4, column 3 is where the unknown key starts
     text = insert_line(good_yaml(tmp_path), 4, "  bogus_key: 1")
@@ -171,3 +183,28 @@ def test_missing_config_file_fails(tmp_path):
     p = run_moat(["-t", "-c", os.path.join(str(tmp_path), "nope.yaml")])
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nope.yaml" in p.stdout + p.stderr
+
+
+def test_check_warns_about_secrets_others_can_read(tmp_path):
+    """A private key or signing key readable by group or others passes -t with a warning
+    naming the key's position and mode; moat also logs it at start."""
+    import shutil
+    key = str(tmp_path / "server.key")
+    signing = str(tmp_path / "signing.key")
+    shutil.copy(os.path.join(CERTS, "server.key"), key)
+    with open(signing, "w") as f:
+        f.write("ab" * 32 + "\n")
+    os.chmod(key, 0o644)
+    os.chmod(signing, 0o600)
+    path, _ = write_config(tmp_path, {
+        "tls": {"certificates": [{"cert": os.path.join(CERTS, "server.crt"), "key": key}]},
+        "identity": {"signing_key_file": signing}})
+    p = run_moat(["-t", "-c", path])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"moat\.yaml:\d+:\d+: tls\.certificates\[0\]\.key: warning: .*server\.key"
+                     r"\" is accessible by group or others \(mode 0644\): chmod 600", p.stderr), \
+        p.stderr
+    assert "signing_key_file" not in p.stderr, p.stderr
+    os.chmod(key, 0o600)
+    p = run_moat(["-t", "-c", path])
+    assert p.returncode == 0 and "warning" not in p.stderr, p.stderr

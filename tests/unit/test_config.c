@@ -980,8 +980,9 @@ static void test_sample_configs_parse(void **state)
     assert_int_equal(c->num_routes, 1);
     assert_int_equal(c->routes[0].auth, AUTH_NONE);
     assert_string_equal(c->routes[0].up->servers[0].text, "127.0.0.1:9000");
-    assert_string_equal(c->tls.certs[0].cert, "certs/dev/server.crt");
-    assert_string_equal(c->tls.certs[0].key, "certs/dev/server.key");
+    /* relative to the file's directory (conf/), not to where moat runs */
+    assert_string_equal(c->tls.certs[0].cert, "conf/../certs/dev/server.crt");
+    assert_string_equal(c->tls.certs[0].key, "conf/../certs/dev/server.key");
     config_unref(c);
 }
 
@@ -1040,6 +1041,78 @@ static void test_files_ok(void **state)
     assert_int_equal(c->tls.certs[0].line, 6);
     assert_int_equal(c->tls.certs[0].column, 7);
     config_unref(c);
+}
+
+/* Relative paths are relative to the config file's directory, not to the working one. */
+static void test_paths_relative_to_config_dir(void **state)
+{
+    struct config_errors errs;
+    struct config *c = load_files(FILES_BASE "tls: { certificates: [ { cert: server.crt, "
+                                             "key: ./server.key } ] }\n"
+                                             "log: { access: stdout, audit: audit.log, "
+                                             "audit_key_file: %s/signing.key }\n",
+                                  &errs);
+    if (!c)
+        dump(&errs);
+    assert_non_null(c);
+    char want[300];
+    snprintf(want, sizeof want, "%s/server.crt", tmpdir);
+    assert_string_equal(c->tls.certs[0].cert, want);
+    snprintf(want, sizeof want, "%s/./server.key", tmpdir);
+    assert_string_equal(c->tls.certs[0].key, want);
+    snprintf(want, sizeof want, "%s/audit.log", tmpdir);
+    assert_string_equal(c->log.audit, want);
+    assert_string_equal(c->log.access, "stdout"); /* a word, not a file */
+    snprintf(want, sizeof want, "%s/signing.key", tmpdir);
+    assert_string_equal(c->log.audit_key_file, want); /* absolute: as written */
+    config_unref(c);
+    config_errors_free(&errs);
+}
+
+static void set_mode(const char *name, mode_t mode)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+/* Secrets other users can read are warned about, with the key's position; the load works. */
+static void test_exposed_secrets_warned(void **state)
+{
+    static const char *const secrets[] = {"server.key", "signing.key", "password"};
+    for (size_t i = 0; i < 3; i++)
+        set_mode(secrets[i], 0600);
+    set_mode("server.crt", 0644); /* a certificate is public */
+    struct config_errors errs;
+    const char *yaml = FILES_BASE "tls: { certificates: [ { cert: %s/server.crt, key: "
+                                  "%s/server.key } ] }\n"
+                                  "identity: { signing_key_file: %s/signing.key }\n"
+                                  "redis: { password_file: %s/password }\n";
+    struct config *c = load_files(yaml, &errs);
+    assert_non_null(c);
+    assert_int_equal(errs.num_warnings, 0);
+    config_unref(c);
+    config_errors_free(&errs);
+
+    set_mode("server.key", 0644);
+    set_mode("signing.key", 0666);
+    set_mode("password", 0640);
+    c = load_files(yaml, &errs);
+    assert_non_null(c);
+    assert_int_equal(errs.num_warnings, 3);
+    assert_non_null(strstr(errs.warnings[0], "moat.yaml:4:"));
+    assert_non_null(strstr(errs.warnings[0], ": tls.certificates[0].key: warning: "));
+    assert_non_null(strstr(errs.warnings[0], "server.key\" is accessible by group or others "
+                                             "(mode 0644): chmod 600"));
+    /* in the order the files are checked */
+    assert_non_null(strstr(errs.warnings[1], "redis.password_file: warning: "));
+    assert_non_null(strstr(errs.warnings[1], "(mode 0640)"));
+    assert_non_null(strstr(errs.warnings[2], "identity.signing_key_file: warning: "));
+    assert_non_null(strstr(errs.warnings[2], "(mode 0666)"));
+    config_unref(c);
+    config_errors_free(&errs);
+    for (size_t i = 0; i < 3; i++)
+        set_mode(secrets[i], 0600);
 }
 
 static void test_missing_file(void **state)
@@ -1186,6 +1259,8 @@ int main(void)
         cmocka_unit_test(test_lookups_and_refs),
         cmocka_unit_test(test_sample_configs_parse),
         cmocka_unit_test(test_files_ok),
+        cmocka_unit_test(test_exposed_secrets_warned),
+        cmocka_unit_test(test_paths_relative_to_config_dir),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_unreadable_key),
         cmocka_unit_test(test_cert_key_mismatch),
