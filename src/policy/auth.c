@@ -38,6 +38,8 @@ static void audit_reject(struct request *r, enum session_status why)
     struct jsonw j;
     audit_begin(&j, buf, sizeof buf, "auth_rejected", r);
     jsonw_str(&j, "reason", session_status_str(why));
+    if (why == SESSION_INVALID && r->ident.invalid_field)
+        jsonw_str(&j, "field", r->ident.invalid_field); /* what the login service got wrong */
     jsonw_str(&j, "route", r->route->path_prefix);
     if (why == SESSION_MFA) {
         jsonw_str(&j, "tenant", r->ident.tenant);
@@ -197,7 +199,8 @@ static void on_session(redisReply *reply, const char *err, void *arg)
         enum session_status st = session_parse_reply(reply, (int64_t)time(NULL), &r->ident, &exp);
         if (st == SESSION_INVALID)
             log_msg_limited(&malformed_log, LOG_WARN,
-                            "auth: malformed session record for request %s", r->id);
+                            "auth: malformed session record (field %s) for request %s",
+                            r->ident.invalid_field ? r->ident.invalid_field : "?", r->id);
         const struct config_sessions *cfg = sess_cfg(r);
         uint64_t ttl = st == SESSION_OK ? positive_ttl(cfg, exp) : cfg->negative_cache_ttl_ms;
         if (r->svc->auth_cache)

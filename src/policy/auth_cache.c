@@ -105,6 +105,8 @@ enum auth_cache_hit auth_cache_get(struct auth_cache *c, const uint8_t sha[32], 
     *status = e->status;
     if (e->status == SESSION_OK)
         *id = e->id;
+    else if (e->status == SESSION_INVALID)
+        id->invalid_field = e->id.invalid_field; /* for the audit event */
     return hit;
 }
 
@@ -140,6 +142,8 @@ bool auth_cache_put(struct auth_cache *c, const uint8_t sha[32], enum session_st
     e->expires_ms = now_ms + ttl_ms;
     if (status == SESSION_OK && id)
         e->id = *id;
+    else
+        e->id.invalid_field = id ? id->invalid_field : NULL;
     return true;
 }
 

@@ -143,6 +143,10 @@ static bool parse_int64(const char *s, size_t len, int64_t *out)
     return true;
 }
 
+/* 9999-12-31T23:59:59Z. A larger exp is not seconds (most likely milliseconds,
+ * which would read as a session that never ends): the record is malformed. */
+#define SESSION_EXP_MAX 253402300799LL
+
 static bool field_is(const redisReply *k, const char *name)
 {
     return k->type == REDIS_REPLY_STRING && k->len == strlen(name) &&
@@ -158,10 +162,15 @@ static bool copy_field(char *dst, const redisReply *v, bool allow_comma)
     return true;
 }
 
-/* Applies one field/value pair; false if the value is unusable. */
+/* Applies one field/value pair; false (with *bad set to the field's name) if the
+ * value is unusable. */
 static bool apply_field(const redisReply *k, const redisReply *v, struct session_identity *id,
-                        int64_t *exp, bool *have_mfa)
+                        int64_t *exp, bool *have_mfa, const char **bad)
 {
+    static const char *const names[] = {"tenant", "user", "roles", "mfa", "exp"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (field_is(k, names[i]))
+            *bad = names[i];
     if (field_is(k, "tenant"))
         return copy_field(id->tenant, v, false);
     if (field_is(k, "user"))
@@ -176,7 +185,8 @@ static bool apply_field(const redisReply *k, const redisReply *v, struct session
         return true;
     }
     if (field_is(k, "exp"))
-        return v->type == REDIS_REPLY_STRING && parse_int64(v->str, v->len, exp);
+        return v->type == REDIS_REPLY_STRING && parse_int64(v->str, v->len, exp) &&
+               *exp <= SESSION_EXP_MAX;
     return true; /* other fields are the login service's business */
 }
 
@@ -185,18 +195,25 @@ enum session_status session_parse_reply(const redisReply *reply, int64_t now,
 {
     *exp = 0;
     memset(id, 0, offsetof(struct session_identity, token_hash));
+    id->invalid_field = "record"; /* until the reply proves to be a usable hash */
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return SESSION_INVALID;
-    if (reply->elements == 0)
+    if (reply->elements == 0) {
+        id->invalid_field = NULL;
         return SESSION_UNKNOWN;
+    }
     if (reply->elements % 2 != 0)
         return SESSION_INVALID;
     bool have_mfa = false; /* tracked for strictness of the value only */
     for (size_t i = 0; i < reply->elements; i += 2)
-        if (!apply_field(reply->element[i], reply->element[i + 1], id, exp, &have_mfa))
+        if (!apply_field(reply->element[i], reply->element[i + 1], id, exp, &have_mfa,
+                         &id->invalid_field))
             return SESSION_INVALID;
-    if (!id->tenant[0] || !id->user[0]) /* mfa absent means no MFA */
+    if (!id->tenant[0] || !id->user[0]) { /* mfa absent means no MFA */
+        id->invalid_field = !id->tenant[0] ? "tenant" : "user";
         return SESSION_INVALID;
+    }
+    id->invalid_field = NULL;
     id->exp = *exp; /* kept with cached decisions: stale grace must not outlive it */
     if (*exp && *exp <= now)
         return SESSION_EXPIRED;

@@ -49,7 +49,10 @@ void session_token_hash(struct http1_str token, uint8_t sha[32], char hex[65]);
 /*
  * Parses an HGETALL reply into id. now: unix seconds. Returns SESSION_OK,
  * SESSION_UNKNOWN (empty), SESSION_EXPIRED or SESSION_INVALID; *exp gets the
- * session's expiry (0 if none).
+ * session's expiry (0 if none). On SESSION_INVALID, id->invalid_field names the
+ * field at fault ("tenant", "user", "mfa", "exp", "roles"; "record" when the
+ * reply is not a hash), otherwise it is NULL. The record contract (alphabet,
+ * lengths, exp in seconds up to year 9999) is docs/sessions.md.
  */
 enum session_status session_parse_reply(const struct redisReply *reply, int64_t now,
                                         struct session_identity *id, int64_t *exp);

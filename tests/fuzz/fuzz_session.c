@@ -145,6 +145,7 @@ static void check_record(struct fz_in *in, int64_t now)
         CHECK(field_ok(id.tenant, false, false) && field_ok(id.user, false, false));
         CHECK(field_ok(id.roles, true, true));
         CHECK(exp == 0 || exp > now);
+        CHECK(exp <= 253402300799LL); /* seconds, never milliseconds (docs/sessions.md) */
         CHECK(id.exp == exp);
     } else {
         CHECK(!id.authenticated);
@@ -153,6 +154,8 @@ static void check_record(struct fz_in *in, int64_t now)
         CHECK(exp != 0 && exp <= now);
     if (s == SESSION_UNKNOWN)
         CHECK(top->elements == 0);
+    /* an invalid record names its bad field (the audit event says it); nothing else does */
+    CHECK((s == SESSION_INVALID) == (id.invalid_field != NULL));
     freeReplyObject(top);
     /* a reply that is not an array is never a session */
     redisReply nil = {.type = REDIS_REPLY_NIL};

@@ -152,6 +152,47 @@ def test_expired_and_broken_sessions_are_401(env):
     assert env.up.requests() == []
 
 
+def test_exp_in_milliseconds_is_refused(env):
+    """An exp written in milliseconds (the login service's bug) used to pass as a
+    session that never expires; it is a malformed record now (docs/sessions.md)."""
+    ms = put_session(env.redis, exp=(time.time() + 3600) * 1000)
+    old_ms = put_session(env.redis, exp=(time.time() - 3600) * 1000)
+    for tok in (ms, old_ms):
+        r = get(env.port, "/echo", token=tok)
+        assert r.status == 401, r
+        assert 'error="invalid_token"' in r.header("WWW-Authenticate"), r
+    assert env.up.requests() == []
+    # the last second of year 9999 is still seconds
+    assert get(env.port, "/echo", token=put_session(env.redis, exp=253402300799)).status == 200
+
+
+@pytest.mark.parametrize("field,kw", [
+    ("exp", {"exp": 1764771000000}),                 # milliseconds
+    ("exp", {"exp": "soon"}),
+    ("tenant", {"tenant": "ac me"}),
+    ("user", {"user": "x\r\nX-Tenant-ID: globex"}),
+    ("mfa", {"mfa": "yes"}),
+    ("roles", {"roles": "a b"}),
+])
+def test_malformed_record_audit_names_the_field(env, field, kw):
+    exp = kw.pop("exp", None)
+    tok = put_session(env.redis, **kw) if exp is None else new_token()
+    if exp is not None:  # put_session writes int(exp): write the raw value
+        rcall(env.redis, "HSET", session_key(tok), "tenant", "acme", "user", "u1", "exp",
+              str(exp))
+    m0 = metrics(env.m)
+    with Client(env.port) as c:  # one worker: the second answer comes from its cache
+        for _ in range(2):
+            r = c.get("/echo", token=tok)
+            assert r.status == 401, r
+            ev = [e for e in rejected(env.m) if e.get("request_id") == r.header("X-Request-ID")]
+            assert len(ev) == 1, rejected(env.m)
+            assert ev[0]["reason"] == "invalid" and ev[0]["field"] == field, ev
+    hits = "moat_auth_cache_hits_total"
+    assert metrics(env.m)[hits] - m0.get(hits, 0) >= 1
+    assert "malformed session record (field %s)" % field in env.m.stderr()
+
+
 def test_browser_redirect_keeps_the_target(env):
     target = "/web/a/b?q=hello world&next=/x?y=1#frag"
     quoted = urllib.parse.quote(target.split("#")[0], safe="/?=&")

@@ -372,6 +372,26 @@ static void test_invalidation_wins_over_reply_in_flight(void **state)
     auth_cache_free(c);
 }
 
+/* A cached malformed record still names its bad field (the audit event says it). */
+static void test_invalid_keeps_its_field(void **state)
+{
+    (void)state;
+    struct auth_cache *c = auth_cache_new(64);
+    assert_non_null(c);
+    uint8_t a[32];
+    sha_of(1, a);
+    struct session_identity bad = ident("t", "u", false);
+    bad.invalid_field = "exp";
+    assert_true(auth_cache_put(c, a, SESSION_INVALID, &bad, T0, 1000, auth_cache_epoch(c)));
+    enum session_status st;
+    struct session_identity id;
+    assert_int_equal(get(c, a, T0 + 1, 0, &st, &id), AUTH_CACHE_FRESH);
+    assert_int_equal(st, SESSION_INVALID);
+    assert_string_equal(id.invalid_field, "exp");
+    assert_string_equal(id.tenant, ""); /* nothing else of a bad record is handed out */
+    auth_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_replaces_oldest),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_invalidation_wins_over_reply_in_flight),
+        cmocka_unit_test(test_invalid_keeps_its_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -959,8 +959,8 @@ static void test_lookups_and_refs(void **state)
 
 static void test_sample_configs_parse(void **state)
 {
-    static const char *const files[] = {"conf/moat.yaml", "conf/examples/minimal.yaml",
-                                        "conf/examples/full.yaml"};
+    static const char *const files[] = {"conf/moat.yaml", "conf/demo.yaml",
+                                        "conf/examples/minimal.yaml", "conf/examples/full.yaml"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         struct config_errors errs = {0};
         char *text = read_text(files[i]);

@@ -564,18 +564,77 @@ static void test_parse_expiry(void **state)
                  {NOW - 1, SESSION_EXPIRED},
                  {NOW, SESSION_EXPIRED},
                  {NOW + 1, SESSION_OK},
-                 {NOW + 86400, SESSION_OK}};
+                 {NOW + 86400, SESSION_OK},
+                 {0, SESSION_OK}, /* no exp: the key's TTL bounds the session */
+                 /* milliseconds used to read as a session that never ends (issue 15):
+                  * past 9999-12-31T23:59:59Z exp is not seconds, the record is invalid */
+                 {(NOW + 3600) * 1000, SESSION_INVALID},
+                 {(NOW - 3600) * 1000, SESSION_INVALID},
+                 {253402300800LL, SESSION_INVALID},
+                 {253402300799LL, SESSION_OK}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         snprintf(buf, sizeof buf, "%lld", cases[i].exp);
         const char *kv[] = {"tenant", "t", "user", "u", "exp", buf};
         assert_int_equal(parse(6, kv, &id, &exp), cases[i].want);
         assert_int_equal(exp, cases[i].exp);
         assert_int_equal(id.authenticated, cases[i].want == SESSION_OK);
+        if (cases[i].want == SESSION_INVALID)
+            assert_string_equal(id.invalid_field, "exp");
+        else
+            assert_null(id.invalid_field);
     }
     /* a malformed record is INVALID even when it is also expired */
     snprintf(buf, sizeof buf, "%lld", NOW - 10);
     const char *kv[] = {"tenant", "t t", "user", "u", "exp", buf};
     assert_int_equal(parse(6, kv, &id, &exp), SESSION_INVALID);
+}
+
+/* SESSION_INVALID says which field is wrong, for the auth_rejected audit event. */
+static void test_parse_invalid_field(void **state)
+{
+    (void)state;
+    struct session_identity id = {0};
+    int64_t exp;
+    struct {
+        int n;
+        const char *kv[8];
+        const char *field;
+    } cases[] = {
+        {4, {"tenant", "ac me", "user", "u"}, "tenant"},
+        {4, {"tenant", "t", "user", "u\r\nX: 1"}, "user"},
+        {6, {"tenant", "t", "user", "u", "mfa", "true"}, "mfa"},
+        {6, {"tenant", "t", "user", "u", "exp", "1.5"}, "exp"},
+        {6, {"tenant", "t", "user", "u", "roles", "a b"}, "roles"},
+        {4, {"user", "u", "mfa", "1"}, "tenant"},    /* missing */
+        {4, {"tenant", "t", "mfa", "1"}, "user"},    /* missing */
+        {4, {"tenant", "", "user", "u"}, "tenant"},  /* empty */
+        {4, {"TENANT", "t", "USER", "u"}, "tenant"}, /* names are exact */
+        {6, {"exp", "99999999999999", "tenant", "t", "user", "u"}, "exp"},
+        {3, {"tenant", "t", "user"}, "record"}, /* odd count */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        id.invalid_field = NULL;
+        assert_int_equal(parse(cases[i].n, cases[i].kv, &id, &exp), SESSION_INVALID);
+        assert_non_null(id.invalid_field);
+        assert_string_equal(id.invalid_field, cases[i].field);
+    }
+    redisReply *r = resp("+OK\r\n", 5); /* not a hash at all */
+    assert_int_equal(session_parse_reply(r, NOW, &id, &exp), SESSION_INVALID);
+    assert_string_equal(id.invalid_field, "record");
+    freeReplyObject(r);
+    assert_int_equal(session_parse_reply(NULL, NOW, &id, &exp), SESSION_INVALID);
+    assert_string_equal(id.invalid_field, "record");
+    /* other outcomes leave it NULL */
+    r = resp("*0\r\n", 4);
+    assert_int_equal(session_parse_reply(r, NOW, &id, &exp), SESSION_UNKNOWN);
+    assert_null(id.invalid_field);
+    freeReplyObject(r);
+    const char *ok[] = {"tenant", "t", "user", "u", "exp", "1700003600"};
+    assert_int_equal(parse(6, ok, &id, &exp), SESSION_OK);
+    assert_null(id.invalid_field);
+    const char *old[] = {"tenant", "t", "user", "u", "exp", "1600000000"};
+    assert_int_equal(parse(6, old, &id, &exp), SESSION_EXPIRED);
+    assert_null(id.invalid_field);
 }
 
 /* ---- session_value_ok / session_status_str ----------------------------- */
@@ -641,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_parse_bad_values),
         cmocka_unit_test(test_parse_field_size_limit),
         cmocka_unit_test(test_parse_expiry),
+        cmocka_unit_test(test_parse_invalid_field),
         cmocka_unit_test(test_value_ok),
         cmocka_unit_test(test_status_str),
     };
