@@ -294,9 +294,10 @@ start_proxy() { # TARGET MODE(tickets|notickets) CERT(rsa|ec) TAG
 }
 stop_proxy() { stop_pid "$MAIN_PID"; MAIN_PID=""; PROXY_PID=""; }
 
-moat_metric() { # NAME -> value (0 when absent)
+moat_metric() { # NAME [LABEL="VALUE"] -> the sum of its series (with that label), 0 when absent
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d\n", s}'
+        awk -v n="$1" -v f="${2:-}" '($1 == n || index($1, n"{") == 1) && (f == "" || index($1, f)) {s += $2}
+            END {printf "%d\n", s}'
 }
 
 # ---------------------------------------------------------------- tests
@@ -306,7 +307,7 @@ test_keepalive() { # ROUND TARGET
     "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 # warm-up
     local m2=0 m5=0 me=0
     if [ "$t" = moat ]; then
-        m2="$(moat_metric moat_responses_2xx_total)"; m5="$(moat_metric moat_responses_5xx_total)"
+        m2="$(moat_metric moat_http_requests_total 'code_class="2xx"')"; m5="$(moat_metric moat_http_requests_total 'code_class="5xx"')"
         me="$(moat_metric moat_upstream_errors_total)"
     fi
     local c0 c1 b0 b1
@@ -331,8 +332,8 @@ test_keepalive() { # ROUND TARGET
     result "$r" "$t" keepalive errors "$(( ${sockerr:-0} + ${non2xx:-0} ))"
     if [ "$t" = moat ]; then
         local d2 d5 de
-        d2=$(( $(moat_metric moat_responses_2xx_total) - m2 ))
-        d5=$(( $(moat_metric moat_responses_5xx_total) - m5 ))
+        d2=$(( $(moat_metric moat_http_requests_total 'code_class="2xx"') - m2 ))
+        d5=$(( $(moat_metric moat_http_requests_total 'code_class="5xx"') - m5 ))
         de=$(( $(moat_metric moat_upstream_errors_total) - me ))
         echo "moat counters during the run: 2xx=$d2 5xx=$d5 upstream_errors=$de (wrk: $reqs requests)" >>"$f"
         result "$r" "$t" keepalive moat_5xx "$d5"
@@ -359,7 +360,7 @@ test_h2() { # ROUND TARGET
     fi
     local m5=0 me=0
     if [ "$t" = moat ]; then
-        m5="$(moat_metric moat_responses_5xx_total)"; me="$(moat_metric moat_upstream_errors_total)"
+        m5="$(moat_metric moat_http_requests_total 'code_class="5xx"')"; me="$(moat_metric moat_upstream_errors_total)"
     fi
     local c0 c1 b0 b1
     result "$r" "$t" h2 loadavg "$(cut -d' ' -f1 /proc/loadavg)"
@@ -410,7 +411,7 @@ test_h2() { # ROUND TARGET
     echo "proxy_cpu_us=$cpu_us responses=$responses errors=$errors" >>"$f"
     if [ "$t" = moat ]; then
         local d5 de
-        d5=$(( $(moat_metric moat_responses_5xx_total) - m5 ))
+        d5=$(( $(moat_metric moat_http_requests_total 'code_class="5xx"') - m5 ))
         de=$(( $(moat_metric moat_upstream_errors_total) - me ))
         echo "moat counters during the run: 5xx=$d5 upstream_errors=$de" >>"$f"
         result "$r" "$t" h2 moat_5xx "$d5"

@@ -6,7 +6,8 @@
 #   (always)  build + run: compiler, meson, ninja, libevent, OpenSSL, hiredis, libyaml, nghttp2,
 #             cmocka, redis, python3 + pytest, curl, openssl
 #   --test    testssl.sh, sslscan (TLS scanners) and the tools they call, clang-format,
-#             python3-h2 and nghttp2-client (nghttp, h2load) for the HTTP/2 tests
+#             python3-h2 and nghttp2-client (nghttp, h2load) for the HTTP/2 tests,
+#             prometheus (promtool checks /metrics and the alert rules)
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
 #   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
@@ -21,7 +22,7 @@ pkgs=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev libhi
 for arg in "$@"; do
     case "$arg" in
         --test) pkgs+=(testssl.sh sslscan bsdmainutils procps clang-format python3-h2
-                       nghttp2-client) ;;
+                       nghttp2-client prometheus) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
         --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;

@@ -9,7 +9,7 @@
 #   --quick         1 round of 3 s
 #   --configs LIST  subset of "base auth-cache auth-nocache auth-cluster rl-local rl-global
 #                   rl-global-cluster rl-global-keys up-health up-admission"
-#   --no-build      use build-bench/moat as it is
+#   --no-build      use build-bench/moat as it is (or $MOAT_BENCH_BIN: a binary to compare)
 #   --out DIR       raw output directory (default bench-results/features-YYYYmmdd-HHMMSS)
 #
 # Configs (all moat, one worker pinned to CPU 1; wrk -t1 -c64 keep-alive, the nginx
@@ -111,7 +111,7 @@ if [ "$build" -eq 1 ]; then
     fi
     ninja -C build-bench moat >>"$RUN/build.log" 2>&1 || { echo "bench: build failed, see $RUN/build.log" >&2; exit 1; }
 fi
-MOAT="$ROOT/build-bench/moat"
+MOAT="${MOAT_BENCH_BIN:-$ROOT/build-bench/moat}" # another build to compare (with --no-build)
 [ -x "$MOAT" ] || { echo "bench: $MOAT missing" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -265,9 +265,10 @@ render_conf() { # CONFIG -> path of its yaml
     echo "$f"
 }
 
-metric() { # NAME -> value (0 when absent)
+metric() { # NAME [LABEL="VALUE"] -> the sum of its series (with that label), 0 when absent
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d\n", s}'
+        awk -v n="$1" -v f="${2:-}" '($1 == n || index($1, n"{") == 1) && (f == "" || index($1, f)) {s += $2}
+            END {printf "%d\n", s}'
 }
 
 CONFIG="" # the config running: its Redis (the single one, or the cluster's nodes)
@@ -330,9 +331,10 @@ run_one() { # ROUND CONFIG
     fi
     taskset -c 0 wrk -t1 -c64 -d2s "${hdr[@]}" "https://127.0.0.1:$MOAT_PORT/" >/dev/null 2>&1 # warm-up
     local m2 m4 m5 mh mre c0 c1 rc0 rc1
-    m2="$(metric moat_responses_2xx_total)"; m4="$(metric moat_responses_4xx_total)"
-    m5="$(metric moat_responses_5xx_total)"; mh="$(metric moat_auth_cache_hits_total)"
-    mre="$(metric moat_auth_redis_errors_total)"
+    local rq=moat_http_requests_total ae='reason="store_unavailable"'
+    m2="$(metric $rq 'code_class="2xx"')"; m4="$(metric $rq 'code_class="4xx"')"
+    m5="$(metric $rq 'code_class="5xx"')"; mh="$(metric moat_auth_cache_hits_total)"
+    mre="$(metric moat_auth_results_total "$ae")"
     local mgd mfb
     mgd="$(metric moat_ratelimit_global_decisions_total)"; mfb="$(metric moat_ratelimit_store_fallbacks_total)"
     result "$r" "$c" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
@@ -355,9 +357,9 @@ run_one() { # ROUND CONFIG
     sockerr="$(awk '/Socket errors:/ {gsub(/,/,""); print $4+$6+$8+$10}' "$f")"
     non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$f")"
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { echo "bench: wrk failed against $c:" >&2; cat "$f" >&2; exit 1; }
-    d2=$(( $(metric moat_responses_2xx_total) - m2 )); d4=$(( $(metric moat_responses_4xx_total) - m4 ))
-    d5=$(( $(metric moat_responses_5xx_total) - m5 )); dh=$(( $(metric moat_auth_cache_hits_total) - mh ))
-    dre=$(( $(metric moat_auth_redis_errors_total) - mre ))
+    d2=$(( $(metric $rq 'code_class="2xx"') - m2 )); d4=$(( $(metric $rq 'code_class="4xx"') - m4 ))
+    d5=$(( $(metric $rq 'code_class="5xx"') - m5 )); dh=$(( $(metric moat_auth_cache_hits_total) - mh ))
+    dre=$(( $(metric moat_auth_results_total "$ae") - mre ))
     local cpu_us=$(( (c1 - c0) * 1000000 / HZ )) rcpu_us=$(( (rc1 - rc0) * 1000000 / HZ ))
     local errors=$(( ${sockerr:-0} + ${non2xx:-0} ))
     echo "moat counters during the run: 2xx=$d2 4xx=$d4 5xx=$d5 auth_cache_hits=$dh auth_redis_errors=$dre" >>"$f"

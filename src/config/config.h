@@ -194,6 +194,7 @@ struct config_admission {
 
 struct config_upstream {
     char *name;
+    uint16_t metrics_slot; /* label slot of name (metrics_registry.h) */
     struct config_addr *servers;
     size_t num_servers;
     enum config_balance balance;
@@ -230,13 +231,16 @@ struct config_rate_rule {
     enum config_rl_scope scope;
     enum config_rl_on_error on_store_error;
     enum config_rl_missing missing; /* RL_KEY_HEADER: a request without the header */
+    uint16_t metrics_slot;          /* label slot of id (metrics_registry.h) */
 };
 
 enum config_auth_mode { AUTH_NONE = 0, AUTH_OPTIONAL, AUTH_REQUIRED };
 
 struct config_route {
-    char *host;        /* exact, "*.suffix", or NULL for any */
-    char *path_prefix; /* "/" matches all */
+    char *id;              /* metrics label; default "<host><path_prefix>" as written */
+    uint16_t metrics_slot; /* label slot of id (metrics_registry.h) */
+    char *host;            /* exact, "*.suffix", or NULL for any */
+    char *path_prefix;     /* "/" matches all */
     enum config_auth_mode auth;
     bool mfa_required;
     bool browser; /* 302 to login instead of 401 */

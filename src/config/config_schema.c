@@ -333,6 +333,12 @@ static void route_finish(struct config_loader *L, void *elem, size_t index, cons
         snprintf(id, sizeof id, "r%zu_%zu", index, j);
         r->rate_limits[j].id = config_loader_strdup(L, id);
     }
+    if (!r->id) { /* the metrics label: the match as written */
+        char id[1024];
+        snprintf(id, sizeof id, "%s%s", r->host ? r->host : "",
+                 r->path_prefix ? r->path_prefix : "/");
+        r->id = config_loader_strdup(L, id);
+    }
 }
 static const struct config_key match_keys[] = {
     {"host", CK_STR, OFF(RT_, host), .flags = CK_NULL, .check = config_check_host_pattern},
@@ -340,6 +346,7 @@ static const struct config_key match_keys[] = {
     CK_END};
 static const struct config_key route_keys[] = {
     {"match", CK_SECTION, 0, .keys = match_keys},
+    {"id", CK_STR, OFF(RT_, id), .flags = CK_NULL, .check = config_check_name},
     {"auth", CK_ENUM, OFF(RT_, auth), .choices = auth_modes, .def = "required"},
     {"mfa", CK_ENUM, OFF(RT_, mfa_required), .choices = mfa_modes, .flags = CK_ENUM_BOOL,
      .def = "optional"},

@@ -18,6 +18,7 @@
 #include "core/fdlimit.h"
 #include "core/listener.h"
 #include "observe/cert_audit.h"
+#include "observe/metrics.h"
 #include "observe/log.h"
 #include "tls/ocsp_updater.h"
 #include "policy/ratelimit.h"
@@ -256,7 +257,7 @@ static void audit_op(const char *event, unsigned long generation, const char *de
     audit_emit(&j);
 }
 
-static void reload(struct server *s)
+static void reload_apply(struct server *s)
 {
     log_msg(LOG_INFO, "reload: reading %s", s->path);
     struct snapshot *snap = load_snapshot(s, s->path, s->generation + 1, true);
@@ -285,6 +286,14 @@ static void reload(struct server *s)
     log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
     audit_op("config_reloaded", s->generation, NULL);
     cert_audit_loaded(s->snap->tls, s->generation, time(NULL));
+}
+
+/* A reload and its result on /metrics (moat_config_reloads_total{result}). */
+static void reload(struct server *s)
+{
+    unsigned long was = s->generation;
+    reload_apply(s);
+    metrics_reload_result(s->generation != was, s->generation);
 }
 
 static const char *signal_name(int sig)

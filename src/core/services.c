@@ -326,11 +326,20 @@ static void cache_free(struct services *svc)
     svc->auth_cache = NULL;
 }
 
+static void on_redis_latency(uint64_t us, void *arg)
+{
+    struct services *svc = arg;
+    if (svc->metrics)
+        metrics_redis_latency(svc->metrics, RR_SESSIONS, us);
+}
+
 /* Ops learn of a broken Redis (wrong password, bad certificate) even when idle. */
 static void on_redis_state(enum redis_state st, void *arg)
 {
     struct services *svc = arg;
     atomic_store(&svc->redis_up, st == REDIS_STATE_CONNECTED);
+    if (svc->metrics)
+        metrics_redis_connected(svc->metrics, RR_SESSIONS, st == REDIS_STATE_CONNECTED);
     if (st == REDIS_STATE_CONNECTING)
         return; /* reconnect attempts while down are not news */
     enum services_redis_logged now =
@@ -388,6 +397,9 @@ static int redis_init(struct services *svc, const struct config *cfg, char *err,
     if (!svc->redis)
         return -1;
     redis_client_on_state(svc->redis, on_redis_state, svc);
+    redis_client_on_latency(svc->redis, on_redis_latency, svc);
+    if (svc->metrics)
+        metrics_redis_client(svc->metrics, RR_SESSIONS, true);
     redis_client_on_sentinel(svc->redis, on_redis_sentinel, svc);
     redis_client_on_cluster(svc->redis, on_redis_cluster, svc);
     return 0;
@@ -398,6 +410,8 @@ static void redis_free(struct services *svc)
     redis_client_free(svc->redis);
     svc->redis = NULL;
     atomic_store(&svc->redis_up, false);
+    if (svc->metrics)
+        metrics_redis_client(svc->metrics, RR_SESSIONS, false);
 }
 
 static int revocation_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 
 #include "config/config.h"
 #include "observe/log.h"
+#include "observe/metrics_registry.h"
 #include "util/netutil.h"
 #include "policy/signature.h"
 #include "tls/tls.h"
@@ -110,6 +111,7 @@ struct snapshot *snapshot_build(struct config *cfg, unsigned long generation,
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    metrics_registry_assign(cfg); /* label slots of routes, pools, rules: kept across reloads */
     return s;
 fail:
     snapshot_unref(s);

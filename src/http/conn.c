@@ -16,6 +16,7 @@
 #include "observe/accesslog.h"
 #include "observe/audit_limit.h"
 #include "observe/log.h"
+#include "observe/metrics_tls.h"
 #include "config/config.h"
 #include "policy/connlimit.h"
 #include "core/membudget.h"
@@ -645,6 +646,7 @@ static void on_handshake_done(struct conn *c)
     SSL *ssl = tlsio_ssl(&c->io);
     c->peer.tls_version = tls_conn_version(ssl);
     c->peer.tls_cipher = tls_conn_cipher(ssl);
+    metrics_tls_handshake(&c->w->metrics, ssl);
     c->peer.sni = tls_conn_servername(ssl);
     char subject[512];
     if (tls_conn_peer_subject(ssl, subject, sizeof subject) >= 0)
@@ -668,7 +670,7 @@ static void on_event(void *arg, int what)
         on_handshake_done(c);
     } else if (what & (TLSIO_EOF | TLSIO_ERROR)) {
         if (c->state == CONN_HANDSHAKE)
-            metrics_inc(&c->w->metrics, M_TLS_HANDSHAKE_FAIL);
+            metrics_tls_failed(&c->w->metrics, metrics_tls_fail_reason(!(what & TLSIO_ERROR)));
         bool goodbye = SSL_get_shutdown(tlsio_ssl(&c->io)) & SSL_RECEIVED_SHUTDOWN;
         if ((what & TLSIO_EOF) && !(what & TLSIO_ERROR) && (goodbye || c->idle))
             conn_close_clean(c); /* answer close_notify with ours: the session stays valid */
@@ -697,6 +699,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
          * discarded by lingering: closing over them would reset the connection. */
         conn_close_after_flush(c);
     } else {
+        if (c->state == CONN_HANDSHAKE)
+            metrics_tls_failed(&c->w->metrics, TF_TIMEOUT);
         conn_abort(c); /* handshake, stalled output, tunnel or linger */
     }
     conn_leave(c);

@@ -38,13 +38,14 @@ void accesslog_request(struct request *r)
     if (r->logged)
         return;
     r->logged = true;
-    metrics_count_status(r->svc->metrics, r->status);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    metrics_request(r->svc->metrics, r->route ? r->route->metrics_slot : METRICS_SLOT_NONE,
+                    r->peer->h2, r->status, hist_us_between(&r->t_start, &now));
     metrics_add(r->svc->metrics, M_BYTES_OUT, (int64_t)r->bytes_out);
     if (!log_access_enabled())
         return;
     const struct client_peer *c = r->peer;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
     char line[4096];
     struct jsonw j;
     jsonw_begin(&j, line, sizeof line);

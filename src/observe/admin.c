@@ -130,9 +130,10 @@ static void on_get(struct admin *a, struct evhttp_request *req, const char *path
     if (!strcmp(path, "/metrics")) {
         int n = 0;
         struct metrics *const *sets = a->src.metrics(a->src.arg, &n);
-        metrics_render(body, sets, n);
+        struct snapshot *snap = a->src.snapshot(a->src.arg);
+        metrics_render(body, sets, n, snap);
         ratelimit_render_metrics(body);
-        upstream_report_metrics(body, a->src.snapshot(a->src.arg));
+        upstream_report_metrics(body, snap);
         reply(req, 200, "OK", "text/plain; version=0.0.4", body);
     } else if (!strcmp(path, "/healthz")) {
         evbuffer_add(body, "ok\n", 3);

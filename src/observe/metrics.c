@@ -1,6 +1,14 @@
 #include "observe/metrics.h"
 
+#include <string.h>
+#include <time.h>
+
 #include <event2/buffer.h>
+
+#include "core/snapshot.h"
+#include "observe/metrics_families.h"
+#include "observe/metrics_process.h"
+#include "observe/metrics_tls.h"
 
 static const struct {
     const char *name;
@@ -12,14 +20,8 @@ static const struct {
     [M_CONN_ACTIVE] = {"moat_connections_active", "gauge", "Client connections open now"},
     [M_CONN_REFUSED] = {"moat_connections_refused_total", "counter",
                         "Connections closed by connection limits"},
-    [M_TLS_HANDSHAKE_FAIL] = {"moat_tls_handshake_failures_total", "counter",
-                              "Failed TLS handshakes"},
-    [M_REQUESTS] = {"moat_requests_total", "counter", "Requests parsed"},
-    [M_RESP_1XX] = {"moat_responses_1xx_total", "counter", "Responses with status 1xx"},
-    [M_RESP_2XX] = {"moat_responses_2xx_total", "counter", "Responses with status 2xx"},
-    [M_RESP_3XX] = {"moat_responses_3xx_total", "counter", "Responses with status 3xx"},
-    [M_RESP_4XX] = {"moat_responses_4xx_total", "counter", "Responses with status 4xx"},
-    [M_RESP_5XX] = {"moat_responses_5xx_total", "counter", "Responses with status 5xx"},
+    [M_REQUESTS] = {"moat_requests_received_total", "counter",
+                    "Request heads parsed (answered or not; see moat_http_requests_total)"},
     [M_BYTES_IN] = {"moat_client_bytes_in_total", "counter", "Bytes received from clients"},
     [M_BYTES_OUT] = {"moat_client_bytes_out_total", "counter", "Bytes sent to clients"},
     [M_UPSTREAM_CONNECT] = {"moat_upstream_connects_total", "counter", "New upstream connections"},
@@ -30,13 +32,8 @@ static const struct {
     [M_UPSTREAM_TIMEOUT] = {"moat_upstream_timeouts_total", "counter", "Upstream timeouts (504)"},
     [M_REDIRECTS] = {"moat_redirects_total", "counter", "Plain-HTTP requests redirected to HTTPS"},
     [M_BAD_REQUESTS] = {"moat_bad_requests_total", "counter", "Requests refused as malformed"},
-    [M_AUTH_REJECTED] = {"moat_auth_rejected_total", "counter",
-                         "Requests refused by session authentication"},
     [M_AUTH_CACHE_HIT] = {"moat_auth_cache_hits_total", "counter",
                           "Session decisions served from the worker cache"},
-    [M_AUTH_REDIS_ERROR] = {"moat_auth_redis_errors_total", "counter",
-                            "Session lookups failed closed because of Redis"},
-    [M_RATELIMITED] = {"moat_ratelimited_total", "counter", "Requests refused by rate limits"},
     [M_RL_GLOBAL_DECISIONS] = {"moat_ratelimit_global_decisions_total", "counter",
                                "Global rate-limit decisions made by Redis"},
     [M_RL_GLOBAL_CALLS] =
@@ -73,30 +70,84 @@ static const struct {
                                    "Redis Cluster slot maps received (CLUSTER SLOTS)"},
 };
 
-void metrics_count_status(struct metrics *m, int status)
+/* Written by the main thread only (reload), read by it too (admin). */
+static struct {
+    _Atomic uint64_t ok, failed, last_ok_s, generation;
+} reloads;
+
+void metrics_reload_result(bool ok, uint64_t generation)
 {
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5)
-        metrics_inc(m, (enum metric)(M_RESP_1XX + cls - 1));
+    atomic_store(&reloads.generation, generation);
+    if (!ok) {
+        atomic_fetch_add(&reloads.failed, 1);
+        return;
+    }
+    atomic_fetch_add(&reloads.ok, 1);
+    atomic_store(&reloads.last_ok_s, (uint64_t)time(NULL));
 }
 
-void metrics_render(struct evbuffer *out, struct metrics *const *sets, int n)
+uint64_t metrics_sum_at(struct metrics *const *sets, int n, size_t off)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += atomic_load_explicit((const _Atomic uint64_t *)((const char *)sets[i] + off),
+                                    memory_order_relaxed);
+    return sum;
+}
+
+void metrics_family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_plain(struct evbuffer *out, struct metrics *const *sets, int n)
 {
     for (int k = 0; k < M_COUNT; k++) {
-        uint64_t sum = 0;
-        for (int i = 0; i < n; i++)
-            sum += atomic_load_explicit(&sets[i]->v[k], memory_order_relaxed);
-        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", metric_info[k].name,
-                            metric_info[k].help, metric_info[k].name, metric_info[k].type,
-                            metric_info[k].name, (unsigned long long)sum);
+        uint64_t sum = METRICS_SUM(sets, n, v[k]);
+        metrics_family(out, metric_info[k].name, metric_info[k].type, metric_info[k].help);
+        evbuffer_add_printf(out, "%s %llu\n", metric_info[k].name, (unsigned long long)sum);
     }
+}
+
+static void render_config(struct evbuffer *out, const struct snapshot *snap)
+{
+    metrics_family(out, "moat_config_generation", "gauge",
+                   "Generation of the live configuration (1 at start, +1 per successful reload)");
+    uint64_t gen = snap ? snap->generation : atomic_load(&reloads.generation);
+    evbuffer_add_printf(out, "moat_config_generation %llu\n", (unsigned long long)gen);
+    metrics_family(out, "moat_config_reloads_total", "counter", "Configuration reloads by result");
+    evbuffer_add_printf(out,
+                        "moat_config_reloads_total{result=\"success\"} %llu\n"
+                        "moat_config_reloads_total{result=\"failure\"} %llu\n",
+                        (unsigned long long)atomic_load(&reloads.ok),
+                        (unsigned long long)atomic_load(&reloads.failed));
+    uint64_t last = atomic_load(&reloads.last_ok_s);
+    metrics_family(out, "moat_config_last_reload_success_timestamp_seconds", "gauge",
+                   "Unix time the live configuration was loaded (start or last successful reload)");
+    evbuffer_add_printf(out, "moat_config_last_reload_success_timestamp_seconds %llu\n",
+                        (unsigned long long)(last ? last : metrics_process_start_time()));
+}
+
+void metrics_render(struct evbuffer *out, struct metrics *const *sets, int n,
+                    const struct snapshot *snap)
+{
+    render_plain(out, sets, n);
+    metrics_families_render(out, sets, n);
+    metrics_tls_render(out, sets, n, snap ? snap->tls : NULL);
+    render_config(out, snap);
+    metrics_process_render(out);
+}
+
+static const char *escape_of(char c)
+{
+    return c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : NULL;
 }
 
 void metrics_label_value(struct evbuffer *out, const char *v)
 {
     const char *start = v;
     for (; *v; v++) {
-        const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
+        const char *esc = escape_of(*v);
         if (!esc)
             continue;
         evbuffer_add(out, start, (size_t)(v - start));
@@ -104,4 +155,24 @@ void metrics_label_value(struct evbuffer *out, const char *v)
         start = v + 1;
     }
     evbuffer_add(out, start, (size_t)(v - start));
+}
+
+size_t metrics_label_value_buf(char *buf, size_t len, const char *v)
+{
+    size_t k = 0;
+    if (len == 0)
+        return 0;
+    for (; *v; v++) {
+        const char *esc = escape_of(*v);
+        size_t w = esc ? 2 : 1;
+        if (k + w >= len)
+            break;
+        if (esc)
+            memcpy(buf + k, esc, 2);
+        else
+            buf[k] = *v;
+        k += w;
+    }
+    buf[k] = '\0';
+    return k;
 }

@@ -67,10 +67,21 @@ static void url_encode(const char *s, size_t n, char *out, size_t cap)
     out[k] = '\0';
 }
 
+/* The metrics label of a session status (the enums list them in the same order). */
+static enum metrics_auth_reason auth_reason(enum session_status st)
+{
+    _Static_assert(AN_OK == (int)SESSION_OK && AN_MISSING == (int)SESSION_MISSING &&
+                       AN_MALFORMED == (int)SESSION_MALFORMED &&
+                       AN_UNKNOWN == (int)SESSION_UNKNOWN && AN_EXPIRED == (int)SESSION_EXPIRED &&
+                       AN_INVALID == (int)SESSION_INVALID && AN_MFA == (int)SESSION_MFA,
+                   "metrics_auth_reason follows session_status");
+    return (enum metrics_auth_reason)st;
+}
+
 /* 401 for API clients, a 302 to the login page for browser routes, 403 for MFA. */
 static void reject(struct request *r, enum session_status why)
 {
-    metrics_inc(r->svc->metrics, M_AUTH_REJECTED);
+    metrics_auth(r->svc->metrics, AR_REJECTED, auth_reason(why));
     r->error = session_status_str(why);
     audit_reject(r, why);
     if (why == SESSION_MFA) {
@@ -131,7 +142,7 @@ static enum phase_result store_unavailable(struct request *r, const char *why)
         r->ident.authenticated = true;
         return decide(r, st); /* the route's MFA requirement still holds */
     }
-    metrics_inc(svc->metrics, M_AUTH_REDIS_ERROR);
+    metrics_auth(svc->metrics, AR_ERROR, AN_STORE_UNAVAILABLE);
     log_store_unavailable(svc, why);
     if (r->route->auth == AUTH_OPTIONAL) {
         memset(r->ident.tenant, 0, sizeof r->ident.tenant);
@@ -149,9 +160,12 @@ static enum phase_result decide(struct request *r, enum session_status st)
 {
     if (st == SESSION_OK && r->route->mfa_required && !r->ident.mfa)
         st = SESSION_MFA;
-    if (st == SESSION_OK)
+    if (st == SESSION_OK) {
+        metrics_auth(r->svc->metrics, AR_ACCEPTED, AN_OK);
         return PHASE_CONTINUE;
+    }
     if (r->route->auth == AUTH_OPTIONAL && st != SESSION_MFA) {
+        metrics_auth(r->svc->metrics, AR_ANONYMOUS, auth_reason(st));
         r->ident.authenticated = false;
         return PHASE_CONTINUE;
     }
@@ -261,8 +275,10 @@ enum phase_result auth_phase(struct request *r)
     struct http1_str token = {0};
     enum session_status st =
         session_token_find(sess_cfg(r), r->h.headers, r->h.num_headers, &token);
-    if (st == SESSION_MISSING && r->route->auth == AUTH_OPTIONAL)
+    if (st == SESSION_MISSING && r->route->auth == AUTH_OPTIONAL) {
+        metrics_auth(r->svc->metrics, AR_ANONYMOUS, AN_MISSING);
         return PHASE_CONTINUE;
+    }
     if (st != SESSION_OK)
         return decide(r, st);
     session_token_hash(token, r->ident.token_sha, r->ident.token_hash);

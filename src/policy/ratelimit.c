@@ -137,6 +137,7 @@ static void respond_missing_header(struct request *r, const struct config_rate_r
 {
     char body[160];
     snprintf(body, sizeof body, "missing header %s", rule->header);
+    metrics_ratelimit(r->svc->metrics, rule->metrics_slot, RLR_REJECTED);
     r->error = "rate limit: missing header";
     request_respond(r, 400, NULL, body, false);
 }
@@ -149,6 +150,7 @@ static uint64_t ceil_seconds(uint64_t ms)
 static void remember(struct request *r, const struct config_rate_rule *rule, uint64_t remaining,
                      uint64_t reset_ms)
 {
+    metrics_ratelimit(r->svc->metrics, rule->metrics_slot, RLR_ALLOWED);
     if (r->rl.have && remaining >= r->rl.remaining)
         return;
     r->rl.have = true;
@@ -207,7 +209,7 @@ static void respond_429(struct request *r, const struct config_rate_rule *rule,
     int n = snprintf(extra, sizeof extra, "Retry-After: %llu\r\n",
                      (unsigned long long)(ceil_seconds(retry_ms) ? ceil_seconds(retry_ms) : 1));
     format_headers(extra + n, sizeof extra - (size_t)n, rule, 0, reset_ms);
-    metrics_inc(r->svc->metrics, M_RATELIMITED);
+    metrics_ratelimit(r->svc->metrics, rule->metrics_slot, RLR_REJECTED);
     audit_rejection(r, rule, key);
     r->error = "rate limited";
     request_respond(r, 429, extra, "rate limit exceeded", false);
@@ -243,9 +245,12 @@ static bool store_fallback(struct request *r, const struct config_rate_rule *rul
 {
     report_store(true);
     metrics_inc(r->svc->metrics, M_RL_STORE_FALLBACK);
-    if (rule->on_store_error == RL_ON_ERROR_ALLOW)
+    if (rule->on_store_error == RL_ON_ERROR_ALLOW) {
+        metrics_ratelimit(r->svc->metrics, rule->metrics_slot, RLR_ALLOWED);
         return true;
+    }
     if (rule->on_store_error == RL_ON_ERROR_DENY) {
+        metrics_ratelimit(r->svc->metrics, rule->metrics_slot, RLR_ERROR);
         r->error = "rate limit store unavailable";
         request_respond(r, 503, "Retry-After: 1\r\n", "rate limit store unavailable", false);
         return false;

@@ -558,6 +558,18 @@ static void on_cluster(enum redis_cluster_event ev, void *arg)
         metrics_inc(g->svc->metrics, M_REDIS_CLUSTER_REFRESHES);
 }
 
+static void on_state(enum redis_state st, void *arg)
+{
+    struct rl_global *g = arg;
+    metrics_redis_connected(g->svc->metrics, RR_RATELIMIT, st == REDIS_STATE_CONNECTED);
+}
+
+static void on_latency(uint64_t us, void *arg)
+{
+    struct rl_global *g = arg;
+    metrics_redis_latency(g->svc->metrics, RR_RATELIMIT, us);
+}
+
 struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
                                 const struct redis_options *o, char *err, size_t errlen)
 {
@@ -580,6 +592,9 @@ struct rl_global *rl_global_new(struct services *svc, const struct config *cfg,
         return NULL;
     }
     redis_client_on_cluster(g->rc, on_cluster, g);
+    redis_client_on_state(g->rc, on_state, g);
+    redis_client_on_latency(g->rc, on_latency, g);
+    metrics_redis_client(svc->metrics, RR_RATELIMIT, true);
     return g;
 }
 
@@ -591,7 +606,8 @@ void rl_global_free(struct rl_global *g)
     if (g->beat)
         event_free(g->beat);
     redis_client_free(g->rc); /* calls in flight end with an error */
-    while (g->out) {          /* never sent: they fail the same way */
+    metrics_redis_client(g->svc->metrics, RR_RATELIMIT, false);
+    while (g->out) { /* never sent: they fail the same way */
         struct group *gr = g->out;
         g->out = gr->next_out;
         table_remove(gr);

@@ -58,6 +58,13 @@ uint64_t redis_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t redis_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static struct timeval ms_tv(uint64_t ms)
 {
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
@@ -274,8 +281,11 @@ static int dispatch_reply(struct redis_client *c, redisReply *r)
     unsigned gen = c->gen;
     if (p->kind != PK_USER)
         handshake_reply(c, p->kind, r);
-    else if (p->fn)
+    else if (p->fn) {
+        if (c->latency_fn)
+            c->latency_fn(redis_now_us() - p->sent_us, c->latency_arg);
         p->fn(r, NULL, p->arg);
+    }
     /* Sentinel mode: a write refused by a replica means the master moved under
      * this connection (the command got its error reply; the others fail now). */
     bool readonly = c->sentinel && r->type == REDIS_REPLY_ERROR && r->str &&
@@ -467,6 +477,7 @@ static struct redis_pending *enqueue(struct redis_client *c, enum pending_kind k
     p->kind = kind;
     p->replies_left = 1;
     p->deadline_ms = redis_now_ms() + c->timeout_ms;
+    p->sent_us = c->latency_fn ? redis_now_us() : 0;
     pending_append(c, p);
     if (c->state == REDIS_STATE_CONNECTED && !evtimer_pending(c->cmd_ev, NULL))
         redis_timer_arm(c->cmd_ev, c->timeout_ms);
@@ -563,6 +574,12 @@ void redis_client_on_sentinel(struct redis_client *c,
 {
     c->sentinel_fn = fn;
     c->sentinel_arg = arg;
+}
+
+void redis_client_on_latency(struct redis_client *c, void (*fn)(uint64_t, void *), void *arg)
+{
+    c->latency_fn = fn;
+    c->latency_arg = arg;
 }
 
 void redis_client_on_cluster(struct redis_client *c, void (*fn)(enum redis_cluster_event, void *),

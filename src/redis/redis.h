@@ -203,6 +203,10 @@ void redis_cancel(struct redis_pending *p);
 void redis_client_on_state(struct redis_client *c, void (*fn)(enum redis_state, void *arg),
                            void *arg);
 
+/* Latency hook: called with the time from sending a command to its reply, for
+ * every reply delivered to a callback (not for cancelled or failed commands). */
+void redis_client_on_latency(struct redis_client *c, void (*fn)(uint64_t us, void *arg), void *arg);
+
 /* Push hook: messages arriving outside of a command reply (pubsub "message",
  * "pmessage", "smessage" arrays, and surplus (un)subscribe confirmations on a
  * subscribed connection). msg is freed after the hook returns. Without a hook

@@ -29,6 +29,7 @@ struct redis_pending {
     redis_reply_fn fn; /* NULL once cancelled */
     void *arg;
     uint64_t deadline_ms; /* monotonic */
+    uint64_t sent_us;     /* monotonic, for the latency hook */
     int replies_left;     /* (P|S)SUBSCRIBE a b c: 3 confirmations, one callback */
     bool subscription;    /* a (un)subscribe command: its replies are confirmations */
     enum pending_kind kind;
@@ -78,6 +79,8 @@ struct redis_client {
     void *push_arg;
     void (*connect_fn)(struct redis_client *, void *);
     void *connect_arg;
+    void (*latency_fn)(uint64_t us, void *); /* cluster: copied to the node clients */
+    void *latency_arg;
 
     /* sentinel mode (redis_sentinel.c); NULL in single mode */
     struct redis_sentinel *sentinel;
@@ -102,6 +105,7 @@ static const char ERR_SHUTDOWN[] = "shutdown";
 /* ---- redis.c ------------------------------------------------------------ */
 
 uint64_t redis_now_ms(void); /* monotonic */
+uint64_t redis_now_us(void); /* monotonic */
 void redis_timer_arm(struct event *ev, uint64_t ms);
 void redis_set_error(struct redis_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -301,7 +301,10 @@ static struct redis_client *conn_new(struct redis_cluster *cl, const char *host,
         .max_reply_bytes = max_reply,
         .ping_interval_ms = ping_ms,
     };
-    return redis_client_new(o->base, &opt, err, errlen);
+    struct redis_client *c = redis_client_new(o->base, &opt, err, errlen);
+    if (c) /* the owner's command latency covers the commands its nodes run */
+        redis_client_on_latency(c, o->latency_fn, o->latency_arg);
+    return c;
 }
 
 static void emit(struct redis_cluster *cl, enum redis_cluster_event ev)

@@ -107,6 +107,16 @@ static void fail(struct request *r, int status, const char *why)
     request_respond(r, status, NULL, NULL, false);
 }
 
+/* moat_upstream_response_duration_seconds: admission to the pool until the response head. */
+static void observe_head_time(struct request *r)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    metrics_upstream_head(r->svc->metrics,
+                          r->upstream ? r->upstream->metrics_slot : METRICS_SLOT_NONE,
+                          hist_us_between(&r->t_upstream_start, &now));
+}
+
 static void finish_exchange(struct request *r)
 {
     struct upstream_conn *uc = r->uc;
@@ -497,6 +507,7 @@ static int read_response_head(struct request *r)
             return -1;
         }
         upstream_outcome(r->uc, resp.status < 500);
+        observe_head_time(r);
         r->resp_in = resp.framing.body;
         r->resp_remaining = resp.framing.content_length;
         r->up_keep_alive = resp.framing.keep_alive;

@@ -823,6 +823,19 @@ def metrics(m):
     return out
 
 
+def metric_sum(mt, family, **labels):
+    """The sum of family's series in mt (a metrics() dict) whose labels include labels."""
+    total = 0.0
+    for key, value in mt.items():
+        name, _, rest = key.partition("{")
+        if name != family:
+            continue
+        pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+        if all(pairs.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
 def audit_events(m, event):
     """The audit-log entries of a Moat whose "event" is event, in order."""
     return [e for e in m.audit_log() if e.get("event") == event]

@@ -247,7 +247,7 @@ def test_redis_killed_then_restarted(upstream, start_moat, redis_factory):
     for _ in range(4):
         assert get(m.https_port, "/echo", token=tok).status == 200
     seen = len(up.requests())
-    errors0 = metrics(m).get("moat_auth_redis_errors_total", 0)
+    errors0 = moatctl.metric_sum(metrics(m), "moat_auth_results_total", result="error", reason="store_unavailable")
 
     r.kill()
     time.sleep(1.2)  # past cache_ttl: no worker has a fresh decision left
@@ -261,7 +261,7 @@ def test_redis_killed_then_restarted(upstream, start_moat, redis_factory):
                 assert resp.header("Retry-After"), resp
     assert statuses == [503] * 50, statuses
     assert len(up.requests()) == seen, "a request reached the upstream while Redis was down"
-    assert metrics(m)["moat_auth_redis_errors_total"] - errors0 >= 50
+    assert moatctl.metric_sum(metrics(m), "moat_auth_results_total", result="error", reason="store_unavailable") - errors0 >= 50
     assert get(m.https_port, "/public/ok").status == 200
     assert_store_error_logged(m, "session store unavailable")
 

@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 
 from authutil import Client, auth_overrides, get, identity, poll, raw_file, wait_sessions_ready
-from moatctl import audit_events, metrics
+from moatctl import audit_events, metric_sum, metrics
 from redisutil import call as rcall
 from redisutil import delete_session, new_token, put_session, session_key
 
@@ -286,9 +286,12 @@ def test_metrics_count_rejections_and_cache_hits(env):
         for _ in range(5):
             assert c.get("/echo", token=tok).status == 200
     m1 = metrics(env.m)
-    assert m1["moat_auth_rejected_total"] - m0.get("moat_auth_rejected_total", 0) == 3
+    auth = "moat_auth_results_total"
+    assert metric_sum(m1, auth, result="rejected") - metric_sum(m0, auth, result="rejected") == 3
+    assert metric_sum(m1, auth, result="rejected", reason="unknown") - \
+        metric_sum(m0, auth, result="rejected", reason="unknown") == 3
     assert m1["moat_auth_cache_hits_total"] - m0.get("moat_auth_cache_hits_total", 0) >= 4
-    assert m1.get("moat_auth_redis_errors_total", 0) == m0.get("moat_auth_redis_errors_total", 0)
+    assert metric_sum(m1, auth, result="error") == metric_sum(m0, auth, result="error")
 
 
 def test_revoked_session_stops_within_cache_ttl(upstream, start_moat, redis_server):

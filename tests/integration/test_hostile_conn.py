@@ -146,7 +146,7 @@ def wait_quiet(m, probe, stable=1.0, timeout=30.0):
     last, since = -10, time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = metrics(m)["moat_requests_total"] - len(probe.lat)
+        n = metrics(m)["moat_requests_received_total"] - len(probe.lat)
         if abs(n - last) > 1:
             last, since = n, time.monotonic()
         elif time.monotonic() - since >= stable:
@@ -264,7 +264,7 @@ print(got)
 def run_flood_with_probe(m, path, seconds=6.0):
     """Floods one connection with pipelined requests to path while a probe (another client,
     new TLS connection per request) runs; returns (probe, requests moat answered)."""
-    before = metrics(m)["moat_requests_total"]
+    before = metrics(m)["moat_requests_received_total"]
     probe = hostile.LatencyProbe(m.https_port, path="/healthz", pause=0.05, timeout=30)
     flood = moatctl.subprocess.Popen([moatctl.PYTHON, "-c", FLOOD_CLIENT, str(m.https_port),
                                       str(seconds), moatctl.CA, path],
@@ -280,7 +280,7 @@ def run_flood_with_probe(m, path, seconds=6.0):
             flood.kill()
             flood.wait()
     assert flood.returncode == 0, err
-    answered = metrics(m)["moat_requests_total"] - before - len(probe.lat)
+    answered = metrics(m)["moat_requests_received_total"] - before - len(probe.lat)
     return probe, int(answered)
 
 

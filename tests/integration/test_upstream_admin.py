@@ -372,7 +372,7 @@ def test_metrics_upstream_series(upstream, moat_factory):
     assert series(text, "moat_upstream_queue_depth", pool="app") == 0
     assert series(text, "moat_upstream_all_down_total", pool="app") == 0
     # the workers' counters are still there
-    assert "moat_requests_total" in text
+    assert "moat_requests_received_total" in text
     set_drain(m, a.addr)
     text = metrics_text(m)
     assert series(text, "moat_upstream_server_up", pool="app", server=a.addr) == 0

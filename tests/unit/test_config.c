@@ -408,6 +408,32 @@ static void test_values_stored(void **state)
     config_unref(c);
 }
 
+/* routes[].id, the metrics label: as given, else the match as written. */
+static void test_route_id_defaults(void **state)
+{
+    struct config *c =
+        load_ok("listen: { https: [], http: [] }\n"
+                "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                "routes:\n"
+                "  - { id: api-v1, match: { path_prefix: /v1 }, upstream: app, auth: none }\n"
+                "  - { match: { host: a.example, path_prefix: /x }, upstream: app,"
+                " auth: none }\n"
+                "  - { upstream: app, auth: none }\n");
+    assert_string_equal(c->routes[0].id, "api-v1");
+    assert_string_equal(c->routes[1].id, "a.example/x");
+    assert_string_equal(c->routes[2].id, "/");
+    config_unref(c);
+    struct config_errors errs = {0};
+    assert_null(config_load_string("t.yaml",
+                                   "listen: { https: [], http: [] }\n"
+                                   "upstreams: { app: { servers: [\"127.0.0.1:9000\"] } }\n"
+                                   "routes: [ { id: \"a b\", upstream: app, auth: none } ]\n",
+                                   false, &errs));
+    assert_true(errs.count >= 1);
+    assert_non_null(strstr(errs.msgs[0], "routes[0].id"));
+    config_errors_free(&errs);
+}
+
 static void test_rate_rule_defaults(void **state)
 {
     struct config *c = load_ok("listen: { https: [], http: [] }\n"
@@ -1236,6 +1262,7 @@ int main(void)
         cmocka_unit_test(test_values_stored),
         cmocka_unit_test(test_memory_budget_keys),
         cmocka_unit_test(test_rate_rule_defaults),
+        cmocka_unit_test(test_route_id_defaults),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_out_of_range),
