@@ -7,7 +7,8 @@
 #             cmocka, redis, python3 + pytest, curl, openssl
 #   --test    testssl.sh, sslscan (TLS scanners) and the tools they call, clang-format,
 #             python3-h2 and nghttp2-client (nghttp, h2load) for the HTTP/2 tests,
-#             prometheus (promtool checks /metrics and the alert rules)
+#             prometheus (promtool checks /metrics and the alert rules), rsyslog +
+#             rsyslog-openssl (the syslog receiver of test_syslog.py)
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
 #   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
@@ -22,7 +23,7 @@ pkgs=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev libhi
 for arg in "$@"; do
     case "$arg" in
         --test) pkgs+=(testssl.sh sslscan bsdmainutils procps clang-format python3-h2
-                       nghttp2-client prometheus) ;;
+                       nghttp2-client prometheus rsyslog rsyslog-openssl) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
         --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;

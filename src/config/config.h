@@ -292,12 +292,36 @@ struct config_ratelimit {
     char *key_prefix; /* prefix of the Redis keys */
 };
 
+enum syslog_transport { SYSLOG_UDP, SYSLOG_TCP, SYSLOG_TLS };
+
+/* log.syslog: a copy of the access and audit streams to an RFC 5424 receiver
+ * (observe/syslog.h, docs/logging.md). */
+struct config_syslog {
+    struct config_addr address;  /* host:port */
+    int transport;               /* enum syslog_transport */
+    char *ca_file;               /* TLS: PEM CA bundle; NULL: the system store */
+    char *server_name;           /* TLS: the name verified; NULL: the address host */
+    char *cert_file;             /* TLS client certificate, or NULL */
+    char *key_file;              /* its key */
+    int facility;                /* 0..23 (local0 = 16) */
+    char *app_name;              /* APP-NAME */
+    char *hostname;              /* HOSTNAME; NULL: gethostname() */
+    char **streams;              /* "access", "audit" */
+    size_t num_streams;          /* 0: none (the section is then only validated) */
+    size_t queue;                /* bytes held in memory */
+    char *spool_dir;             /* NULL: no disk spool */
+    uint64_t spool_max;          /* bytes on disk */
+    size_t max_datagram;         /* UDP: longer messages are cut */
+    uint64_t connect_timeout_ms; /* TCP connect + TLS handshake */
+    uint64_t write_timeout_ms;   /* output pending without progress */
+};
+
 struct config_log {
     char *access; /* "stdout", "stderr", a path, or NULL/"off" */
     char *audit;
     char *audit_key_file; /* HMAC key of the audit chain (observe/audit_chain.h); NULL: no chain */
-    struct config_addr syslog_address; /* text NULL: off */
-    bool syslog_tls;
+    bool syslog_enabled;  /* a log.syslog section is given */
+    struct config_syslog syslog;
     char *level;       /* "info" | "debug" | "warn" | "error" */
     char *format;      /* operational messages: "text" | "json" */
     bool access_query; /* the query string in access-log lines (it may carry secrets) */

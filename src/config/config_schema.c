@@ -404,10 +404,45 @@ static const struct config_key ratelimit_keys[] = {
 #undef RL_
 
 #define LG_ struct config_log
+#define SL_ struct config_syslog
+static const struct config_enum syslog_transports[] = {
+    {"udp", SYSLOG_UDP}, {"tcp", SYSLOG_TCP}, {"tls", SYSLOG_TLS}, {NULL, 0}};
+static const struct config_enum syslog_facilities[] = {
+    {"kern", 0},      {"user", 1},    {"mail", 2},    {"daemon", 3},  {"auth", 4},
+    {"syslog", 5},    {"lpr", 6},     {"news", 7},    {"uucp", 8},    {"cron", 9},
+    {"authpriv", 10}, {"ftp", 11},    {"local0", 16}, {"local1", 17}, {"local2", 18},
+    {"local3", 19},   {"local4", 20}, {"local5", 21}, {"local6", 22}, {"local7", 23},
+    {NULL, 0}};
 static const struct config_key syslog_keys[] = {
-    {"address", CK_ADDR, OFF(LG_, syslog_address), .flags = CK_REQUIRED},
-    {"tls", CK_BOOL, OFF(LG_, syslog_tls), .def = "true"},
+    {"address", CK_ADDR, OFF(SL_, address), .flags = CK_REQUIRED},
+    {"transport", CK_ENUM, OFF(SL_, transport), .choices = syslog_transports, .def = "tls"},
+    {"ca_file", CK_STR, OFF(SL_, ca_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
+     .check = config_check_no_controls},
+    {"server_name", CK_STR, OFF(SL_, server_name), .flags = CK_NULL,
+     .check = config_check_hostname},
+    {"cert_file", CK_STR, OFF(SL_, cert_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
+     .check = config_check_no_controls},
+    {"key_file", CK_STR, OFF(SL_, key_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
+     .check = config_check_no_controls},
+    {"facility", CK_ENUM, OFF(SL_, facility), .choices = syslog_facilities, .def = "local0"},
+    {"app_name", CK_STR, OFF(SL_, app_name), .check = config_check_syslog_name, .def = "moat"},
+    {"hostname", CK_STR, OFF(SL_, hostname), .flags = CK_NULL, .check = config_check_hostname},
+    {"streams", CK_STRS, OFF(SL_, streams), OFF(SL_, num_streams), .flags = CK_NULL,
+     .check = config_check_syslog_stream, .def = "access,audit"},
+    {"queue", CK_SIZE, OFF(SL_, queue), .min = 65536, .max = (int64_t)1 << 30, .def = "4MiB",
+     .flags = CK_BYTES},
+    {"spool_dir", CK_STR, OFF(SL_, spool_dir), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
+     .check = config_check_no_controls},
+    {"spool_max", CK_U64, OFF(SL_, spool_max), .min = 1 << 20, .max = (int64_t)1 << 40,
+     .def = "64MiB", .flags = CK_BYTES},
+    {"max_datagram", CK_SIZE, OFF(SL_, max_datagram), .min = 480, .max = 65000, .def = "2048",
+     .flags = CK_BYTES},
+    {"connect_timeout", CK_DURATION, OFF(SL_, connect_timeout_ms), .min = 100, .max = 5 * MS_M,
+     .def = "5s"},
+    {"write_timeout", CK_DURATION, OFF(SL_, write_timeout_ms), .min = 100, .max = 5 * MS_M,
+     .def = "10s"},
     CK_END};
+#undef SL_
 static const struct config_key log_keys[] = {
     {"access", CK_STR, OFF(LG_, access), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls, .def = "stdout"},
@@ -415,7 +450,8 @@ static const struct config_key log_keys[] = {
      .check = config_check_no_controls, .def = "/var/log/moat/audit.log"},
     {"audit_key_file", CK_STR, OFF(LG_, audit_key_file), .flags = CK_NULL | CK_NONEMPTY | CK_PATH,
      .check = config_check_no_controls},
-    {"syslog", CK_SECTION, 0, .keys = syslog_keys, .flags = CK_NULL},
+    {"syslog", CK_SECTION, OFF(LG_, syslog), OFF(LG_, syslog_enabled), .keys = syslog_keys,
+     .flags = CK_NULL | CK_PRESENT},
     {"level", CK_STR, OFF(LG_, level), .choices = log_levels, .def = "info"},
     {"format", CK_STR, OFF(LG_, format), .choices = log_formats, .def = "text"},
     {"access_query", CK_BOOL, OFF(LG_, access_query), .def = "false"},

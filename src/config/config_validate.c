@@ -381,14 +381,34 @@ static void derive_upstreams(struct config *c)
     }
 }
 
-/* Keys the schema knows but moat does not do yet: refused rather than silently ignored. */
-static void validate_unsupported(struct config_loader *L, const struct config *c)
+/* log.syslog: a network address, and TLS files only where TLS is spoken. */
+static void validate_syslog(struct config_loader *L, const struct config *c)
 {
-    if (c->log.syslog_address.text)
-        config_loader_error(L, config_pos_of(L, &c->log.syslog_address, &c->log, CONFIG_POS_ROOT),
-                            "log.syslog",
-                            "not supported yet: use log.audit (a file or stderr) "
-                            "and forward it with the host's syslog daemon");
+    const struct config_syslog *sl = &c->log.syslog;
+    if (!c->log.syslog_enabled)
+        return;
+    if (sl->address.path)
+        config_loader_error(L, config_pos_of(L, &sl->address, sl, CONFIG_POS_ROOT),
+                            "log.syslog.address",
+                            "must be host:port (unix sockets are not "
+                            "supported)");
+    if (!sl->cert_file != !sl->key_file)
+        config_loader_error(
+            L,
+            config_pos_of(L, sl->cert_file ? (void *)&sl->cert_file : (void *)&sl->key_file, sl,
+                          CONFIG_POS_ROOT),
+            sl->cert_file ? "log.syslog.cert_file" : "log.syslog.key_file",
+            "cert_file and key_file must be given together");
+    const char *tls_only = sl->ca_file ? "ca_file" : sl->cert_file ? "cert_file" : NULL;
+    if (sl->transport != SYSLOG_TLS && tls_only) {
+        char path[64];
+        snprintf(path, sizeof path, "log.syslog.%s", tls_only);
+        config_loader_error(
+            L,
+            config_pos_of(L, sl->ca_file ? (void *)&sl->ca_file : (void *)&sl->cert_file, sl,
+                          CONFIG_POS_ROOT),
+            path, "only used with transport: tls");
+    }
 }
 
 static void validate_sessions_hsts(struct config_loader *L, const struct config *c)
@@ -429,7 +449,7 @@ static void validate_sections(struct config_loader *L, struct config *c,
                               const struct upstream_index *ix)
 {
     validate_redis(L, c);
-    validate_unsupported(L, c);
+    validate_syslog(L, c);
     derive_upstreams(c);
     validate_sessions_hsts(L, c);
     for (size_t i = 0; i < c->num_upstreams; i++) {

@@ -457,3 +457,19 @@ const char *config_check_alpn(const char *s)
     return strcmp(s, "h2") == 0 || strcmp(s, "http/1.1") == 0 ? NULL
                                                               : "must be \"h2\" or \"http/1.1\"";
 }
+
+const char *config_check_syslog_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 48)
+        return "must be 1 to 48 characters";
+    for (; *s; s++)
+        if ((unsigned char)*s < 33 || (unsigned char)*s > 126)
+            return "must be printable ASCII without spaces";
+    return NULL;
+}
+
+const char *config_check_syslog_stream(const char *s)
+{
+    return strcmp(s, "access") && strcmp(s, "audit") ? "must be access or audit" : NULL;
+}

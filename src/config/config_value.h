@@ -60,5 +60,8 @@ const char *config_check_cidr(const char *s);
 /* An ALPN protocol moat speaks: "h2" or "http/1.1". */
 const char *config_check_alpn(const char *s);
 const char *config_check_no_controls(const char *s);
+/* log.syslog: an RFC 5424 APP-NAME (1..48 printable ASCII) and a stream name. */
+const char *config_check_syslog_name(const char *s);
+const char *config_check_syslog_stream(const char *s);
 
 #endif

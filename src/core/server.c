@@ -19,6 +19,7 @@
 #include "core/listener.h"
 #include "observe/cert_audit.h"
 #include "observe/metrics.h"
+#include "observe/syslog.h"
 #include "observe/log.h"
 #include "tls/ocsp_updater.h"
 #include "policy/ratelimit.h"
@@ -575,6 +576,7 @@ out:
     if (rc == 0)
         audit_op("stop", s.generation, NULL);
     audit_chain_close(); /* the head, for the next start: no thread writes audit events now */
+    syslog_shutdown();   /* sends or spools what is queued, the stop event included */
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");
     return rc;

@@ -14,6 +14,7 @@
 #include "core/listener.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
+#include "observe/syslog.h"
 #include "policy/ratelimit.h"
 #include "upstream/upstream_report.h"
 #include "util/jsonw.h"
@@ -133,6 +134,7 @@ static void on_get(struct admin *a, struct evhttp_request *req, const char *path
         struct snapshot *snap = a->src.snapshot(a->src.arg);
         metrics_render(body, sets, n, snap);
         ratelimit_render_metrics(body);
+        syslog_render_metrics(body);
         upstream_report_metrics(body, snap);
         reply(req, 200, "OK", "text/plain; version=0.0.4", body);
     } else if (!strcmp(path, "/healthz")) {

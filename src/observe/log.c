@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "observe/audit_chain.h"
+#include "observe/syslog.h"
 #include "policy/signature.h"
 #include "util/jsonw.h"
 
@@ -169,6 +170,14 @@ int log_open(const struct config_log *cfg, char *err, size_t errlen)
             close(a);
         goto out;
     }
+    /* syslog before the files are swapped: its refusal keeps every target as it was */
+    if (syslog_configure(cfg->syslog_enabled ? &cfg->syslog : NULL, err, errlen) < 0) {
+        if (a >= 0)
+            close(a);
+        if (b >= 0)
+            close(b);
+        goto out;
+    }
     install(&access_fd, a);
     install(&audit_fd, b);
     log_set_level(cfg->level);
@@ -215,22 +224,28 @@ void log_access_flush(struct log_buffer *b)
     int fd = atomic_load_explicit(&access_fd, memory_order_relaxed);
     if (b->len && fd >= 0)
         write_all(fd, b->buf, b->len);
+    if (b->len)
+        syslog_submit(SYSLOG_ACCESS, b->buf, b->len);
     b->len = 0;
 }
 
 int log_access_enabled(void)
 {
-    return atomic_load_explicit(&access_fd, memory_order_relaxed) >= 0;
+    return atomic_load_explicit(&access_fd, memory_order_relaxed) >= 0 ||
+           syslog_wants(SYSLOG_ACCESS);
 }
 
 void log_access_append(struct log_buffer *b, const char *line, size_t len)
 {
-    if (atomic_load_explicit(&access_fd, memory_order_relaxed) < 0)
+    if (!log_access_enabled())
         return;
     if (b->len + len > b->cap)
         log_access_flush(b);
     if (len > b->cap) {
-        write_all(atomic_load(&access_fd), line, len);
+        int fd = atomic_load(&access_fd);
+        if (fd >= 0)
+            write_all(fd, line, len);
+        syslog_submit(SYSLOG_ACCESS, line, len);
         return;
     }
     memcpy(b->buf + b->len, line, len);
@@ -240,7 +255,9 @@ void log_access_append(struct log_buffer *b, const char *line, size_t len)
 int log_audit_write(const char *line, size_t len)
 {
     int fd = atomic_load_explicit(&audit_fd, memory_order_relaxed);
-    if (fd < 0)
-        return 0; /* off: nothing to lose */
-    return write_all(fd, line, len);
+    int rc = fd < 0 ? 0 : write_all(fd, line, len); /* off: nothing to lose */
+    /* in chain order (the caller holds its lock), and only a line the chain keeps */
+    if (rc == 0)
+        syslog_submit(SYSLOG_AUDIT, line, len);
+    return rc;
 }

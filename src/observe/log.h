@@ -6,6 +6,8 @@
  * one write() per line, because they are rare and must not be lost.
  * Log files are reopened on reload (log rotation) without changing their file
  * descriptor numbers, so workers never write to a closed descriptor.
+ * With log.syslog, both streams are also handed to the syslog sender (syslog.h) at
+ * the same points: each access-log flush, each audit line.
  */
 #ifndef MOAT_LOG_H
 #define MOAT_LOG_H

@@ -15,7 +15,8 @@ Every fixture of the suite is here (none is imported into a test module):
 upstream, capture_upstream (upstream_server.py processes); moat_factory / start_moat,
 proxy, fleet (moat processes); redis_server, redis_factory, redis_sentinels, redis_cluster
 (redis-server, sentinel and cluster processes),
-fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS).
+fake_redis (a misbehaving Redis in threads), redis_certs (a PKI for Redis over TLS),
+rsyslog (rsyslogd receivers, syslogutil.py).
 """
 
 import os
@@ -27,6 +28,7 @@ import pytest
 import moatctl
 import redisutil
 import rlutil
+import syslogutil
 import tlsutil
 
 
@@ -232,3 +234,22 @@ def fleet(tmp_path):
         crashed = f.stop_all()
     if crashed:
         pytest.fail("\n".join(crashed), pytrace=False)
+
+
+@pytest.fixture
+def rsyslog(tmp_path):
+    """Factory: rsyslog(transport="tcp", port=None, certs=None, start=True) ->
+    syslogutil.Rsyslog (a real rsyslogd on 127.0.0.1); every one is stopped by PID at
+    teardown, also when the test stopped or restarted it."""
+    made = []
+
+    def make(transport="tcp", port=None, certs=None, start=True):
+        r = syslogutil.Rsyslog(tmp_path, transport, port=port, certs=certs)
+        made.append(r)
+        return r.start() if start else r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.stop()

@@ -375,7 +375,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->log.access, "stdout");
     /* its own destination, not stderr with the operational messages (issue 16) */
     assert_string_equal(c->log.audit, "/var/log/moat/audit.log");
-    assert_null(c->log.syslog_address.text);
+    assert_false(c->log.syslog_enabled);
     assert_string_equal(c->log.level, "info");
     assert_string_equal(c->log.format, "text");
     assert_false(c->log.access_query);
@@ -812,15 +812,20 @@ static void test_null_sections(void **state)
 {
     struct config *c = load_ok(BASE "redis: null\nlog: { syslog: ~ }\ntenants:\n");
     assert_false(c->redis_enabled);
-    assert_null(c->log.syslog_address.text);
+    assert_false(c->log.syslog_enabled);
     config_unref(c);
-    expect_errors(BASE "log: { syslog: { tls: false } }\n",
+    expect_errors(BASE "log: { syslog: { transport: udp } }\n",
                   "t.yaml:4:16: log.syslog.address: required key is missing", NULL);
-    /* accepted by the schema but not implemented: refused, never silently ignored */
-    expect_errors(BASE "log: { syslog: { address: \"127.0.0.1:6514\" } }\n",
-                  "t.yaml:4:27: log.syslog: not supported yet: use log.audit (a file or stderr) "
-                  "and forward it with the host's syslog daemon",
-                  NULL);
+    c = load_ok(BASE "log: { syslog: { address: \"127.0.0.1:6514\" } }\n");
+    assert_true(c->log.syslog_enabled);
+    assert_int_equal(c->log.syslog.transport, SYSLOG_TLS);
+    assert_int_equal(c->log.syslog.facility, 16);
+    assert_int_equal(c->log.syslog.queue, 4 << 20);
+    assert_int_equal(c->log.syslog.num_streams, 2);
+    config_unref(c);
+    expect_errors(BASE "log: { syslog: { address: \"127.0.0.1:514\", transport: udp, "
+                       "ca_file: ca.pem } }\n",
+                  "t.yaml:4:69: log.syslog.ca_file: only used with transport: tls", NULL);
     /* a quoted "null" is a string, not a null */
     c = load_ok(BASE "log: { access: \"null\" }\n");
     assert_string_equal(c->log.access, "null");
