@@ -4,11 +4,12 @@
 #   scripts/install-deps.sh [--test] [--bench] [--fuzz]
 #
 #   (always)  build + run: compiler, meson, ninja, libevent, OpenSSL, hiredis, libyaml, nghttp2,
-#             cmocka, redis, python3 + pytest, curl, openssl
+#             libsystemd (sd_notify), cmocka, redis, python3 + pytest, curl, openssl
 #   --test    testssl.sh, sslscan (TLS scanners) and the tools they call, clang-format,
 #             python3-h2 and nghttp2-client (nghttp, h2load) for the HTTP/2 tests,
-#             prometheus (promtool checks /metrics and the alert rules), rsyslog +
-#             rsyslog-openssl (the syslog receiver of test_syslog.py)
+#             prometheus (promtool checks /metrics and the alert rules), mmdebstrap (the
+#             container image's root file system), systemd (systemd-analyze verify) and
+#             rsyslog + rsyslog-openssl (the syslog receiver of test_syslog.py)
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
 #   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
@@ -18,15 +19,15 @@
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev libhiredis-dev
-      libyaml-dev libnghttp2-dev libcmocka-dev redis-server redis-tools python3 python3-pytest
-      curl openssl ca-certificates)
+      libyaml-dev libnghttp2-dev libsystemd-dev libcmocka-dev redis-server redis-tools python3
+      python3-pytest curl openssl ca-certificates)
 for arg in "$@"; do
     case "$arg" in
         --test) pkgs+=(testssl.sh sslscan bsdmainutils procps clang-format python3-h2
-                       nghttp2-client prometheus rsyslog rsyslog-openssl) ;;
+                       nghttp2-client prometheus mmdebstrap systemd rsyslog rsyslog-openssl) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
         --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "install-deps: unknown option $arg (want --test, --bench, --fuzz)" >&2; exit 2 ;;
     esac
 done

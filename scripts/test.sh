@@ -203,7 +203,7 @@ fi
 # SANITIZER_TESTS="test_a.py test_b.py" in the environment replaces the list.
 default_sanitizer_tests=(
     test_core_proxy.py test_core_limits.py test_core_websocket.py
-    test_core_upstream_errors.py test_core_signals.py
+    test_core_upstream_errors.py test_core_signals.py test_ops_reload.py test_ops_upgrade.py
     test_core_tls.py test_tls_mtls.py test_upstream_tls.py
     test_auth_sessions.py test_auth_redis.py
     test_identity_forwarded.py test_identity_signature.py

@@ -349,8 +349,9 @@ struct config_listen {
 
 struct config {
     atomic_int refs;
-    char *path;  /* the file it came from */
-    int workers; /* resolved: "auto" -> number of cores */
+    char *path;           /* the file it came from */
+    int workers;          /* resolved: "auto" -> number of cores */
+    char *control_socket; /* unix socket for `moat -s`, or NULL (none) */
     struct config_listen listen;
     struct config_tls tls;
     struct config_hsts hsts;

@@ -479,6 +479,7 @@ static const struct config_key http2_keys[] = {
 const struct config_key config_root_keys[] = {
     {"workers", CK_INT, OFF(CF_, workers), .min = 1, .max = 1024, .flags = CK_AUTO, .def = "auto"},
     {"listen", CK_SECTION, OFF(CF_, listen), .keys = listen_keys},
+    {"control_socket", CK_STR, OFF(CF_, control_socket), .flags = CK_NULL | CK_NONEMPTY | CK_PATH},
     {"tls", CK_SECTION, OFF(CF_, tls), .keys = tls_keys},
     {"hsts", CK_SECTION, OFF(CF_, hsts), .keys = hsts_keys},
     {"redis", CK_SECTION, OFF(CF_, redis), OFF(CF_, redis_enabled), .keys = redis_keys,

@@ -3,7 +3,8 @@
  *
  * Every worker gets its own socket on each address (SO_REUSEPORT), so the kernel
  * spreads connections across workers without a shared accept lock. Opened on the
- * main thread so that a port in use is reported before anything starts.
+ * main thread so that a port in use is reported before anything starts; which
+ * worker holds which socket is listener_set.h's table.
  *
  * When accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the
  * connection stays in the backlog and the socket stays readable: a level-triggered

@@ -10,8 +10,10 @@
 #include <nghttp2/nghttp2.h>
 #include <yaml.h>
 
+#include "core/control.h"
 #include "core/server.h"
 #include "observe/audit_verify.h"
+#include "observe/healthcheck.h"
 
 /* Exit status for a command-line error (as BSD's EX_USAGE family and GNU tools: 2). */
 #define EXIT_USAGE 2
@@ -19,14 +21,22 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moat -c FILE [-t]\n"
+               "       moat -s reload|upgrade -c FILE\n"
+               "       moat --healthcheck -c FILE\n"
                "       moat audit-verify [--key FILE]... FILE...\n"
                "       moat -V | -h\n"
                "  -c, --config FILE  the configuration file (required: there is no default)\n"
                "  -t, --test         validate the configuration (files included) and exit 0/1\n"
+               "  -s, --signal CMD   tell the moat running with FILE's control_socket to\n"
+               "                     reload (it reads its own config file again) or upgrade\n"
+               "                     (start the binary again, hand over the sockets, drain);\n"
+               "                     prints what changed or every error, exit 0/1\n"
+               "  --healthcheck      ask the running moat's listen.admin for /readyz (2 s):\n"
+               "                     exit 0 when ready, 1 with the reason otherwise\n"
                "  -V, --version      print the version and the library versions in use\n"
                "  -h, --help         print this help\n"
                "signals: SIGHUP reloads; SIGTERM, SIGINT and SIGQUIT drain and exit 0;\n"
-               "SIGUSR1 reopens the log files; SIGUSR2 is ignored (binary upgrade: not yet)\n");
+               "SIGUSR1 reopens the log files; SIGUSR2 upgrades the binary (as -s upgrade)\n");
 }
 
 static void print_versions(void)
@@ -43,20 +53,32 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                              {"test", no_argument, NULL, 't'},
+                                             {"signal", required_argument, NULL, 's'},
+                                             {"healthcheck", no_argument, NULL, 'H'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *path = NULL;
-    int check = 0, opt;
+    const char *path = NULL, *cmd = NULL;
+    int check = 0, health = 0, opt;
     if (argc > 1 && !strcmp(argv[1], "audit-verify"))
         return audit_verify_main(argc - 2, argv + 2);
-    while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:ts:Vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
             break;
         case 't':
             check = 1;
+            break;
+        case 's':
+            cmd = optarg;
+            if (strcmp(cmd, "reload") && strcmp(cmd, "upgrade")) {
+                fprintf(stderr, "moat: -s takes reload or upgrade, not '%s'\n", cmd);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'H':
+            health = 1;
             break;
         case 'V':
             print_versions();
@@ -81,5 +103,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (check && health) {
+        fprintf(stderr, "moat: -t and --healthcheck exclude each other\n");
+        return EXIT_USAGE;
+    }
+    if (health)
+        return healthcheck_run(path);
+    if (cmd)
+        return control_client(path, cmd);
     return check ? server_check(path) : server_run(path);
 }

@@ -1,4 +1,5 @@
 #include "core/server.h"
+#include "core/server_state.h"
 
 #include <signal.h>
 #include <stdarg.h>
@@ -17,10 +18,15 @@
 #include "config/config.h"
 #include "core/fdlimit.h"
 #include "core/listener.h"
+#include "core/listener_set.h"
+#include "core/topology.h"
+#include "core/control.h"
+#include "core/upgrade.h"
+#include "core/notify.h"
 #include "observe/cert_audit.h"
-#include "observe/metrics.h"
-#include "observe/syslog.h"
 #include "observe/log.h"
+#include "observe/syslog.h"
+#include "observe/metrics.h"
 #include "tls/ocsp_updater.h"
 #include "policy/ratelimit.h"
 #include "core/snapshot.h"
@@ -32,42 +38,34 @@
 #include "util/jsonw.h"
 #include "util/monotime.h"
 
-#define MAX_WORKERS 256
 /* While draining, how often the main thread looks whether every worker is done. */
 #define EXIT_POLL_MS 50
 
 /* Every signal moat handles; the others keep their default action. */
 static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
-#define NUM_SIGNALS (sizeof handled_signals / sizeof handled_signals[0])
+_Static_assert(sizeof handled_signals / sizeof handled_signals[0] == NUM_SIGNALS,
+               "server_state.h: NUM_SIGNALS");
 
-struct server {
-    struct event_base *base;
-    char *path;
-    struct snapshot *snap;
-    struct worker *workers[MAX_WORKERS];
-    struct metrics *metrics[MAX_WORKERS];
-    int num_workers;
-    struct admin *admin;
-    struct event *ev_sig[NUM_SIGNALS], *ev_rotate, *ev_sweep;
-    struct event *ev_exit; /* while draining: polls the workers (EXIT_POLL_MS) */
-    bool draining;
-    struct tls_ticket_store *tickets; /* shared by every generation: resumption survives reloads */
-    struct ocsp_updater *ocsp;        /* when tls.ocsp_fetch */
-    struct health_checker *checker;   /* active upstream health checks */
-    uint64_t rotate_ms;
-    unsigned long generation;
-    time_t cert_check_at; /* next daily check for certificates near their end (cert_audit.h) */
-};
+/* Appends a line to the reload result (the control socket's answer). */
+static void result_add(struct server *s, const char *msg)
+{
+    size_t n = strlen(s->result);
+    snprintf(s->result + n, sizeof s->result - n, "%s%s", n ? "\n" : "", msg);
+}
 
 /* Retired ticket keys kept for decryption after a rotation. */
 #define TICKET_KEYS_PREVIOUS 2
 
-static void report(bool to_log, const char *path, const char *msg)
+/* An error of a config being loaded: stderr at startup, else the log and the reload result. */
+static void report(struct server *s, bool to_log, const char *path, const char *msg)
 {
+    char line[1024];
+    snprintf(line, sizeof line, "%s%s%s", path ? path : "", path ? ": " : "", msg);
     if (to_log)
-        log_msg(LOG_ERROR, "%s: %s", path, msg);
+        log_msg(LOG_ERROR, "%s", line);
     else
-        fprintf(stderr, "%s: %s\n", path, msg);
+        fprintf(stderr, "%s\n", line);
+    result_add(s, line);
 }
 
 static void report_warning(bool to_log, const char *msg)
@@ -86,7 +84,7 @@ static int ensure_tickets(struct server *s, const struct config *cfg, bool to_lo
     char err[256];
     s->tickets = tls_tickets_new(cfg->tls.ticket_key_file, TICKET_KEYS_PREVIOUS, err, sizeof err);
     if (!s->tickets) {
-        report(to_log, "tls.session_tickets", err);
+        report(s, to_log, "tls.session_tickets", err);
         return -1;
     }
     return 0;
@@ -99,12 +97,8 @@ static struct snapshot *load_snapshot(struct server *s, const char *path, unsign
     struct config_errors errs = {0};
     struct config *cfg = config_load(path, &errs);
     if (!cfg) {
-        for (size_t i = 0; i < errs.count; i++) {
-            if (to_log)
-                log_msg(LOG_ERROR, "%s", errs.msgs[i]);
-            else
-                fprintf(stderr, "%s\n", errs.msgs[i]);
-        }
+        for (size_t i = 0; i < errs.count; i++)
+            report(s, to_log, NULL, errs.msgs[i]);
         config_errors_free(&errs);
         return NULL;
     }
@@ -118,7 +112,7 @@ static struct snapshot *load_snapshot(struct server *s, const char *path, unsign
     char err[512] = "";
     struct snapshot *snap = snapshot_build(cfg, generation, s->tickets, err, sizeof err);
     if (!snap)
-        report(to_log, path, err);
+        report(s, to_log, path, err);
     return snap;
 }
 
@@ -186,8 +180,8 @@ static void pools_unavailable(const struct snapshot *snap, char *why, size_t len
 
 /*
  * /readyz: ready unless draining, a worker's session client is not connected
- * to Redis (with a redis: section: authenticated routes would answer 503), or
- * a routed pool has no server up. Reads atomics only.
+ * to Redis (with a redis: section: authenticated routes would answer 503), Redis
+ * or a routed pool has no server up. Reads atomics only.
  */
 static bool admin_ready(void *arg, char *why, size_t len)
 {
@@ -213,21 +207,6 @@ static struct snapshot *admin_snapshot(void *arg)
 {
     struct server *s = arg;
     return s->snap;
-}
-
-static bool same_listeners(const struct config *a, const struct config *b)
-{
-    if (a->listen.num_https != b->listen.num_https || a->listen.num_http != b->listen.num_http ||
-        a->workers != b->workers || !a->listen.admin.text != !b->listen.admin.text ||
-        (a->listen.admin.text && strcmp(a->listen.admin.text, b->listen.admin.text)))
-        return false;
-    for (size_t i = 0; i < a->listen.num_https; i++)
-        if (strcmp(a->listen.https[i].text, b->listen.https[i].text))
-            return false;
-    for (size_t i = 0; i < a->listen.num_http; i++)
-        if (strcmp(a->listen.http[i].text, b->listen.http[i].text))
-            return false;
-    return true;
 }
 
 static void schedule_rotation(struct server *s);
@@ -258,8 +237,105 @@ static void audit_op(const char *event, unsigned long generation, const char *de
     audit_emit(&j);
 }
 
-static void reload_apply(struct server *s)
+/* Workers for cfg ("auto" is resolved by the loader), at most MAX_WORKERS. */
+static int worker_count(const struct config *cfg)
 {
+    return cfg->workers < 1 ? 1 : cfg->workers > MAX_WORKERS ? MAX_WORKERS : cfg->workers;
+}
+
+static struct admin_source admin_src(struct server *s)
+{
+    return (struct admin_source){
+        .metrics = admin_metrics, .ready = admin_ready, .snapshot = admin_snapshot, .arg = s};
+}
+
+/* A changed listen.admin: the new listener opens (*out) before the old one closes. */
+static int plan_admin(struct server *s, const struct config *cfg, struct admin **out, char *err,
+                      size_t errlen)
+{
+    const struct config_addr *a = &s->snap->cfg->listen.admin, *b = &cfg->listen.admin;
+    *out = s->admin;
+    if (!a->text == !b->text && (!a->text || !strcmp(a->text, b->text)))
+        return 0;
+    struct admin_source src = admin_src(s);
+    *out = b->text ? admin_start(s->base, &cfg->listen, &src, err, errlen) : NULL;
+    return !b->text || *out ? 0 : -1;
+}
+
+/* Workers [n, num_workers) stop accepting (their sockets went to the others) and drain. */
+static void retire_workers(struct server *s, int n)
+{
+    for (int i = n; i < s->num_workers; i++) {
+        worker_post_handover(s->workers[i]);
+        if (s->num_retired == MAX_WORKERS) /* many shrinks within a drain timeout: wait */
+            worker_join_and_free(s->workers[i]);
+        else
+            s->retired[s->num_retired++] = s->workers[i];
+        s->workers[i] = NULL;
+        s->metrics[i] = NULL;
+    }
+    s->num_workers = n;
+}
+
+static void describe_admin(const struct config *a, const struct config *b, char *buf, size_t len)
+{
+    const char *x = a->listen.admin.text, *y = b->listen.admin.text;
+    size_t n = strlen(buf);
+    if (!x != !y || (x && strcmp(x, y)))
+        snprintf(buf + n, len - n, "%slisten.admin %s -> %s", n ? ", " : "", x ? x : "null",
+                 y ? y : "null");
+}
+
+/*
+ * The listeners, worker count and admin listener of snap's config: everything
+ * that can fail (a port in use, a thread) is done first; on failure nothing
+ * has changed. what receives the changes for the result line.
+ */
+static int apply_topology(struct server *s, struct snapshot *snap, char *what, size_t len)
+{
+    char err[512];
+    int old_n = s->num_workers, new_n = worker_count(snap->cfg);
+    struct lset next;
+    struct admin *na;
+    if (lset_plan(&s->lset, &snap->cfg->listen, old_n, new_n, &next, err, sizeof err) < 0)
+        goto fail;
+    if (plan_admin(s, snap->cfg, &na, err, sizeof err) < 0) {
+        lset_discard(&next, &s->lset, 0, 0);
+        goto fail;
+    }
+    if (new_n > old_n &&
+        topology_spawn(s->workers, s->metrics, &next, snap, old_n, new_n, err, sizeof err) < 0) {
+        lset_discard(&next, &s->lset, old_n, new_n);
+        if (na != s->admin)
+            admin_stop(na);
+        goto fail;
+    }
+    topology_commit(s->workers, old_n, new_n, &s->lset, &next);
+    if (new_n > old_n)
+        s->num_workers = new_n;
+    retire_workers(s, new_n);
+    lset_describe(&s->lset, &next, what, len);
+    lset_free(&s->lset);
+    s->lset = next;
+    describe_admin(s->snap->cfg, snap->cfg, what, len);
+    if (na != s->admin) {
+        admin_stop(s->admin);
+        s->admin = na;
+    }
+    if (new_n != old_n)
+        snprintf(what + strlen(what), len - strlen(what), "%sworkers %d -> %d", what[0] ? ", " : "",
+                 old_n, new_n);
+    return 0;
+fail:
+    log_msg(LOG_ERROR, "reload: %s; keeping generation %lu", err, s->generation);
+    result_add(s, err);
+    return -1;
+}
+
+static void reload(struct server *s)
+{
+    s->result[0] = '\0';
+    s->result_ok = false;
     log_msg(LOG_INFO, "reload: reading %s", s->path);
     struct snapshot *snap = load_snapshot(s, s->path, s->generation + 1, true);
     if (!snap) {
@@ -268,12 +344,16 @@ static void reload_apply(struct server *s)
         audit_op("config_rejected", s->generation, "invalid configuration (errors in the log)");
         return;
     }
+    char what[2048] = "";
+    if (apply_topology(s, snap, what, sizeof what) < 0) {
+        snapshot_unref(snap);
+        audit_op("config_rejected", s->generation, "listeners or workers could not be applied");
+        return;
+    }
     char err[256];
     if (log_open(&snap->cfg->log, err, sizeof err) < 0)
         log_msg(LOG_ERROR, "reload: log: %s (keeping the previous log targets)", err);
     fdlimit_apply(snap->cfg); /* limits.max_connections may have grown */
-    if (!same_listeners(s->snap->cfg, snap->cfg))
-        log_msg(LOG_WARN, "reload: changes to listen addresses or workers need a restart");
     s->generation++;
     if (snap->tls && s->snap->tls)
         tls_policy_ocsp_inherit(snap->tls, s->snap->tls); /* keep staples fetched so far */
@@ -284,17 +364,28 @@ static void reload_apply(struct server *s)
     s->snap = snap;
     health_checker_set(s->checker, snap);
     schedule_rotation(s);
-    log_msg(LOG_INFO, "reload: generation %lu is live", s->generation);
+    snprintf(s->result, sizeof s->result, "generation %lu is live%s%s", s->generation,
+             what[0] ? ": " : "", what);
+    s->result_ok = true;
+    log_msg(LOG_INFO, "reload: %s", s->result);
     audit_op("config_reloaded", s->generation, NULL);
     cert_audit_loaded(s->snap->tls, s->generation, time(NULL));
 }
 
-/* A reload and its result on /metrics (moat_config_reloads_total{result}). */
-static void reload(struct server *s)
+/* A reload between RELOADING=1 and READY=1 for the service manager, whatever its result
+ * (systemd holds the unit in "reloading" until READY=1); STATUS= tells which it was. */
+void server_reload(struct server *s)
 {
     unsigned long was = s->generation;
-    reload_apply(s);
+    notify_reloading();
+    reload(s);
     metrics_reload_result(s->generation != was, s->generation);
+    if (s->generation != was)
+        notify_status("generation %lu live (reloaded)", s->generation);
+    else
+        notify_status("reload refused (reasons in the log); generation %lu still serves",
+                      s->generation);
+    notify_ready();
 }
 
 static const char *signal_name(int sig)
@@ -331,17 +422,25 @@ static void on_exit_poll(evutil_socket_t fd, short what, void *arg)
  * accepting and finish what is in flight. The main loop keeps running until
  * they are done, so that the admin listener answers /readyz "draining".
  */
-static void start_drain(struct server *s, int sig)
+void server_drain(struct server *s, int sig)
 {
     if (s->draining) {
         log_msg(LOG_INFO, "%s: already draining", signal_name(sig));
         return;
     }
     s->draining = true;
+    if (!s->handed_over) { /* else the service goes on in the new process */
+        notify_status("draining (%s)", signal_name(sig));
+        notify_stopping();
+    }
     log_msg(LOG_INFO, "%s: draining (up to %llu ms)", signal_name(sig),
             (unsigned long long)s->snap->cfg->limits.drain_timeout_ms);
-    for (int i = 0; i < s->num_workers; i++)
-        worker_post_stop(s->workers[i]);
+    for (int i = 0; i < s->num_workers; i++) {
+        if (s->handed_over) /* the new process accepts from the same sockets */
+            worker_post_handover(s->workers[i]);
+        else
+            worker_post_stop(s->workers[i]);
+    }
     struct timeval tv = {0, EXIT_POLL_MS * 1000};
     if (!s->ev_exit || event_add(s->ev_exit, &tv) < 0)
         event_base_loopbreak(s->base); /* shutdown_all() joins them all the same */
@@ -363,19 +462,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct server *s = arg;
     switch (sig) {
     case SIGHUP:
-        if (s->draining)
-            log_msg(LOG_WARN, "SIGHUP: ignored while draining");
+        if (s->draining || s->upgrade) /* an upgrade's new process may hold old sockets */
+            log_msg(LOG_WARN, "SIGHUP: ignored while %s",
+                    s->draining ? "draining" : "an upgrade is in progress");
         else
-            reload(s);
+            server_reload(s);
         return;
     case SIGUSR1:
         reopen_logs(s);
         return;
     case SIGUSR2:
-        log_msg(LOG_WARN, "SIGUSR2: binary upgrade is not supported yet; ignored");
+        server_upgrade(s, NULL);
         return;
     default:
-        start_drain(s, (int)sig);
+        server_drain(s, (int)sig);
     }
 }
 
@@ -391,6 +491,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
     ratelimit_sweep(); /* idle rate-limit keys are full again: dropping them is exact */
+    upgrade_reap();
+    for (int i = 0; i < s->num_retired; i++) /* workers a reload removed, once drained */
+        if (worker_exited(s->retired[i])) {
+            worker_join_and_free(s->retired[i]);
+            s->retired[i--] = s->retired[--s->num_retired];
+        }
     time_t now = time(NULL);
     if (s->cert_check_at && now >= s->cert_check_at) {
         cert_audit_expiry(s->snap->tls, now);
@@ -409,68 +515,23 @@ static void schedule_rotation(struct server *s)
     event_add(s->ev_rotate, &tv);
 }
 
-/* Fails when anything (another moat too) is bound to one of the addresses. */
-static int probe_all(const struct config_listen *l, char *err, size_t errlen)
-{
-    char name[48];
-    for (size_t i = 0; i < l->num_https; i++) {
-        snprintf(name, sizeof name, "listen.https[%zu]", i);
-        if (listener_probe(&l->https[i], name, err, errlen) < 0)
-            return -1;
-    }
-    for (size_t i = 0; i < l->num_http; i++) {
-        snprintf(name, sizeof name, "listen.http[%zu]", i);
-        if (listener_probe(&l->http[i], name, err, errlen) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int open_fds(const struct config_addr *addrs, size_t n, int *fds, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < n; i++) {
-        fds[i] = listener_open(&addrs[i], true, err, errlen);
-        if (fds[i] < 0) {
-            while (i-- > 0)
-                close(fds[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int start_workers(struct server *s)
+/* Opens (or adopts, inh) the listening sockets and starts the workers on them. */
+static int start_workers(struct server *s, struct lset_inherit *inh)
 {
     const struct config *cfg = s->snap->cfg;
     char err[512];
-    int n = cfg->workers < 1 ? 1 : cfg->workers > MAX_WORKERS ? MAX_WORKERS : cfg->workers;
-    if (probe_all(&cfg->listen, err, sizeof err) < 0)
+    int n = worker_count(cfg);
+    if (lset_open(&s->lset, &cfg->listen, n, inh, err, sizeof err) < 0)
         goto fail;
-    for (int i = 0; i < n; i++) {
-        int hf[CONFIG_MAX_LISTEN], pf[CONFIG_MAX_LISTEN];
-        if (open_fds(cfg->listen.https, cfg->listen.num_https, hf, err, sizeof err) < 0)
-            goto fail;
-        if (open_fds(cfg->listen.http, cfg->listen.num_http, pf, err, sizeof err) < 0) {
-            for (size_t k = 0; k < cfg->listen.num_https; k++)
-                close(hf[k]);
-            goto fail;
-        }
-        struct worker *w = worker_new(i, s->snap, hf, cfg->listen.num_https, pf,
-                                      cfg->listen.num_http, err, sizeof err);
-        if (!w)
-            goto fail;
-        s->workers[s->num_workers] = w;
-        s->metrics[s->num_workers++] = &w->metrics;
+    if (topology_spawn(s->workers, s->metrics, &s->lset, s->snap, 0, n, err, sizeof err) < 0) {
+        lset_free(&s->lset);
+        goto fail;
     }
-    for (int i = 0; i < s->num_workers; i++) {
-        if (worker_start(s->workers[i]) < 0) {
-            snprintf(err, sizeof err, "cannot start worker thread %d", i);
-            goto fail;
-        }
-    }
+    s->num_workers = n;
     return 0;
 fail:
     log_msg(LOG_ERROR, "%s", err);
+    result_add(s, err);
     return -1;
 }
 
@@ -497,8 +558,7 @@ static int start_admin(struct server *s)
     const struct config_listen *l = &s->snap->cfg->listen;
     if (!l->admin.text)
         return 0;
-    struct admin_source src = {
-        .metrics = admin_metrics, .ready = admin_ready, .snapshot = admin_snapshot, .arg = s};
+    struct admin_source src = admin_src(s);
     char err[512];
     s->admin = admin_start(s->base, l, &src, err, sizeof err);
     if (!s->admin) {
@@ -515,7 +575,14 @@ static void shutdown_all(struct server *s)
         worker_join_and_free(s->workers[i]);
     }
     s->num_workers = 0;
+    for (int i = 0; i < s->num_retired; i++)
+        worker_join_and_free(s->retired[i]);
+    s->num_retired = 0;
+    lset_free(&s->lset);
     admin_stop(s->admin);
+    control_stop(s->control);
+    upgrade_abort(s->upgrade);
+    upgrade_child_done();
     ocsp_updater_stop(s->ocsp);
     health_checker_free(s->checker);
     for (size_t i = 0; i < NUM_SIGNALS; i++)
@@ -534,18 +601,44 @@ static void shutdown_all(struct server *s)
         event_base_free(s->base);
 }
 
-int server_run(const char *path)
+/*
+ * Admin and control listeners. A normal start opens them before any worker accepts
+ * (before: a second instance on the admin port fails before it serves a request); a
+ * new process of an upgrade opens them once the old one has closed them (upgrade.h),
+ * after its workers, and serves without them rather than not at all.
+ */
+static int start_listeners(struct server *s, bool before_workers)
+{
+    bool upgraded = s->upgrade_fd >= 0;
+    if (before_workers)
+        return upgraded ? 0 : start_admin(s) < 0 || server_start_control(s) < 0 ? -1 : 0;
+    if (!upgraded)
+        return 0; /* opened before the workers */
+    upgrade_child_ready(s->upgrade_fd, s->base);
+    s->upgrade_fd = -1;
+    log_msg(LOG_INFO, "upgrade: process %d took over the listening sockets", (int)getpid());
+    if (start_admin(s) < 0 || server_start_control(s) < 0)
+        log_msg(LOG_ERROR, "upgrade: serving without the admin or control listener");
+    return 0;
+}
+
+static int serve(const char *path, int upgrade_fd, struct lset_inherit *inh)
 {
     struct server s = {0};
     s.path = (char *)path;
     s.generation = 1;
+    s.upgrade_fd = upgrade_fd;
     signal(SIGPIPE, SIG_IGN);
     s.snap = load_snapshot(&s, path, s.generation, false);
-    if (!s.snap)
+    if (!s.snap) {
+        upgrade_child_failed(upgrade_fd, s.result);
         return 1;
+    }
     char err[256];
     if (log_open(&s.snap->cfg->log, err, sizeof err) < 0) {
         fprintf(stderr, "%s: log: %s\n", path, err);
+        snprintf(s.result, sizeof s.result, "%s: log: %s", path, err);
+        upgrade_child_failed(upgrade_fd, s.result);
         snapshot_unref(s.snap);
         return 1;
     }
@@ -556,7 +649,8 @@ int server_run(const char *path)
         fprintf(stderr, "%s: ratelimit.max_keys: cannot allocate the key table\n", path);
         goto out;
     }
-    if (!s.base || setup_events(&s) < 0 || start_admin(&s) < 0 || start_workers(&s) < 0)
+    if (!s.base || setup_events(&s) < 0 || start_listeners(&s, true) < 0 ||
+        start_workers(&s, inh) < 0 || start_listeners(&s, false) < 0)
         goto out;
     update_ocsp(&s, s.snap);
     s.checker = health_checker_new(s.base);
@@ -567,11 +661,18 @@ int server_run(const char *path)
             MOAT_VERSION, s.num_workers, s.snap->cfg->listen.num_https,
             s.snap->cfg->listen.num_http, s.generation);
     audit_op("start", s.generation, NULL);
+    if (upgrade_fd < 0) { /* an upgrade's new process is not the main one yet: notify.h */
+        notify_status("generation %lu live: %d workers", s.generation, s.num_workers);
+        notify_ready(); /* listeners bound, workers running: connections queue until accepted */
+    }
     cert_audit_loaded(s.snap->tls, s.generation, time(NULL));
     s.cert_check_at = time(NULL) + 86400;
     event_base_dispatch(s.base);
     rc = 0;
 out:
+    if (s.upgrade_fd >= 0)
+        upgrade_child_failed(s.upgrade_fd,
+                             s.result[0] ? s.result : "the start failed (see its log)");
     shutdown_all(&s);
     if (rc == 0)
         audit_op("stop", s.generation, NULL);
@@ -579,5 +680,20 @@ out:
     syslog_shutdown();   /* sends or spools what is queued, the stop event included */
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");
+    return rc;
+}
+
+int server_run(const char *path)
+{
+    struct lset_inherit inh = {0};
+    char err[256];
+    upgrade_init();
+    int fd = upgrade_child_begin(&inh, err, sizeof err);
+    if (fd == -2) {
+        fprintf(stderr, "moat: %s\n", err);
+        return 1;
+    }
+    int rc = serve(path, fd, &inh);
+    lset_inherit_free(&inh);
     return rc;
 }

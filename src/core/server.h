@@ -4,7 +4,9 @@
  * snapshot is built and validated; if anything is wrong the old one stays),
  * SIGTERM, SIGINT and SIGQUIT drain (stop accepting, finish in-flight requests
  * up to limits.drain_timeout; the admin listener keeps answering, /readyz 503)
- * and exit 0, SIGUSR1 reopens the log files, SIGUSR2 is logged and ignored.
+ * and exit 0, SIGUSR1 reopens the log files, SIGUSR2 upgrades the binary
+ * (upgrade.h). A reload also applies listen addresses, the worker count and the
+ * admin address (topology.h); control_socket takes `moat -s` (control.h).
  * A listen address something else is bound to fails the start (exit 1).
  */
 #ifndef MOAT_SERVER_H

@@ -105,46 +105,83 @@ static void on_accept_http(struct evconnlistener *l, evutil_socket_t fd, struct 
     redirect_accept(arg, fd, sa, salen);
 }
 
+/* Stops listening on ls[i] and removes it; closes the socket unless keep_fd. */
+static void listener_drop(struct worker *w, size_t i, bool keep_fd)
+{
+    struct wlisten *l = &w->ls[i];
+    if (l->lev) {
+        listener_unguard(l->lev);
+        evconnlistener_free(l->lev); /* opened without LEV_OPT_CLOSE_ON_FREE */
+    }
+    if (!keep_fd && l->lf.fd >= 0)
+        close(l->lf.fd);
+    w->ls[i] = w->ls[--w->num_ls];
+}
+
 static void close_listeners(struct worker *w)
 {
-    for (size_t i = 0; i < w->num_https; i++) {
-        if (w->https_l[i]) {
-            listener_unguard(w->https_l[i]);
-            evconnlistener_free(w->https_l[i]);
-        } else if (w->https_fds[i] >= 0)
-            close(w->https_fds[i]);
-        w->https_l[i] = NULL;
-        w->https_fds[i] = -1;
+    while (w->num_ls > 0)
+        listener_drop(w, w->num_ls - 1, false);
+}
+
+static int listener_listen(struct worker *w, struct wlisten *l)
+{
+    evconnlistener_cb cb = l->lf.https ? on_accept_https : on_accept_http;
+    l->lev = evconnlistener_new(w->base, cb, w, LEV_OPT_CLOSE_ON_EXEC, -1, l->lf.fd);
+    if (!l->lev)
+        return -1;
+    if (listener_guard(l->lev, l->lf.name) < 0) {
+        evconnlistener_free(l->lev);
+        l->lev = NULL;
+        return -1;
     }
-    for (size_t i = 0; i < w->num_http; i++) {
-        if (w->http_l[i]) {
-            listener_unguard(w->http_l[i]);
-            evconnlistener_free(w->http_l[i]);
-        } else if (w->http_fds[i] >= 0)
-            close(w->http_fds[i]);
-        w->http_l[i] = NULL;
-        w->http_fds[i] = -1;
+    return 0;
+}
+
+/* Takes fd into the list (owned from now on: closed on failure). */
+static int listener_add(struct worker *w, const struct listen_fd *lf)
+{
+    if (w->num_ls == w->cap_ls) {
+        size_t cap = w->cap_ls ? 2 * w->cap_ls : 8;
+        struct wlisten *ls = realloc(w->ls, cap * sizeof *ls);
+        if (!ls) {
+            close(lf->fd);
+            return -1;
+        }
+        w->ls = ls;
+        w->cap_ls = cap;
     }
+    w->ls[w->num_ls++] = (struct wlisten){.lf = *lf};
+    return 0;
 }
 
 static int open_listeners(struct worker *w, char *err, size_t errlen)
 {
-    const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-    const struct config_listen *cl = &w->gen->snap->cfg->listen;
-    for (size_t i = 0; i < w->num_https; i++) {
-        w->https_l[i] = evconnlistener_new(w->base, on_accept_https, w, flags, -1, w->https_fds[i]);
-        if (!w->https_l[i] || listener_guard(w->https_l[i], cl->https[i].text) < 0)
-            goto fail;
-    }
-    for (size_t i = 0; i < w->num_http; i++) {
-        w->http_l[i] = evconnlistener_new(w->base, on_accept_http, w, flags, -1, w->http_fds[i]);
-        if (!w->http_l[i] || listener_guard(w->http_l[i], cl->http[i].text) < 0)
-            goto fail;
-    }
+    for (size_t i = 0; i < w->num_ls; i++)
+        if (listener_listen(w, &w->ls[i]) < 0) {
+            snprintf(err, errlen, "worker %d: cannot listen: %s", w->id, strerror(errno));
+            return -1;
+        }
     return 0;
-fail:
-    snprintf(err, errlen, "worker %d: cannot listen: %s", w->id, strerror(errno));
-    return -1;
+}
+
+/* A listener change from the mailbox (see enum wl_op). */
+static void apply_listen(struct worker *w, const struct wl_cmd *c)
+{
+    if (c->op == WL_ADD) {
+        if (w->draining) {
+            close(c->lf.fd);
+        } else if (listener_add(w, &c->lf) < 0 || listener_listen(w, &w->ls[w->num_ls - 1]) < 0) {
+            log_msg(LOG_ERROR, "worker %d: cannot listen on %s: %s", w->id, c->lf.name,
+                    strerror(errno));
+        }
+        return;
+    }
+    for (size_t i = 0; i < w->num_ls; i++)
+        if (w->ls[i].lf.fd == c->lf.fd) {
+            listener_drop(w, i, c->op == WL_RELEASE);
+            return;
+        }
 }
 
 static void apply_snapshot(struct worker *w, struct snapshot *snap)
@@ -176,7 +213,7 @@ static void exit_soon(struct worker *w)
     event_base_loopexit(w->base, &tv);
 }
 
-static void start_drain(struct worker *w)
+static void start_drain(struct worker *w, bool handover)
 {
     if (w->draining)
         return;
@@ -193,7 +230,9 @@ static void start_drain(struct worker *w)
     struct conn *c = w->conns;
     while (c) {
         struct conn *next = c->next; /* conn_drain may free c */
-        conn_drain(c);
+        bool early = c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER;
+        if (!(handover && early)) /* draining: after the handshake, one request and close */
+            conn_drain(c);
         c = next;
     }
     if (w->num_conns == 0)
@@ -201,7 +240,7 @@ static void start_drain(struct worker *w)
 }
 
 /* Takes the posted snapshot, if any, and whether a stop was asked for. */
-static struct snapshot *take_mailbox(struct worker *w, bool *stop)
+static struct snapshot *take_mailbox(struct worker *w, bool *stop, bool *handover)
 {
     pthread_mutex_lock(&w->mbox_lock);
     struct snapshot *snap = w->mbox_snap;
@@ -209,6 +248,8 @@ static struct snapshot *take_mailbox(struct worker *w, bool *stop)
     atomic_store_explicit(&w->mbox_has_snap, false, memory_order_relaxed);
     if (stop)
         *stop = w->mbox_stop;
+    if (stop && w->mbox_handover)
+        *handover = true;
     pthread_mutex_unlock(&w->mbox_lock);
     return snap;
 }
@@ -219,19 +260,30 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t v;
     ssize_t n = read(fd, &v, sizeof v);
     (void)n;
-    bool stop;
-    struct snapshot *snap = take_mailbox(w, &stop);
+    bool stop, handover = false;
+    struct snapshot *snap = take_mailbox(w, &stop, &handover);
     if (snap)
         apply_snapshot(w, snap);
+    pthread_mutex_lock(&w->mbox_lock);
+    struct wl_cmd *cmds = w->mbox_cmds;
+    w->mbox_cmds = NULL;
+    w->mbox_cmds_tail = &w->mbox_cmds;
+    pthread_mutex_unlock(&w->mbox_lock);
+    while (cmds) {
+        struct wl_cmd *next = cmds->next;
+        apply_listen(w, cmds);
+        free(cmds);
+        cmds = next;
+    }
     if (stop)
-        start_drain(w);
+        start_drain(w, handover);
 }
 
 void worker_catch_up(struct worker *w)
 {
     if (!atomic_load_explicit(&w->mbox_has_snap, memory_order_acquire))
         return;
-    struct snapshot *snap = take_mailbox(w, NULL); /* a stop waits for the wake event */
+    struct snapshot *snap = take_mailbox(w, NULL, NULL); /* a stop waits for the wake event */
     if (snap)
         apply_snapshot(w, snap);
 }
@@ -292,20 +344,26 @@ static int worker_events(struct worker *w, int efd)
     return 0;
 }
 
-struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, size_t nh,
-                          const int *http_fds, size_t np, char *err, size_t errlen)
+struct worker *worker_new(int id, struct snapshot *snap, const struct listen_fd *fds, size_t n,
+                          char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof *w);
     if (!w) {
+        for (size_t i = 0; i < n; i++)
+            close(fds[i].fd);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     w->id = id;
     pthread_mutex_init(&w->mbox_lock, NULL);
-    memcpy(w->https_fds, https_fds, nh * sizeof *https_fds);
-    memcpy(w->http_fds, http_fds, np * sizeof *http_fds);
-    w->num_https = nh;
-    w->num_http = np;
+    w->mbox_cmds_tail = &w->mbox_cmds;
+    for (size_t i = 0; i < n; i++)
+        if (listener_add(w, &fds[i]) < 0) {
+            while (++i < n)
+                close(fds[i].fd);
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1)
         w->rng[0] = (uint64_t)id * 0x9e3779b97f4a7c15ULL + 1;
     log_buffer_init(&w->access, ACCESS_BUFFER_BYTES);
@@ -375,6 +433,31 @@ void worker_post_snapshot(struct worker *w, struct snapshot *snap)
     post(w);
 }
 
+void worker_post_listen(struct worker *w, enum wl_op op, const struct listen_fd *lf)
+{
+    struct wl_cmd *c = calloc(1, sizeof *c);
+    if (!c) { /* the worker keeps what it had: an added socket is closed */
+        if (op == WL_ADD)
+            close(lf->fd);
+        return;
+    }
+    c->op = op;
+    c->lf = *lf;
+    pthread_mutex_lock(&w->mbox_lock);
+    *w->mbox_cmds_tail = c;
+    w->mbox_cmds_tail = &c->next;
+    pthread_mutex_unlock(&w->mbox_lock);
+    post(w);
+}
+
+void worker_post_handover(struct worker *w)
+{
+    pthread_mutex_lock(&w->mbox_lock);
+    w->mbox_handover = true;
+    pthread_mutex_unlock(&w->mbox_lock);
+    worker_post_stop(w);
+}
+
 void worker_post_stop(struct worker *w)
 {
     pthread_mutex_lock(&w->mbox_lock);
@@ -398,6 +481,14 @@ void worker_join_and_free(struct worker *w)
         conn_abort(w->conns);
     membudget_publish(w); /* what its connections held is gone from the instance total */
     close_listeners(w);
+    free(w->ls);
+    while (w->mbox_cmds) {
+        struct wl_cmd *c = w->mbox_cmds;
+        w->mbox_cmds = c->next;
+        if (c->op == WL_ADD)
+            close(c->lf.fd);
+        free(c);
+    }
     services_free(&w->svc);
     if (w->wake) {
         close(event_get_fd(w->wake));

@@ -5,8 +5,9 @@
  * snapshots, the instance-wide rate-limit table and atomic counters.
  *
  * The main thread talks to a worker only through its mailbox (a mutex-guarded
- * slot plus an event made active from the main thread): "use this snapshot"
- * and "drain and stop".
+ * slot plus an event made active from the main thread): "use this snapshot",
+ * "listen on / close / let go of this socket" (reload, see listener_set.h) and
+ * "drain and stop".
  */
 #ifndef MOAT_WORKER_H
 #define MOAT_WORKER_H
@@ -17,6 +18,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/listener_set.h"
 #include "core/services.h"
 #include "http/request.h"
 #include "observe/log.h"
@@ -46,23 +48,41 @@ struct wgen {
     struct upstream_set *ups;
 };
 
+/* One listening socket of a worker; fd is closed by the worker unless let go. */
+struct wlisten {
+    struct listen_fd lf;
+    struct evconnlistener *lev; /* NULL until the worker listens on it */
+};
+
+/* Listener changes a reload asks of a worker. */
+enum wl_op {
+    WL_ADD,     /* listen on lf.fd too (the worker owns it from now on) */
+    WL_CLOSE,   /* stop listening on lf.fd and close it (a removed address) */
+    WL_RELEASE, /* stop listening on lf.fd without closing it: another worker took it */
+};
+
+struct wl_cmd {
+    struct wl_cmd *next;
+    enum wl_op op;
+    struct listen_fd lf;
+};
+
 struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
     struct wgen *gen; /* current generation, for new connections */
 
-    int https_fds[CONFIG_MAX_LISTEN];
-    int http_fds[CONFIG_MAX_LISTEN];
-    size_t num_https, num_http;
-    struct evconnlistener *https_l[CONFIG_MAX_LISTEN];
-    struct evconnlistener *http_l[CONFIG_MAX_LISTEN];
+    struct wlisten *ls; /* its listening sockets (several per address after a shrink) */
+    size_t num_ls, cap_ls;
 
     struct event *wake;
     pthread_mutex_t mbox_lock;
     struct snapshot *mbox_snap;
+    struct wl_cmd *mbox_cmds, **mbox_cmds_tail; /* listener changes, in order */
     atomic_bool mbox_has_snap; /* mbox_snap is set: read without the lock per request */
     bool mbox_stop;
+    bool mbox_handover; /* the stop is a hand-over: connections in handshake are finished */
     atomic_bool exited; /* its loop has returned: the main thread may join it */
 
     struct conn *conns; /* all client connections, for drain */
@@ -87,14 +107,24 @@ struct worker {
 
 /*
  * Creates a worker on the given listening sockets (owned by the worker after
- * this call) using the snapshot (a reference is taken). Does not start it.
+ * this call, closed by it also when this fails) using the snapshot (a reference
+ * is taken). Does not start it.
  */
-struct worker *worker_new(int id, struct snapshot *snap, const int *https_fds, size_t nh,
-                          const int *http_fds, size_t np, char *err, size_t errlen);
+struct worker *worker_new(int id, struct snapshot *snap, const struct listen_fd *fds, size_t n,
+                          char *err, size_t errlen);
 int worker_start(struct worker *w);
 /* From the main thread: publish a new snapshot / ask for drain + stop. */
 void worker_post_snapshot(struct worker *w, struct snapshot *snap);
 void worker_post_stop(struct worker *w);
+/*
+ * Drain and stop for a hand-over (a binary upgrade, a worker removed by a reload):
+ * another worker or process accepts from the same sockets, so the connections this
+ * one accepted are all served (a TLS handshake in progress is finished and its first
+ * request answered, Connection: close) instead of closed as a shutdown does.
+ */
+void worker_post_handover(struct worker *w);
+/* From the main thread: a listener change (applied in the order posted, before a stop). */
+void worker_post_listen(struct worker *w, enum wl_op op, const struct listen_fd *lf);
 void worker_join_and_free(struct worker *w);
 /* From the main thread: the worker's loop has ended (drained or timed out). */
 bool worker_exited(struct worker *w);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,10 +163,47 @@ static void write_chained(struct jsonw *j)
         free(line);
 }
 
+static int shared; /* audit_chain_share(): other processes appending to the same file */
+static int load_tail(const char *path, uint64_t *seq, uint8_t *mac);
+
+/* The head from the file's last line, when another process wrote it. Lock held. */
+static void sync_tail(void)
+{
+    uint64_t seq;
+    uint8_t mac[AUDIT_MAC_LEN];
+    if (C.active && C.state_path && load_tail(C.target, &seq, mac) == 0 && seq > C.seq) {
+        C.seq = seq;
+        memcpy(C.head, mac, AUDIT_MAC_LEN);
+    }
+}
+
+/* A line of a shared chain: linked to the file's last line, under an exclusive flock()
+ * of the file that the other process takes too. Lock held. */
+static void write_shared(struct jsonw *j)
+{
+    int fd = open(C.target, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX) == 0)
+        sync_tail();
+    write_chained(j);
+    if (fd >= 0)
+        close(fd); /* and the flock with it */
+}
+
+void audit_chain_share(bool on)
+{
+    pthread_mutex_lock(&lock);
+    shared += on ? 1 : shared > 0 ? -1 : 0;
+    if (!on && !shared)
+        sync_tail(); /* the other process's last lines (its "stop") */
+    pthread_mutex_unlock(&lock);
+}
+
 void audit_chain_write(struct jsonw *j)
 {
     pthread_mutex_lock(&lock);
-    if (C.active) {
+    if (C.active && shared && C.state_path) {
+        write_shared(j);
+    } else if (C.active) {
         write_chained(j);
     } else {
         size_t n = jsonw_end(j);

@@ -18,6 +18,7 @@
 #ifndef MOAT_AUDIT_CHAIN_H
 #define MOAT_AUDIT_CHAIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,14 @@ int audit_link_is_event(const char *line, size_t len, const char *event);
  * is loaded from the target's state file or a new chain starts.
  */
 void audit_chain_open(const char *target, const struct signature_key *key);
+
+/*
+ * A binary upgrade (core/upgrade.h): while the old and the new process both run,
+ * both append to the same chained file. on counts one more other process (off one
+ * less); while any is counted, each line is linked to the file's last line under an
+ * exclusive flock() of the file, so the processes write one chain.
+ */
+void audit_chain_share(bool on);
 
 /* Saves the head and forgets the key (at shutdown, after the workers are joined). */
 void audit_chain_close(void);

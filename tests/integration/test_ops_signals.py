@@ -1,15 +1,15 @@
 """Operating moat as ops expect (issue 15): SIGUSR1 reopens the log files (logrotate),
-SIGUSR2 does not kill moat, SIGQUIT drains, access-log lines buffered at exit are
+SIGQUIT drains, access-log lines buffered at exit are
 flushed, a second instance cannot share a port, the command line (-c required, --help,
 --version, exit 2 on usage errors), and /readyz that says why it is not ready.
 
-test_core_signals.py covers SIGTERM/SIGINT draining, test_core_cli.py -V and -t."""
+test_core_signals.py covers SIGTERM/SIGINT draining, test_core_cli.py -V and -t,
+test_ops_upgrade.py SIGUSR2 (binary upgrade), test_ops_reload.py what a reload applies."""
 
 import http.client
 import os
 import signal
 import threading
-import time
 
 from moatctl import Conn, curl, free_port, run_moat, wait_until, write_config
 
@@ -105,18 +105,7 @@ def test_usr1_reopens_access_and_audit_logs_nothing_lost(upstream, moat_factory)
     assert count_lines(m.audit_log_path) == 5  # and the stop event
 
 
-# ---- SIGUSR2, SIGQUIT, flush at exit ------------------------------------------------------
-
-def test_usr2_does_not_kill_moat(proxy):
-    m = proxy.moat
-    m.send_signal(signal.SIGUSR2)
-    m.stopped_by_test = False
-    assert stderr_has(m, "binary upgrade is not supported yet"), m.stderr()
-    assert "warn: SIGUSR2" in m.stderr()
-    time.sleep(0.2)
-    assert m.alive(), "moat died on SIGUSR2 (rc %r)" % m.proc.poll()
-    get_ok(m.https_port, 3)
-
+# ---- SIGQUIT, flush at exit (SIGUSR2: test_ops_upgrade.py) ------------------------------
 
 def test_quit_drains_in_flight_request_and_exits_0(upstream, moat_factory):
     up = upstream("app")
