@@ -58,10 +58,12 @@ bool audit_limit_admit(const char *client_ip, uint64_t now_ms, uint64_t *suppres
         uint64_t carried = s->hash == h ? s->suppressed : 0;
         *s = (struct slot){.window_start = now_ms, .hash = h, .suppressed = carried};
     }
-    if (s->count >= AUDIT_CLIENT_BURST || !thread_admit(&budget, now_ms)) {
+    if (s->count >= AUDIT_CLIENT_BURST) {
         s->suppressed++;
         return false;
     }
+    if (!thread_admit(&budget, now_ms))
+        return false; /* counted once, in the thread's budget */
     s->count++;
     *suppressed = s->suppressed + budget.suppressed;
     s->suppressed = 0;
@@ -69,38 +71,37 @@ bool audit_limit_admit(const char *client_ip, uint64_t now_ms, uint64_t *suppres
     return true;
 }
 
-static void add_suppressed(struct jsonw *j, uint64_t n)
+/*
+ * One refusal event, if the client's budget allows it: r gives the request's fields
+ * (NULL: a connection, named by client_ip alone); status 0 is left out.
+ */
+static void emit_refusal(const char *event, const struct request *r, const char *client_ip,
+                         int status, const char *reason)
 {
-    if (n)
-        jsonw_uint(j, "suppressed", n);
+    uint64_t left_out;
+    if (!audit_limit_admit(client_ip, mono_ms(), &left_out))
+        return;
+    char buf[2048];
+    struct jsonw j;
+    audit_begin(&j, buf, sizeof buf, event, r);
+    if (!r)
+        jsonw_str(&j, "client_ip", client_ip);
+    if (status)
+        jsonw_int(&j, "status", status);
+    jsonw_str(&j, "reason", reason);
+    if (left_out)
+        jsonw_uint(&j, "suppressed", left_out);
+    audit_emit(&j);
 }
 
 void audit_request_refused(const struct request *r, int status, const char *reason)
 {
-    uint64_t left_out;
-    if (!audit_limit_admit(request_client_ip(r), mono_ms(), &left_out))
-        return;
-    char buf[2048];
-    struct jsonw j;
-    audit_begin(&j, buf, sizeof buf, "request_refused", r);
-    jsonw_int(&j, "status", status);
-    jsonw_str(&j, "reason", reason);
-    add_suppressed(&j, left_out);
-    audit_emit(&j);
+    emit_refusal("request_refused", r, request_client_ip(r), status, reason);
 }
 
 void audit_connection_refused(const struct sockaddr *client, const char *reason)
 {
     char client_ip[64];
     netutil_addr_to_str(client, client_ip, sizeof client_ip);
-    uint64_t left_out;
-    if (!audit_limit_admit(client_ip, mono_ms(), &left_out))
-        return;
-    char buf[512];
-    struct jsonw j;
-    audit_begin(&j, buf, sizeof buf, "connection_refused", NULL);
-    jsonw_str(&j, "client_ip", client_ip);
-    jsonw_str(&j, "reason", reason);
-    add_suppressed(&j, left_out);
-    audit_emit(&j);
+    emit_refusal("connection_refused", NULL, client_ip, 0, reason);
 }
