@@ -265,9 +265,10 @@ struct config_limits {
     uint64_t upstream_connect_timeout_ms;
     uint64_t upstream_timeout_ms;
     uint64_t drain_timeout_ms;
-    size_t max_connections;        /* total per instance, 0 = unlimited */
-    size_t max_connections_per_ip; /* 0 = unlimited */
-    double handshakes_per_ip;      /* new TLS handshakes per IP per second, 0 = off */
+    uint64_t tunnel_drain_timeout_ms; /* a WebSocket whose route a reload removed */
+    size_t max_connections;           /* total per instance, 0 = unlimited */
+    size_t max_connections_per_ip;    /* 0 = unlimited */
+    double handshakes_per_ip;         /* new TLS handshakes per IP per second, 0 = off */
     /* memory budget (docs/limits.md) */
     size_t connection_buffer;       /* output watermark per connection and direction */
     uint64_t max_memory;            /* buffered bytes per instance, 0 = unlimited */

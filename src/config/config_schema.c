@@ -378,6 +378,8 @@ static const struct config_key limits_keys[] = {
     {"upstream_timeout", CK_DURATION, OFF(LM_, upstream_timeout_ms), .min = 1, .max = MS_H,
      .def = "30s"},
     {"drain_timeout", CK_DURATION, OFF(LM_, drain_timeout_ms), .min = 0, .max = MS_H, .def = "30s"},
+    {"tunnel_drain_timeout", CK_DURATION, OFF(LM_, tunnel_drain_timeout_ms), .min = 0, .max = MS_H,
+     .def = "30s"},
     {"max_connections", CK_SIZE, OFF(LM_, max_connections), .min = 0, .max = 10000000, .def = "0"},
     {"max_connections_per_ip", CK_SIZE, OFF(LM_, max_connections_per_ip), .min = 0, .max = 10000000,
      .def = "0"},

@@ -196,6 +196,8 @@ static void apply_snapshot(struct worker *w, struct snapshot *snap)
     struct wgen *old = w->gen;
     w->gen = g;
     services_reload(&w->svc, g->snap->cfg);
+    for (struct conn *c = w->conns; c; c = c->next)
+        conn_reloaded(c, g->snap->cfg);
     wgen_unref(old);
 }
 

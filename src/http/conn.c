@@ -706,6 +706,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_leave(c);
 }
 
+/* Whether cfg still has a route with this id (routes are named by id across reloads). */
+static bool route_kept(const struct config *cfg, const char *id)
+{
+    for (size_t i = 0; i < cfg->num_routes; i++)
+        if (cfg->routes[i].id && id && !strcmp(cfg->routes[i].id, id))
+            return true;
+    return false;
+}
+
+void conn_reloaded(struct conn *c, const struct config *cfg)
+{
+    const struct request *r = c->req;
+    if (c->state == CONN_TUNNEL && r && r->route && !route_kept(cfg, r->route->id))
+        proxy_route_gone(c->req, cfg->limits.tunnel_drain_timeout_ms);
+}
+
 void conn_drain(struct conn *c)
 {
     conn_enter(c);

@@ -22,6 +22,7 @@
 #include "http/http1.h"
 #include "tls/tlsio.h"
 
+struct config;
 struct worker;
 struct wgen;
 struct request;
@@ -75,6 +76,8 @@ void conn_abort(struct conn *c);
 
 /* Drain: close if idle, else close after the current response. */
 void conn_drain(struct conn *c);
+/* A new config is live: a tunnel whose route it removed gets its drain deadline. */
+void conn_reloaded(struct conn *c, const struct config *cfg);
 
 /* For http/h2_conn.c: keep the connection across a callback (every hold has one
  * release; the last release of an h2 connection sends what its streams queued). */

@@ -65,6 +65,7 @@ struct request {
 
     const struct config_route *route;
     const struct config_upstream *upstream;
+    uint64_t tunnel_deadline_ms; /* mono_ms() a tunnel closes at (its route went away); 0: none */
     struct session_identity ident;
     void *pending; /* an outstanding async operation (e.g. redis) */
     void (*cancel_pending)(struct request *);

@@ -22,7 +22,7 @@ static void add_client(struct jsonw *j, const struct request *r)
     if (r->peer->sni && strcmp(r->peer->sni, "-"))
         jsonw_str(j, "sni", r->peer->sni);
     if (r->route)
-        jsonw_int(j, "route", r->route - r->cfg->routes);
+        jsonw_str(j, "route", r->route->id); /* routes[].id: stable across reloads */
 }
 
 static void add_identity(struct jsonw *j, const struct request *r)

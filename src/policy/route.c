@@ -105,7 +105,7 @@ static enum phase_result refuse_tenant(struct request *r, const char *tenant, co
     struct jsonw j;
     audit_begin(&j, buf, sizeof buf, "tenant_refused", r);
     jsonw_str(&j, "tenant", tenant ? tenant : "");
-    jsonw_int(&j, "route", r->route - r->cfg->routes);
+    jsonw_str(&j, "route", r->route->id);
     jsonw_str(&j, "upstream", r->upstream ? r->upstream->name : "");
     jsonw_str(&j, "reason", why);
     audit_emit(&j);

@@ -20,6 +20,7 @@
 #include "upstream/admission.h"
 #include "upstream/upstream.h"
 #include "util/evbuf.h"
+#include "util/monotime.h"
 
 /* Above request_out_high() (limits.connection_buffer), the side feeding a buffer
    stops reading until it drains. */
@@ -296,6 +297,26 @@ static void relay_tunnel(struct evbuffer *from, struct evbuffer *to, uint64_t *c
     *count += n;
 }
 
+/* A tunnel's idle timeout, or less when a reload removed its route (proxy_route_gone). */
+static void arm_tunnel_timer(struct request *r)
+{
+    uint64_t ms = req_cfg(r)->limits.idle_timeout_ms;
+    if (r->tunnel_deadline_ms) {
+        uint64_t now = mono_ms();
+        uint64_t left = r->tunnel_deadline_ms > now ? r->tunnel_deadline_ms - now : 0;
+        ms = left < ms ? left : ms;
+    }
+    request_arm_timer(r, ms);
+}
+
+void proxy_route_gone(struct request *r, uint64_t drain_ms)
+{
+    if (r->px != PROXY_TUNNEL || r->tunnel_deadline_ms)
+        return;
+    r->tunnel_deadline_ms = mono_ms() + drain_ms;
+    arm_tunnel_timer(r);
+}
+
 /*
  * Tunnel, client to upstream. An upstream that does not read would otherwise
  * let a client park any amount in its output buffer: past the watermark the
@@ -315,7 +336,7 @@ void proxy_client_readable(struct request *r)
         return;
     if (r->px == PROXY_TUNNEL) {
         tunnel_from_client(r);
-        request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
+        arm_tunnel_timer(r);
         return;
     }
     if (!r->req_body_done)
@@ -471,7 +492,7 @@ static void start_tunnel(struct request *r)
     r->req_body_done = true;
     request_tunnel(r);
     set_timeout(r->uc->bev, 0);
-    request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
+    arm_tunnel_timer(r);
     tunnel_from_client(r);
 }
 
@@ -562,7 +583,7 @@ static void process_upstream(struct request *r)
         return;
     if (r->px == PROXY_TUNNEL) { /* also the bytes that came right behind the 101 */
         relay_tunnel(bufferevent_get_input(r->uc->bev), client_out(r), &r->bytes_out);
-        request_arm_timer(r, req_cfg(r)->limits.idle_timeout_ms);
+        arm_tunnel_timer(r);
     } else {
         if (r->px == PROXY_RELAY_BODY && relay_response_body(r) != RELAY_OK) {
             fail(r, 502, "invalid upstream chunked body");

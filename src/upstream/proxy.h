@@ -9,6 +9,8 @@
 #ifndef MOAT_PROXY_H
 #define MOAT_PROXY_H
 
+#include <stdint.h>
+
 struct request;
 struct conn;
 
@@ -16,6 +18,11 @@ struct conn;
 void proxy_start(struct request *r);
 /* Client bytes arrived while the request is being proxied. */
 void proxy_client_readable(struct request *r);
+/*
+ * A reload removed the route of r: if r is a tunnel (WebSocket), it is closed
+ * drain_ms from now (limits.tunnel_drain_timeout) unless it ends before.
+ */
+void proxy_route_gone(struct request *r, uint64_t drain_ms);
 /* The client's output drained: resume reading the upstream. */
 void proxy_client_drained(struct request *r);
 /* Tears down the upstream side of r (connection closed, not pooled). */

@@ -94,12 +94,12 @@ def test_errors_are_logged(moat_factory):
 
 
 def test_client_fields_and_upstream_only_when_forwarded(upstream, moat_factory):
-    """user_agent (cut at 256 bytes), sni, the route's index; upstream null when moat
+    """user_agent (cut at 256 bytes), sni, the route's id; upstream null when moat
     answered itself (here a 429: the route was found, nothing was forwarded)."""
     up = upstream("app")
     m = moat_factory({"routes": [
         {"match": {"path_prefix": "/other"}, "auth": "none", "upstream": "app"},
-        {"match": {"path_prefix": "/"}, "auth": "none", "upstream": "app",
+        {"id": "api", "match": {"path_prefix": "/"}, "auth": "none", "upstream": "app",
          "rate_limit": [{"key": "ip", "rate": "1/m", "burst": 1}]},
     ]}, upstream=up)
     ua = "probe/1.0 " + "x" * 400
@@ -112,5 +112,5 @@ def test_client_fields_and_upstream_only_when_forwarded(upstream, moat_factory):
     for e in lines:
         assert e["user_agent"] == ua[:256], e
         assert e["sni"] == "localhost", e
-        assert e["route"] == 1, e
+        assert e["route"] == "api", e
     assert lines[0]["upstream"] == "app" and lines[1]["upstream"] is None, lines

@@ -2,7 +2,7 @@
 
 import os
 
-from moatctl import Conn, ws_handshake, ws_recv, ws_send
+from moatctl import Conn, wait_until, ws_handshake, ws_recv, ws_send
 
 
 def test_websocket_echo_through_moat(proxy):
@@ -53,3 +53,50 @@ def test_upgrade_refused_by_upstream_stays_http(proxy):
                b"Connection: Upgrade\r\n\r\n")
         r = c.read_response()
         assert r.status == 400, r
+
+
+
+def _routes(ws_id, extra=False):
+    routes = [{"id": ws_id, "match": {"path_prefix": "/ws"}, "auth": "none", "upstream": "app"},
+              {"id": "rest", "match": {"path_prefix": "/"}, "auth": "none", "upstream": "app"}]
+    if extra:
+        routes.insert(0, {"id": "extra", "match": {"path_prefix": "/extra"}, "auth": "none",
+                          "upstream": "app"})
+    return routes
+
+
+def test_reload_closes_websockets_of_a_removed_route_after_the_drain(upstream, moat_factory):
+    """A reload that keeps a WebSocket's route (by id) leaves it open; one that removes
+    it gives it limits.tunnel_drain_timeout, then closes it (issue 15 item 1)."""
+    import time
+    from looputil import rewrite
+    up = upstream("app")
+    m = moat_factory({"routes": _routes("ws"), "workers": 1,
+                      "limits": {"tunnel_drain_timeout": "1s", "idle_timeout": "60s"}},
+                     upstream=up)
+
+    def reload_to(routes, gen):
+        rewrite(m, lambda c: c.update(routes=routes))
+        m.reload()
+        assert wait_until(lambda: "generation %d is live" % gen in m.stderr(), 10), m.stderr()
+
+    a = Conn.tls(m.https_port)
+    b = None
+    try:
+        assert ws_handshake(a)[0].status == 101
+        reload_to(_routes("ws", extra=True), 2)  # its route stays
+        time.sleep(2)  # twice the drain: still open
+        ws_send(a, 0x1, b"kept")
+        assert ws_recv(a) == (True, 0x1, b"kept")
+        reload_to(_routes("ws-v2"), 3)  # its route (id ws) is gone
+        ws_send(a, 0x1, b"draining")  # the drain has begun, not ended
+        assert ws_recv(a) == (True, 0x1, b"draining")
+        assert a.wait_closed(10)  # idle_timeout is 60 s: only the drain closes it
+        b = Conn.tls(m.https_port)  # the new route takes new WebSockets
+        assert ws_handshake(b)[0].status == 101
+        ws_send(b, 0x1, b"new")
+        assert ws_recv(b) == (True, 0x1, b"new")
+    finally:
+        a.close()
+        if b:
+            b.close()

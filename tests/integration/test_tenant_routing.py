@@ -171,7 +171,7 @@ def test_tenant_restricted_route(env):
     ev = [e for e in env.moat.audit_log() if e.get("event") == "tenant_refused"]
     assert [e["tenant"] for e in ev] == ["beta", "initech", "", "acme"], ev
     assert all(e["reason"] == "tenant not allowed on this route" and e["path"].startswith(
-        "/restricted") and isinstance(e["route"], int) for e in ev), ev
+        "/restricted") and e["route"].startswith("/restricted") for e in ev), ev
 
 
 def test_dedicated_upstream_refusal_is_audited(env):
