@@ -42,7 +42,10 @@
 #define EXIT_POLL_MS 50
 
 /* Every signal moat handles; the others keep their default action. */
-static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
+/* The last ones would end moat silently by their default action: logged and ignored. */
+static const int handled_signals[] = {SIGHUP,  SIGTERM,   SIGINT,    SIGQUIT, SIGUSR1,
+                                      SIGUSR2, SIGALRM,   SIGVTALRM, SIGPROF, SIGIO,
+                                      SIGPWR,  SIGSTKFLT, SIGXCPU,   SIGXFSZ};
 _Static_assert(sizeof handled_signals / sizeof handled_signals[0] == NUM_SIGNALS,
                "server_state.h: NUM_SIGNALS");
 
@@ -474,8 +477,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGUSR2:
         server_upgrade(s, NULL);
         return;
-    default:
+    case SIGTERM:
+    case SIGINT:
+    case SIGQUIT:
         server_drain(s, (int)sig);
+        return;
+    default:
+        log_msg(LOG_WARN, "SIG%s: ignored (SIGTERM, SIGINT or SIGQUIT stop moat)",
+                sigabbrev_np((int)sig));
     }
 }
 

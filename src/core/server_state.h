@@ -13,8 +13,9 @@
 #include "core/listener_set.h"
 
 #define MAX_WORKERS 256
-/* SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 (server.c: handled_signals) */
-#define NUM_SIGNALS 6
+/* SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 and the ignored ones (server.c:
+ * handled_signals) */
+#define NUM_SIGNALS 14
 
 struct event_base;
 struct event;

@@ -119,6 +119,23 @@ def test_quit_drains_in_flight_request_and_exits_0(upstream, moat_factory):
     assert "SIGQUIT: draining" in m.stderr()
 
 
+def test_other_signals_are_logged_not_fatal(upstream, moat_factory):
+    """Signals whose default action ends a process (SIGALRM, SIGPWR...) are logged and
+    ignored: moat never dies silently; only SIGTERM, SIGINT, SIGQUIT stop it."""
+    m = moat_factory(upstream=upstream("app"))
+    sigs = [signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR,
+            signal.SIGXCPU, signal.SIGXFSZ]
+    for sig in sigs:
+        m.send_signal(sig)
+        m.stopped_by_test = False
+        name = {signal.SIGIO: "SIGPOLL"}.get(sig, signal.Signals(sig).name)  # glibc's name
+        assert stderr_has(m, "%s: ignored (SIGTERM, SIGINT or SIGQUIT stop moat)" % name), \
+            m.stderr()
+    assert m.alive()
+    get_ok(m.https_port, 2)
+    assert m.stop() == 0
+
+
 def test_access_lines_buffered_at_exit_are_flushed(upstream, moat_factory):
     up = upstream("app")
     m = moat_factory({"workers": 1}, upstream=up)
