@@ -12,7 +12,23 @@
 #include "core/upgrade.h"
 #include "config/config.h"
 #include "observe/admin.h"
+#include "observe/audit.h"
 #include "observe/log.h"
+#include "util/jsonw.h"
+
+/* An operation on the audit trail, by the old process: who serves from now on. */
+static void audit_upgrade(bool ok, pid_t pid, const char *detail)
+{
+    char buf[5120];
+    struct jsonw j;
+    audit_begin(&j, buf, sizeof buf, "upgrade", NULL);
+    jsonw_str(&j, "result", ok ? "success" : "failure");
+    jsonw_int(&j, "old_pid", getpid());
+    if (ok)
+        jsonw_int(&j, "new_pid", pid);
+    jsonw_str(&j, "detail", detail);
+    audit_emit(&j);
+}
 
 /* The new process is ready (or failed): the old one hands over and drains, or keeps serving. */
 static void on_upgrade_done(void *arg, bool ok, pid_t pid, const char *msg)
@@ -26,6 +42,7 @@ static void on_upgrade_done(void *arg, bool ok, pid_t pid, const char *msg)
         snprintf(line, sizeof line, "upgrade failed; process %d keeps serving: %s", (int)getpid(),
                  msg);
     log_msg(ok ? LOG_INFO : LOG_ERROR, "%s", line);
+    audit_upgrade(ok, pid, line);
     if (s->upgrade_req)
         control_reply(s->upgrade_req, ok, line);
     s->upgrade_req = NULL;

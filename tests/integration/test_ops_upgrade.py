@@ -134,6 +134,9 @@ def test_upgrade_with_an_invalid_config_keeps_the_old_one(tmp_path, upstream, mo
     assert m.alive()
     assert get_status(m.https_port) == 200
     assert listening_sockets(m.https_port) == 2
+    ev = [e for e in m.audit_log() if e["event"] == "upgrade"]
+    assert len(ev) == 1 and ev[0]["result"] == "failure" and ev[0]["old_pid"] == m.pid, ev
+    assert "limits.drain_timeout" in ev[0]["detail"], ev
 
 
 def test_upgrade_to_a_binary_that_cannot_run_keeps_the_old_one(tmp_path, upstream):
@@ -217,6 +220,9 @@ def test_upgrade_keeps_one_audit_chain(tmp_path, upstream, moat_factory):
         stop_pid(pid)
     events = [e["event"] for e in m.audit_log()]
     assert events.count("start") == 3 and events.count("stop") == 3, events
+    ups = [e for e in m.audit_log() if e["event"] == "upgrade"]
+    assert [(e["result"], e["old_pid"]) for e in ups] == [("success", m.pid),
+                                                          ("success", ups[0]["new_pid"])], ups
     assert "audit_chain_start" not in events[1:], events
     r = run_moat(["audit-verify", "--key", str(key), m.audit_log_path])
     assert r.returncode == 0 and r.stdout.startswith("ok: "), r.stdout + r.stderr
