@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "core/control.h"
+#include "core/preflight.h"
 #include "core/server.h"
 #include "observe/audit_verify.h"
 #include "observe/healthcheck.h"
@@ -20,13 +21,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moat -c FILE [-t]\n"
+    fprintf(f, "usage: moat -c FILE [-t [--preflight]]\n"
                "       moat -s reload|upgrade -c FILE\n"
                "       moat --healthcheck -c FILE\n"
                "       moat audit-verify [--key FILE]... FILE...\n"
                "       moat -V | -h\n"
                "  -c, --config FILE  the configuration file (required: there is no default)\n"
                "  -t, --test         validate the configuration (files included) and exit 0/1\n"
+               "  --preflight        with -t: also connect to Redis as configured and check\n"
+               "                     the ACL for every command this config sends, and connect\n"
+               "                     to every upstream server (2 s each); one line per check\n"
                "  -s, --signal CMD   tell the moat running with FILE's control_socket to\n"
                "                     reload (it reads its own config file again) or upgrade\n"
                "                     (start the binary again, hand over the sockets, drain);\n"
@@ -51,15 +55,13 @@ static void print_versions(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"test", no_argument, NULL, 't'},
-                                             {"signal", required_argument, NULL, 's'},
-                                             {"healthcheck", no_argument, NULL, 'H'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"signal", required_argument, NULL, 's'}, {"healthcheck", no_argument, NULL, 'H'},
+        {"preflight", no_argument, NULL, 'P'},    {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *path = NULL, *cmd = NULL;
-    int check = 0, health = 0, opt;
+    int check = 0, health = 0, preflight = 0, opt;
     if (argc > 1 && !strcmp(argv[1], "audit-verify"))
         return audit_verify_main(argc - 2, argv + 2);
     while ((opt = getopt_long(argc, argv, "c:ts:Vh", longopts, NULL)) != -1) {
@@ -79,6 +81,9 @@ int main(int argc, char **argv)
             break;
         case 'H':
             health = 1;
+            break;
+        case 'P':
+            preflight = 1;
             break;
         case 'V':
             print_versions();
@@ -103,6 +108,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (preflight && !check) {
+        fprintf(stderr, "moat: --preflight goes with -t\n");
+        return EXIT_USAGE;
+    }
     if (check && health) {
         fprintf(stderr, "moat: -t and --healthcheck exclude each other\n");
         return EXIT_USAGE;
@@ -111,5 +120,9 @@ int main(int argc, char **argv)
         return healthcheck_run(path);
     if (cmd)
         return control_client(path, cmd);
+    if (check && preflight && server_check(path) == 0)
+        return preflight_run(path);
+    if (check && preflight)
+        return 1;
     return check ? server_check(path) : server_run(path);
 }

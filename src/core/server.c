@@ -184,6 +184,7 @@ static void pools_unavailable(const struct snapshot *snap, char *why, size_t len
 /*
  * /readyz: ready unless draining, a worker's session client is not connected
  * to Redis (with a redis: section: authenticated routes would answer 503), Redis
+ * refused a command moat needs for lack of permission (services_noperm_note),
  * or a routed pool has no server up. Reads atomics only.
  */
 static bool admin_ready(void *arg, char *why, size_t len)
@@ -201,6 +202,13 @@ static bool admin_ready(void *arg, char *why, size_t len)
         if (down)
             why_add(why, len, "redis: the session store is not connected (%d of %d workers)", down,
                     s->num_workers);
+        unsigned noperm = 0;
+        for (int i = 0; i < s->num_workers; i++)
+            noperm |= atomic_load(&s->workers[i]->svc.redis_noperm);
+        for (unsigned b = 0; b < SVC_NOPERM_BITS; b++)
+            if (noperm & (1u << b))
+                why_add(why, len, "redis: %s",
+                        services_noperm_str((enum services_noperm)(1u << b)));
     }
     pools_unavailable(s->snap, why, len);
     return why[0] == '\0';

@@ -222,14 +222,6 @@ const char *services_redis_conf_diff(const struct services_redis_conf *conf,
     return same ? NULL : "redis.sentinel.addresses or redis.cluster.seeds";
 }
 
-/* What the clients are built from; o.sentinel points at so in sentinel mode,
- * o.cluster at co in cluster mode. */
-struct redis_opts {
-    struct redis_options o;
-    struct redis_sentinel_options so;
-    struct redis_cluster_options co;
-};
-
 static void cluster_options_from(const struct config_redis *rc, struct redis_cluster_options *co)
 {
     memset(co, 0, sizeof *co);
@@ -265,7 +257,7 @@ static void sentinel_options_from(const struct config_redis *rc, struct redis_se
     so->tls_key = t->key;
 }
 
-static void redis_options_from(const struct config *cfg, struct redis_opts *ro)
+void services_redis_options(const struct config *cfg, struct services_redis_opts *ro)
 {
     const struct config_redis *rc = &cfg->redis;
     struct redis_options *o = &ro->o;
@@ -294,6 +286,64 @@ static void redis_options_from(const struct config *cfg, struct redis_opts *ro)
     o->connect_timeout_ms = rc->connect_timeout_ms;
     o->database = rc->database;
     o->client_name = "moat";
+}
+
+/* ---- permission refusals ------------------------------------------------------------------ */
+
+/* NOPERM, or (Redis 7) a script whose command the caller's ACL refuses: "ERR The user
+ * executing the script can't run this command or subcommand ...". */
+static bool reply_is_refusal(const redisReply *r, bool *in_script)
+{
+    *in_script = false;
+    if (r->type != REDIS_REPLY_ERROR || !r->str)
+        return false;
+    if (!strncmp(r->str, "NOPERM", 6))
+        return true;
+    *in_script = strstr(r->str, "can't run this command") != NULL;
+    return *in_script;
+}
+
+bool services_noperm_note(struct services *svc, enum services_noperm which, const redisReply *reply)
+{
+    if (!reply)
+        return false;
+    bool in_script;
+    bool refused = reply_is_refusal(reply, &in_script);
+    unsigned bit = (unsigned)which;
+    if (in_script) { /* EVAL / EVALSHA ran: the refusal is a command inside */
+        atomic_fetch_and(&svc->redis_noperm, ~bit);
+        bit = SVC_NOPERM_SCRIPT;
+    }
+    if (refused)
+        atomic_fetch_or(&svc->redis_noperm, bit);
+    else
+        atomic_fetch_and(&svc->redis_noperm, ~bit);
+    /* a rate-limit decision made: the feature works again (EVAL may well be refused
+     * still, but it is not needed while the script stays loaded) */
+    if ((which == SVC_NOPERM_EVALSHA || which == SVC_NOPERM_EVAL) &&
+        reply->type != REDIS_REPLY_ERROR)
+        atomic_fetch_and(&svc->redis_noperm,
+                         ~(unsigned)(SVC_NOPERM_EVALSHA | SVC_NOPERM_EVAL | SVC_NOPERM_SCRIPT));
+    return refused;
+}
+
+const char *services_noperm_str(enum services_noperm bit)
+{
+    switch (bit) {
+    case SVC_NOPERM_HGETALL:
+        return "NOPERM for hgetall (sessions)";
+    case SVC_NOPERM_EVALSHA:
+        return "NOPERM for evalsha (global rate limits)";
+    case SVC_NOPERM_EVAL:
+        return "NOPERM for eval (global rate limits after a Redis restart)";
+    case SVC_NOPERM_SCRIPT:
+        return "a command of the rate-limit script refused by the ACL (global rate limits)";
+    case SVC_NOPERM_TRACKING:
+        return "NOPERM for client|tracking (push revocation)";
+    case SVC_NOPERM_SUBSCRIBE:
+        return "NOPERM for subscribe (push revocation)";
+    }
+    return "?";
 }
 
 /* ---- the services ------------------------------------------------------------------------ */
@@ -391,8 +441,8 @@ static void on_redis_cluster(enum redis_cluster_event ev, void *arg)
 
 static int redis_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
-    struct redis_opts ro;
-    redis_options_from(cfg, &ro);
+    struct services_redis_opts ro;
+    services_redis_options(cfg, &ro);
     svc->redis = redis_client_new(svc->base, &ro.o, err, errlen);
     if (!svc->redis)
         return -1;
@@ -418,8 +468,8 @@ static int revocation_init(struct services *svc, const struct config *cfg, char 
 {
     if (!cfg->sessions.push_revocation)
         return 0;
-    struct redis_opts ro;
-    redis_options_from(cfg, &ro);
+    struct services_redis_opts ro;
+    services_redis_options(cfg, &ro);
     svc->revocation = revocation_start(svc, &ro.o, cfg->sessions.key_prefix, err, errlen);
     return svc->revocation ? 0 : -1;
 }
@@ -432,8 +482,8 @@ static void revocation_free(struct services *svc)
 
 static int rl_global_init(struct services *svc, const struct config *cfg, char *err, size_t errlen)
 {
-    struct redis_opts ro;
-    redis_options_from(cfg, &ro);
+    struct services_redis_opts ro;
+    services_redis_options(cfg, &ro);
     svc->rl_global = rl_global_new(svc, cfg, &ro.o, err, errlen);
     return svc->rl_global ? 0 : -1;
 }

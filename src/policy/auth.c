@@ -202,6 +202,7 @@ static void on_session(redisReply *reply, const char *err, void *arg)
     struct stream_hold hold = request_hold(r);
     r->pending = NULL;
     r->cancel_pending = NULL;
+    services_noperm_note(r->svc, SVC_NOPERM_HGETALL, err ? NULL : reply); /* for /readyz */
     enum phase_result res;
     if (err || reply->type == REDIS_REPLY_ERROR) {
         if (!err)

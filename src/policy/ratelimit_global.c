@@ -284,6 +284,8 @@ static void on_reply(redisReply *reply, const char *err, void *arg)
 {
     struct call *c = arg;
     c->pending = NULL;
+    services_noperm_note(c->g->svc, c->retried ? SVC_NOPERM_EVAL : SVC_NOPERM_EVALSHA,
+                         err ? NULL : reply); /* for /readyz */
     if (!err && is_noscript(reply) && !c->retried) {
         c->retried = true; /* the script cache was flushed: the body loads it again */
         if (send_call(c))

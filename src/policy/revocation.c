@@ -78,6 +78,7 @@ static void on_tracking_reply(redisReply *reply, const char *err, void *arg)
 {
     struct rv_conn *rc = arg;
     struct revocation *rv = rc->rv;
+    services_noperm_note(rv->svc, SVC_NOPERM_TRACKING, err ? NULL : reply); /* for /readyz */
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
         log_msg(LOG_ERROR,
                 "worker %d: revocation: CLIENT TRACKING refused: %s; session cache bypassed",
@@ -94,6 +95,7 @@ static void on_subscribed(redisReply *reply, const char *err, void *arg)
 {
     struct rv_conn *rc = arg;
     struct revocation *rv = rc->rv;
+    services_noperm_note(rv->svc, SVC_NOPERM_SUBSCRIBE, err ? NULL : reply); /* for /readyz */
     if (err || !reply || reply->type == REDIS_REPLY_ERROR)
         return;
     /* Subscribed without tracking, nothing would ever be invalidated: the

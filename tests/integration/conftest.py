@@ -120,10 +120,12 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def redis_factory(tmp_path):
-    """Factory: redis_factory(args=(), password=None, tls=None, port=None) -> RedisServer
-    (started; stopped by PID at teardown, also when the test restarted, killed or stopped
-    (SIGSTOP) it). A moat configured with one does not wait for its workers to connect
-    (it may be meant to fail) unless moat_waits=True."""
+    """Factory: redis_factory(args=(), password=None, tls=None, port=None,
+    acl_without=()) -> RedisServer (started; stopped by PID at teardown, also when the
+    test restarted, killed or stopped (SIGSTOP) it). Like every RedisServer it has
+    conf/redis-acl.conf's user moat (minus the rules in acl_without), and moat configs
+    written for it log in as that user. A moat configured with one does not wait for its
+    workers to connect (it may be meant to fail) unless moat_waits=True."""
     started = []
 
     def make(**kw):

@@ -196,12 +196,36 @@ def base_config(tmpdir, upstream_port):
     }
 
 
+def redis_credentials(cfg):
+    """Makes moat use the ACL users of conf/redis-acl.conf (REDIS_ACL) with the Redis the
+    tests started: a `redis` section whose address, cluster seeds or sentinels are such
+    servers, and that names no credentials of its own, gets username + password_file (and
+    redis.sentinel the sentinel user's). A test that sets its own credentials (a custom
+    ACL, the default user with requirepass, a wrong password) keeps them."""
+    r = cfg.get("redis")
+    if not isinstance(r, dict):
+        return
+    own = ("username", "password_file", "password_env")
+    sen = r.get("sentinel") if isinstance(r.get("sentinel"), dict) else {}
+    addrs = [r.get("address")] + list((r.get("cluster") or {}).get("seeds") or [])
+    data = next((REDIS_ACL[a] for a in addrs if "username" in REDIS_ACL.get(a, {})), None)
+    sentinel = next((REDIS_ACL[a] for a in sen.get("addresses") or []
+                     if "sentinel" in REDIS_ACL.get(a, {})), None)
+    if sentinel and not any(k in sen for k in own):
+        sen.update(sentinel["sentinel"])
+    if data is None and sentinel:
+        data = sentinel["data"]
+    if data and not any(k in r for k in own):
+        r.update(data)
+
+
 def write_config(tmpdir, overrides=None, upstream_port=None, name="moat.yaml"):
-    """Writes base_config deep-merged with overrides as JSON (valid YAML).
-    Returns (path, config dict)."""
+    """Writes base_config deep-merged with overrides as JSON (valid YAML), with the
+    Redis ACL user's credentials added (redis_credentials). Returns (path, config dict)."""
     if upstream_port is None:
         upstream_port = free_port()  # nothing listens there: upstream down
     cfg = deep_merge(base_config(tmpdir, upstream_port), overrides)
+    redis_credentials(cfg)
     path = os.path.join(str(tmpdir), name)
     with open(path, "w") as f:
         json.dump(cfg, f, indent=2)
@@ -432,6 +456,12 @@ class Upstream:
 # stopped: a moat configured with one of them is started only once its workers are
 # connected to it.
 LIVE_REDIS = set()
+
+# The Redis servers and sentinels the tests started with the users of
+# conf/redis-acl.conf: address -> {"username", "password_file"} of a data node, or
+# {"sentinel": {...}, "data": {...}} of a sentinel (its own user, and the data nodes').
+# write_config() gives moat these credentials (redis_credentials).
+REDIS_ACL = {}
 
 # Generous for a test that is not about Redis timeouts: a loaded 2-core machine can keep
 # Redis (or moat) from answering for far longer than the 250 ms default. Tests about

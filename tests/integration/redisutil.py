@@ -8,6 +8,10 @@ Standard library only; builds on moatctl (ports, processes).
   call_many() run commands on a fresh connection (plain or TLS, with AUTH). An error
   reply is a RespError (an Exception): raised by call(), returned in call_many()'s list
   so that a pipeline's replies stay in line with its commands.
+- The ACL: acl_rules() reads a user's rules from conf/redis-acl.conf; every RedisServer
+  (cluster nodes and sentinel-monitored servers too) starts with its user `moat`, every
+  Sentinel with `moat-sentinel`, password MOAT_PASSWORD in a file, and registers them in
+  moatctl.REDIS_ACL so that the moat configs the tests write log in as them.
 - RedisServer: `redis-server --bind 127.0.0.1 --save '' --appendonly no`, in its own
   session, stopped by PID; optional requirepass, extra arguments, a TLS-only listener.
 - Sentinel, SentinelSet: a master, a replica and three sentinels (quorum 2), each
@@ -173,6 +177,38 @@ def call(redis, *args, timeout=5.0):
     return r
 
 
+# ---- the ACL ---------------------------------------------------------------------------
+
+ACL_FILE = os.path.join(moatctl.REPO, "conf", "redis-acl.conf")
+MOAT_USER = "moat"               # on every data node
+SENTINEL_USER = "moat-sentinel"  # on every sentinel
+MOAT_PASSWORD = "moat-acl-test-pw"  # both users', in each server's moat.pw
+
+
+def acl_rules(user, password=MOAT_PASSWORD, without=(), path=ACL_FILE):
+    """The rules of user in conf/redis-acl.conf: its `ACL SETUSER <user> ...` lines'
+    arguments, in order, PASSWORD replaced by password. without: rules to leave out
+    (a test of a missing permission, e.g. ["+evalsha"])."""
+    rules = []
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if words[:3] == ["ACL", "SETUSER", user]:
+                rules += [">" + password if w == ">PASSWORD" else w for w in words[3:]]
+    assert rules, "no ACL SETUSER %s lines in %s" % (user, path)
+    missing = [w for w in without if w not in rules]
+    assert not missing, "%r not in %s's rules" % (missing, user)
+    return [w for w in rules if w not in without]
+
+
+def _write_password(directory, password=MOAT_PASSWORD):
+    path = os.path.join(directory, "moat.pw")
+    with open(path, "w") as f:
+        f.write(password + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 # ---- redis-server -------------------------------------------------------------------
 
 class RedisServer:
@@ -184,9 +220,13 @@ class RedisServer:
     tls: {"cert", "key", "ca"}: TLS only (--port 0 --tls-port N), clients not asked for
       certificates; call() then verifies the server against tls["ca"].
     moat_waits: a moat configured with this server waits at start until each worker has
-      connected to it (moatctl.LIVE_REDIS); False for servers moat may fail to use."""
+      connected to it (moatctl.LIVE_REDIS); False for servers moat may fail to use.
+    acl_without: rules of conf/redis-acl.conf's user `moat` left out (a test of a missing
+      permission). The user is created at start (--user), so a restarted server has it
+      before any client connects; .moat_password_file holds its password."""
 
-    def __init__(self, tmpdir, port=None, args=(), password=None, tls=None, moat_waits=True):
+    def __init__(self, tmpdir, port=None, args=(), password=None, tls=None, moat_waits=True,
+                 acl_without=()):
         self.port = port or moatctl.free_port()
         self.dir = os.path.join(str(tmpdir), "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
@@ -195,12 +235,19 @@ class RedisServer:
         self.tls = tls
         self.tls_ca = tls["ca"] if tls else None
         self.moat_waits = moat_waits
+        self.acl_without = list(acl_without)
+        self.moat_password_file = _write_password(self.dir)
         self.proc = None
         self.out = None
 
     @property
     def addr(self):
         return "127.0.0.1:%d" % self.port
+
+    @property
+    def moat_credentials(self):
+        """redis.username and redis.password_file for conf/redis-acl.conf's user."""
+        return {"username": MOAT_USER, "password_file": self.moat_password_file}
 
     def start(self, timeout=10.0):
         exe = shutil.which("redis-server")
@@ -215,6 +262,7 @@ class RedisServer:
             cmd += ["--port", str(self.port)]
         if self.password:
             cmd += ["--requirepass", self.password]
+        cmd += ["--user", MOAT_USER] + acl_rules(MOAT_USER, without=self.acl_without)
         cmd += self.args
         self.out = open(os.path.join(self.dir, "redis.out"), "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.out,
@@ -226,6 +274,7 @@ class RedisServer:
                                  + moatctl.read_text(os.path.join(self.dir, "redis.out")))
         if self.moat_waits:
             moatctl.LIVE_REDIS.add(self.addr)
+        moatctl.REDIS_ACL[self.addr] = self.moat_credentials
         return self
 
     def ping(self):
@@ -241,6 +290,7 @@ class RedisServer:
 
     def stop(self):
         moatctl.LIVE_REDIS.discard(self.addr)
+        moatctl.REDIS_ACL.pop(self.addr, None)
         rc = moatctl.stop_process(self.proc, sig=signal.SIGTERM, timeout=5)
         self._close_out()
         return rc
@@ -283,6 +333,7 @@ class Sentinel(RedisServer):
             f.write("sentinel down-after-milliseconds %s %d\n" % (self.name, self.down_after_ms))
             f.write("sentinel failover-timeout %s %d\n" % (self.name, self.failover_timeout_ms))
             f.write("sentinel parallel-syncs %s 1\n" % self.name)
+            f.write("user %s %s\n" % (SENTINEL_USER, " ".join(acl_rules(SENTINEL_USER))))
         self.out = open(os.path.join(self.dir, "redis.out"), "ab")
         self.proc = subprocess.Popen([exe, conf, "--sentinel"], stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=subprocess.STDOUT,
@@ -292,6 +343,9 @@ class Sentinel(RedisServer):
             self.stop()
             raise AssertionError("redis sentinel did not start:\n"
                                  + moatctl.read_text(os.path.join(self.dir, "redis.out")))
+        moatctl.REDIS_ACL[self.addr] = {
+            "sentinel": {"username": SENTINEL_USER, "password_file": self.moat_password_file},
+            "data": self.moat_credentials}
         return self
 
     def master_addr(self):

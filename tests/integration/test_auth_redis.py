@@ -86,10 +86,11 @@ def test_unset_password_env_is_a_config_error(tmp_path, monkeypatch):
     assert p.returncode == 0, p
 
 
-# What an ACL user for moat's sessions actually needs (found by these tests):
-# HGETALL on the session keys; CLIENT ID (the tracking connection redirects to
-# itself), CLIENT TRACKING and SUBSCRIBE to __redis__:invalidate for push
-# revocation. CLIENT SETNAME and PING are nice to have (refusals are tolerated).
+# The tests below use their own user, not conf/redis-acl.conf's (which every other test
+# runs as): they check smaller ACLs. What sessions alone need: HGETALL on the session
+# keys; CLIENT ID (the tracking connection redirects to itself), CLIENT TRACKING and
+# SUBSCRIBE to __redis__:invalidate for push revocation. CLIENT SETNAME and PING are
+# nice to have (refusals are tolerated). ISSUE_ACL is a user's report.
 MIN_ACL = ["resetkeys", "~moat:sess:*", "resetchannels", "&__redis__:invalidate", "-@all",
            "+hgetall", "+client|id", "+client|tracking", "+subscribe"]
 ISSUE_ACL = ["~moat:*", "+hgetall", "+client", "+subscribe", "+ping", "+select", "+auth", "&*"]

@@ -3,7 +3,7 @@
  * whether a reload needs new Redis connections. Configs are loaded from YAML
  * text by the config loader; each case changes one setting of a base config
  * and expects that field to be named, and settings the clients do not use
- * leave them alone.
+ * leave them alone. And the permission-refusal bits /readyz reports.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -213,13 +213,53 @@ static void test_enabled(void **state)
     config_unref(off);
 }
 
+/* ---- permission refusals for /readyz --------------------------------------------------- */
+
+static redisReply reply_of(int type, const char *str)
+{
+    return (redisReply){.type = type, .str = (char *)str, .len = str ? strlen(str) : 0};
+}
+
+static void test_noperm_bits(void **state)
+{
+    struct services svc = {0};
+    redisReply noperm = reply_of(
+        REDIS_REPLY_ERROR, "NOPERM this user has no permissions to run the 'evalsha' command");
+    redisReply noscript = reply_of(REDIS_REPLY_ERROR, "NOSCRIPT No matching script.");
+    redisReply in_script =
+        reply_of(REDIS_REPLY_ERROR, "ERR The user executing the script can't run this command or "
+                                    "subcommand script: 1234, on @user_script:1.");
+    redisReply array = reply_of(REDIS_REPLY_ARRAY, NULL);
+    redisReply other = reply_of(REDIS_REPLY_ERROR, "LOADING Redis is loading");
+
+    assert_true(services_noperm_note(&svc, SVC_NOPERM_EVALSHA, &noperm));
+    assert_int_equal(atomic_load(&svc.redis_noperm), SVC_NOPERM_EVALSHA);
+    assert_false(services_noperm_note(&svc, SVC_NOPERM_EVALSHA, NULL)); /* no reply: kept */
+    assert_int_equal(atomic_load(&svc.redis_noperm), SVC_NOPERM_EVALSHA);
+    assert_false(services_noperm_note(&svc, SVC_NOPERM_EVALSHA, &noscript)); /* allowed */
+    assert_int_equal(atomic_load(&svc.redis_noperm), 0);
+    /* the script ran, a command inside was refused: the script's bit, not EVAL's */
+    assert_true(services_noperm_note(&svc, SVC_NOPERM_EVAL, &in_script));
+    assert_int_equal(atomic_load(&svc.redis_noperm), SVC_NOPERM_SCRIPT);
+    assert_true(services_noperm_note(&svc, SVC_NOPERM_HGETALL, &noperm));
+    assert_false(services_noperm_note(&svc, SVC_NOPERM_HGETALL, &other)); /* not a refusal */
+    assert_true(services_noperm_note(&svc, SVC_NOPERM_EVAL, &noperm));
+    /* a decision made: the three rate-limit bits go, the sessions' stays */
+    assert_false(services_noperm_note(&svc, SVC_NOPERM_EVALSHA, &array));
+    assert_int_equal(atomic_load(&svc.redis_noperm), 0);
+    assert_true(services_noperm_note(&svc, SVC_NOPERM_HGETALL, &noperm));
+    assert_false(services_noperm_note(&svc, SVC_NOPERM_EVALSHA, &array));
+    assert_int_equal(atomic_load(&svc.redis_noperm), SVC_NOPERM_HGETALL);
+    assert_string_equal(services_noperm_str(SVC_NOPERM_EVALSHA),
+                        "NOPERM for evalsha (global rate limits)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_same_config),
-        cmocka_unit_test(test_each_field_changed),
-        cmocka_unit_test(test_other_fields_same),
-        cmocka_unit_test(test_enabled),
+        cmocka_unit_test(test_same_config),       cmocka_unit_test(test_each_field_changed),
+        cmocka_unit_test(test_other_fields_same), cmocka_unit_test(test_enabled),
+        cmocka_unit_test(test_noperm_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
