@@ -192,24 +192,26 @@ fi
 
 # The integration subset run against the sanitized moat covers every module:
 # proxying (bodies, keep-alive, pipelining, limits and timeouts, WebSocket,
-# upstream errors, signals and reload), TLS (server, mTLS, upstream TLS), auth
-# (sessions, the Redis client and its failure modes, push revocation), identity
-# (forwarded headers, signature), rate limits (local, global, bad Redis
-# replies) and the whole hostile-client suite. Left out, to keep the stage near
-# 8 minutes: the TLS scanners and grader (testssl/sslscan time, no new moat
-# code), and files whose code paths the kept ones or the fuzzers already run
-# (smuggling: the parser is fuzzed; header stripping runs on every request;
-# CLI, redirect, resumption, TLS reload, key tables, outage, tenants).
+# upstream errors), reload and binary upgrade (listener tables, fd hand-over),
+# upstream TLS and resilience (ejection, retries, slow start), auth (sessions, the
+# Redis client and its failure modes, push revocation), forwarded identity, global
+# rate limits and bad Redis replies, the syslog sender (queue, spool, TLS), HTTP/2
+# and the whole hostile-client suite. Left out, to keep the whole suite within 30
+# minutes (this stage near 8): the TLS scanners and grader (no new moat code);
+# files whose code paths the kept ones or the fuzzers already run (smuggling: the
+# parser is fuzzed; header stripping and signing run on every request; server TLS
+# and mTLS run in every connection; the admission queue, health checks and admin
+# API were sanitized while they were built and run in resilience; signals in
+# reload/upgrade); CLI, redirect, resumption, TLS reload, key tables, outage,
+# tenants, metrics, ops (systemd, container, preflight).
 # SANITIZER_TESTS="test_a.py test_b.py" in the environment replaces the list.
 default_sanitizer_tests=(
     test_core_proxy.py test_core_limits.py test_core_websocket.py
-    test_core_upstream_errors.py test_core_signals.py test_ops_reload.py test_ops_upgrade.py
-    test_core_tls.py test_tls_mtls.py test_upstream_tls.py
-    test_auth_sessions.py test_auth_redis.py
-    test_identity_forwarded.py test_identity_signature.py
-    test_ratelimit_local.py test_ratelimit_global.py test_ratelimit_bad_replies.py
+    test_core_upstream_errors.py test_ops_reload.py test_ops_upgrade.py
+    test_upstream_tls.py test_upstream_resilience.py
+    test_auth_sessions.py test_auth_redis.py test_identity_forwarded.py
+    test_ratelimit_global.py test_ratelimit_bad_replies.py test_syslog.py
     'test_hostile_*.py' test_http2.py test_http2_hostile.py
-    'test_upstream_*.py'
 )
 read -r -a sanitizer_tests <<<"${SANITIZER_TESTS:-${default_sanitizer_tests[*]}}"
 san_unit_ok=0 san_unit_fail=0 san_it_pass=0 san_it_fail=0 san_it_skip=0
