@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh [--rounds N] [--duration S] [--quick] [--targets "moat haproxy nginx"]
 #                    [--idle-conns N] [--nice N] [--profile] [--no-build] [--out DIR]
+#                    [--tests "keepalive body16k ..."]
 #   scripts/bench.sh --features [...]   moat alone: cost of auth (session cache / Redis)
 #                    and rate limiting (local / global); see scripts/bench/features.sh --help
 #
@@ -10,6 +11,8 @@
 #   --duration S    seconds per measured load run (default 10)
 #   --quick         smoke run: 1 round, 3 s runs, 250 idle connections
 #   --targets LIST  which proxies (default "moat haproxy nginx")
+#   --tests LIST    which tests (default all: keepalive body16k body256k upload1m h2
+#                   full-rsa full-ec resumed idle)
 #   --idle-conns N  idle TLS connections held for the memory test (default 1000)
 #   --nice N        run proxies, load generators and upstream at this nice level, and
 #                   give this script's scheduler autogroup the same nice value for the
@@ -18,7 +21,9 @@
 #                   nice does nothing against other sessions. Default 0.
 #   --profile       after the rounds (--rounds 0: instead of them), profile each proxy
 #                   under the keep-alive load: perf record (cpu-clock) hotspots, a
-#                   call-graph view for moat, and syscalls per request (perf stat)
+#                   call-graph view for moat, and syscalls per request (perf stat);
+#                   with --tests, under the load of each of its wrk tests
+#                   (keepalive body16k body256k upload1m) instead
 #   --no-build      use build-bench/moat as it is (not needed when moat is not a target)
 #   --out DIR       raw output directory (default bench-results/YYYYmmdd-HHMMSS)
 #
@@ -27,6 +32,9 @@
 # per round and per target (the target order rotates every round):
 #   keepalive   wrk -t1 -c64 over HTTPS keep-alive: req/s, p99, proxy CPU per request,
 #               errors (socket errors, non-2xx) and, for moat, its own 2xx/5xx counters
+#   body16k     the same for a 16 KiB response body (GET /16k, a static file upstream)
+#   body256k    the same for a 256 KiB response body (GET /256k)
+#   upload1m    the same for a 1 MiB request body (POST /upload, scripts/bench/upload1m.lua)
 #   h2          h2load -c 64 -m 10 over HTTP/2 (ALPN h2 only, no fallback to HTTP/1.1):
 #               req/s, p99 (from h2load --log-file, one line per request), proxy CPU
 #               per request, errors (h2load's failed + timed-out requests). A proxy
@@ -59,6 +67,8 @@ rounds=3
 duration=10
 idle_conns=1000
 targets="moat haproxy nginx"
+ALL_TESTS="keepalive body16k body256k upload1m h2 full-rsa full-ec resumed idle"
+tests="$ALL_TESTS"
 build=1
 out=""
 quick=0
@@ -70,6 +80,7 @@ while [ $# -gt 0 ]; do
         --duration) duration="$2"; shift ;;
         --quick) quick=1 ;;
         --targets) targets="$2"; shift ;;
+        --tests) tests="$2"; shift ;;
         --idle-conns) idle_conns="$2"; shift ;;
         --nice) nice_level="$2"; shift ;;
         --profile) profile=1 ;;
@@ -112,6 +123,13 @@ declare -A PORT=([moat]=18443 [haproxy]=18444 [nginx]=18445)
 for t in $targets; do
     [ -n "${PORT[$t]:-}" ] || { echo "bench: unknown target $t" >&2; exit 2; }
 done
+for t in $tests; do
+    case " $ALL_TESTS " in *" $t "*) ;; *) echo "bench: unknown test $t" >&2; exit 2 ;; esac
+done
+want() { case " $tests " in *" $1 "*) return 0 ;; esac; return 1; }
+# The wrk tests: name -> URL path and wrk script (none: GET).
+declare -A WRK_PATH=([keepalive]=/ [body16k]=/16k [body256k]=/256k [upload1m]=/upload)
+declare -A WRK_SCRIPT=([upload1m]="$(pwd)/scripts/bench/upload1m.lua")
 
 # ---------------------------------------------------------------- setup
 ts="$(date +%Y%m%d-%H%M%S)"
@@ -210,7 +228,9 @@ rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 result() { echo -e "$1\t$2\t$3\t$4\t$5" >>"$RES"; } # round target test metric value
 
 # ---------------------------------------------------------------- upstream
-mkdir -p "$RUN/upstream-tmp" "$RUN/logs" "$RUN/nginx-tmp/logs"
+mkdir -p "$RUN/upstream-tmp" "$RUN/logs" "$RUN/nginx-tmp/logs" "$RUN/static"
+head -c 16384 /dev/urandom >"$RUN/static/16k"
+head -c 262144 /dev/urandom >"$RUN/static/256k"
 render scripts/bench/upstream-nginx.conf "$RUN/upstream.conf" RUN="$RUN" PORT="$UP_PORT"
 "${NICE[@]}" taskset -c 0 nginx -p "$RUN" -c "$RUN/upstream.conf" -g 'daemon off;' 2>>"$RUN/upstream.stderr" &
 PIDS+=($!)
@@ -220,6 +240,7 @@ for _ in $(seq 50); do
 done
 body="$(curl -s "http://127.0.0.1:$UP_PORT/")" || { echo "bench: upstream did not start" >&2; exit 1; }
 [ "$(curl -s "http://127.0.0.1:$UP_PORT/" | wc -c)" -eq 64 ] || { echo "bench: upstream body is not 64 bytes" >&2; exit 1; }
+[ "$(curl -s "http://127.0.0.1:$UP_PORT/16k" | wc -c)" -eq 16384 ] || { echo "bench: upstream /16k is not 16 KiB" >&2; exit 1; }
 
 cat "$CERTS/server.crt" "$CERTS/server.key" >"$RUN/rsa.pem"
 cat "$CERTS/server-ec.crt" "$CERTS/server-ec.key" >"$RUN/ec.pem"
@@ -301,21 +322,26 @@ moat_metric() { # NAME [LABEL="VALUE"] -> the sum of its series (with that label
 }
 
 # ---------------------------------------------------------------- tests
-test_keepalive() { # ROUND TARGET
-    local r="$1" t="$2" f="$RUN/raw/keepalive-$2-r$1.txt"
-    start_proxy "$t" tickets rsa "keepalive-r$r"
-    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 # warm-up
+wrk_args() { # TEST -> wrk's script option, if any
+    [ -z "${WRK_SCRIPT[$1]:-}" ] || echo "-s ${WRK_SCRIPT[$1]}"
+}
+test_keepalive() { # ROUND TARGET [TEST]: keepalive, or one of the other wrk tests
+    local r="$1" t="$2" k="${3:-keepalive}" f="$RUN/raw/${3:-keepalive}-$2-r$1.txt"
+    local url="https://127.0.0.1:${PORT[$t]}${WRK_PATH[$k]}"
+    start_proxy "$t" tickets rsa "$k-r$r"
+    # shellcheck disable=SC2046
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s $(wrk_args "$k") "$url" >/dev/null 2>&1 # warm-up
     local m2=0 m5=0 me=0
     if [ "$t" = moat ]; then
         m2="$(moat_metric moat_http_requests_total 'code_class="2xx"')"; m5="$(moat_metric moat_http_requests_total 'code_class="5xx"')"
         me="$(moat_metric moat_upstream_errors_total)"
     fi
     local c0 c1 b0 b1
-    result "$r" "$t" keepalive loadavg "$(cut -d' ' -f1 /proc/loadavg)"
+    result "$r" "$t" "$k" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
     b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"
-    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"${duration}s" --latency "https://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"${duration}s" --latency $(wrk_args "$k") "$url" >"$f" 2>&1
     c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"
-    result "$r" "$t" keepalive cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$duration")"
+    result "$r" "$t" "$k" cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$duration")"
     local reqs rps p99 sockerr non2xx
     reqs="$(awk '/requests in/ {print $1}' "$f")"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$f")"
@@ -324,24 +350,24 @@ test_keepalive() { # ROUND TARGET
     non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$f")"
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { echo "bench: wrk failed against $t:" >&2; cat "$f" >&2; exit 1; }
     local cpu_us=$(( (c1 - c0) * 1000000 / HZ ))
-    result "$r" "$t" keepalive rps "$rps"
-    result "$r" "$t" keepalive p99_ms "$p99"
-    result "$r" "$t" keepalive requests "$reqs"
-    result "$r" "$t" keepalive cpu_us_per_req "$(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.2f", c/n}')"
-    result "$r" "$t" keepalive cpu_util "$(awk -v c="$cpu_us" -v d="$duration" 'BEGIN {printf "%.2f", c/1e6/d}')"
-    result "$r" "$t" keepalive errors "$(( ${sockerr:-0} + ${non2xx:-0} ))"
+    result "$r" "$t" "$k" rps "$rps"
+    result "$r" "$t" "$k" p99_ms "$p99"
+    result "$r" "$t" "$k" requests "$reqs"
+    result "$r" "$t" "$k" cpu_us_per_req "$(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.2f", c/n}')"
+    result "$r" "$t" "$k" cpu_util "$(awk -v c="$cpu_us" -v d="$duration" 'BEGIN {printf "%.2f", c/1e6/d}')"
+    result "$r" "$t" "$k" errors "$(( ${sockerr:-0} + ${non2xx:-0} ))"
     if [ "$t" = moat ]; then
         local d2 d5 de
         d2=$(( $(moat_metric moat_http_requests_total 'code_class="2xx"') - m2 ))
         d5=$(( $(moat_metric moat_http_requests_total 'code_class="5xx"') - m5 ))
         de=$(( $(moat_metric moat_upstream_errors_total) - me ))
         echo "moat counters during the run: 2xx=$d2 5xx=$d5 upstream_errors=$de (wrk: $reqs requests)" >>"$f"
-        result "$r" "$t" keepalive moat_5xx "$d5"
-        result "$r" "$t" keepalive moat_upstream_errors "$de"
+        result "$r" "$t" "$k" moat_5xx "$d5"
+        result "$r" "$t" "$k" moat_upstream_errors "$de"
         # wrk counts only completed responses; moat may have answered up to 64 more.
-        [ "$d2" -ge "$reqs" ] && [ "$d2" -le $(( reqs + 64 )) ] || result "$r" "$t" keepalive moat_count_mismatch 1
+        [ "$d2" -ge "$reqs" ] && [ "$d2" -le $(( reqs + 64 )) ] || result "$r" "$t" "$k" moat_count_mismatch 1
     fi
-    log "round $r keepalive $t: $rps req/s, p99 ${p99} ms, $(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.1f", c/n}') us CPU/req, errors $(( ${sockerr:-0} + ${non2xx:-0} ))"
+    log "round $r $k $t: $rps req/s, p99 ${p99} ms, $(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.1f", c/n}') us CPU/req, errors $(( ${sockerr:-0} + ${non2xx:-0} ))"
     stop_proxy
 }
 
@@ -530,56 +556,58 @@ test_idle() { # ROUND TARGET
     stop_proxy
 }
 
-profile_target() { # TARGET: keep-alive load, perf record + perf stat on the proxy
-    local t="$1" d="$RUN/profile" win
+profile_target() { # TARGET [TEST]: a wrk test's load, perf record + perf stat on the proxy
+    local t="$1" k="${2:-keepalive}" d="$RUN/profile" win p
+    local url="https://127.0.0.1:${PORT[$t]}${WRK_PATH[${2:-keepalive}]}"
     mkdir -p "$d"
     win=$(( duration > 4 ? duration - 2 : 2 ))
-    start_proxy "$t" tickets rsa profile
-    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1
+    start_proxy "$t" tickets rsa "profile-$k"
+    p="$t"; [ "$k" = keepalive ] || p="$t-$k"  # file names: keepalive keeps the old ones
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d2s $(wrk_args "$k") "$url" >/dev/null 2>&1
     # 1: flat profile (self time per symbol), sampled on CPU time.
-    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >"$d/$t-wrk-record.txt" 2>&1 &
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" $(wrk_args "$k") "$url" >"$d/$p-wrk-record.txt" 2>&1 &
     local w=$!
     PIDS+=("$w")
     sleep 1
-    perf record -q -e cpu-clock -F 1999 -p "$PROXY_PID" -o "$d/$t.perf.data" -- sleep "$win" >/dev/null 2>&1 || true
+    perf record -q -e cpu-clock -F 1999 -p "$PROXY_PID" -o "$d/$p.perf.data" -- sleep "$win" >/dev/null 2>&1 || true
     wait "$w" || true
-    perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 \
-        >"$d/$t-hotspots.txt" 2>/dev/null || true
-    perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso --percent-limit 0.5 \
-        >"$d/$t-dso.txt" 2>/dev/null || true
+    perf report -i "$d/$p.perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 \
+        >"$d/$p-hotspots.txt" 2>/dev/null || true
+    perf report -i "$d/$p.perf.data" --stdio --no-children --sort dso --percent-limit 0.5 \
+        >"$d/$p-dso.txt" 2>/dev/null || true
     # User space only (the proxy's own code, libc, libevent), where it can act.
     local dsos
-    dsos="$(perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso 2>/dev/null |
+    dsos="$(perf report -i "$d/$p.perf.data" --stdio --no-children --sort dso 2>/dev/null |
         awk '$1 ~ /%$/ && $2 !~ /^\[/ && $2 !~ /^lib(crypto|ssl)/ {print $2}' | paste -sd, -)"
-    [ -n "$dsos" ] && perf report -i "$d/$t.perf.data" --stdio --no-children --sort dso,symbol \
-        --dsos "$dsos" --percent-limit 0.25 >"$d/$t-userspace.txt" 2>/dev/null || true
+    [ -n "$dsos" ] && perf report -i "$d/$p.perf.data" --stdio --no-children --sort dso,symbol \
+        --dsos "$dsos" --percent-limit 0.25 >"$d/$p-userspace.txt" 2>/dev/null || true
     # 2: syscalls per request: every syscall entry of the proxy over a window of
     # known length, divided by the requests wrk completed in a run of the same length.
-    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >"$d/$t-wrk-stat.txt" 2>&1 &
+    "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" $(wrk_args "$k") "$url" >"$d/$p-wrk-stat.txt" 2>&1 &
     w=$!
     PIDS+=("$w")
     sleep 1
-    perf stat -x, -e 'syscalls:sys_enter_*' -p "$PROXY_PID" -o "$d/$t-syscalls.csv" -- sleep "$win" >/dev/null 2>&1 || true
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$PROXY_PID" -o "$d/$p-syscalls.csv" -- sleep "$win" >/dev/null 2>&1 || true
     wait "$w" || true
     local rps
-    rps="$(awk '/^Requests\/sec:/ {print $2}' "$d/$t-wrk-stat.txt")"
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$d/$p-wrk-stat.txt")"
     awk -F, -v rps="${rps:-0}" -v win="$win" '$1 ~ /^[0-9]+$/ && $1 > 0 {
             n = $3; sub(/^syscalls:sys_enter_/, "", n); printf "%-16s %10d  %.2f per request\n", n, $1, (rps > 0 ? $1 / (rps * win) : 0) }' \
-        "$d/$t-syscalls.csv" | sort -k2 -n -r >"$d/$t-syscalls.txt"
-    echo "requests/s during the window: ${rps:-?}" >>"$d/$t-syscalls.txt"
+        "$d/$p-syscalls.csv" | sort -k2 -n -r >"$d/$p-syscalls.txt"
+    echo "requests/s during the window: ${rps:-?}" >>"$d/$p-syscalls.txt"
     # 3: moat only: call graph (inclusive time per function), DWARF unwinding.
     if [ "$t" = moat ]; then
-        "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1 &
+        "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"$(( win + 2 ))s" $(wrk_args "$k") "$url" >/dev/null 2>&1 &
         w=$!
         PIDS+=("$w")
         sleep 1
-        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$d/$t-callgraph.perf.data" \
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$d/$p-callgraph.perf.data" \
             -- sleep "$(( win < 4 ? win : 4 ))" >/dev/null 2>&1 || true
         wait "$w" || true
-        perf report -i "$d/$t-callgraph.perf.data" --stdio --children --sort symbol --percent-limit 3 \
-            -g none >"$d/$t-inclusive.txt" 2>/dev/null || true
+        perf report -i "$d/$p-callgraph.perf.data" --stdio --children --sort symbol --percent-limit 3 \
+            -g none >"$d/$p-inclusive.txt" 2>/dev/null || true
     fi
-    log "profiled $t: $d/$t-hotspots.txt, $d/$t-syscalls.txt"
+    log "profiled $t ($k): $d/$p-hotspots.txt, $d/$p-syscalls.txt"
     stop_proxy
 }
 
@@ -612,16 +640,25 @@ for r in $(seq "$rounds"); do
     order=()
     for i in $(seq 0 $((n - 1))); do order+=("${tlist[$(( (i + r - 1) % n ))]}"); done
     log "round $r/$rounds, order: ${order[*]}"
-    for t in "${order[@]}"; do test_keepalive "$r" "$t"; done
-    for t in "${order[@]}"; do test_h2 "$r" "$t"; done
+    for k in keepalive body16k body256k upload1m; do
+        want "$k" || continue
+        for t in "${order[@]}"; do test_keepalive "$r" "$t" "$k"; done
+    done
+    if want h2; then for t in "${order[@]}"; do test_h2 "$r" "$t"; done; fi
     for kind in full-rsa full-ec resumed; do
+        want "$kind" || continue
         for t in "${order[@]}"; do test_handshake "$r" "$t" "$kind"; done
     done
-    for t in "${order[@]}"; do test_idle "$r" "$t"; done
+    if want idle; then for t in "${order[@]}"; do test_idle "$r" "$t"; done; fi
 done
 
 if [ "$profile" -eq 1 ]; then
-    for t in "${tlist[@]}"; do profile_target "$t"; done
+    for t in "${tlist[@]}"; do
+        if [ "$tests" = "$ALL_TESTS" ]; then profile_target "$t"; continue; fi
+        for k in keepalive body16k body256k upload1m; do
+            if want "$k"; then profile_target "$t" "$k"; fi
+        done
+    done
 fi
 
 cleanup

@@ -119,6 +119,31 @@ def main():
                                 vals.get((t, 'keepalive', 'cpu_us_per_req'), [])))
         for t in targets) + "\n")
 
+    bodies = [(k, d) for k, d in (("body16k", "16 KiB response body (GET /16k)"),
+                                   ("body256k", "256 KiB response body (GET /256k)"),
+                                   ("upload1m", "1 MiB request body (POST /upload)"))
+              if any((t, k, "rps") in vals for t in targets)]
+    if bodies:
+        p("## Larger bodies (wrk -t1 -c64, keep-alive)\n")
+        p("Target (issue 18): CPU per response <= 0.9x HAProxy's for each.\n")
+        p("| test | target | req/s | MB/s of body | p99 ms | CPU µs/req | CPU µs/req vs HAProxy | "
+          "proxy CPU use | CPU 1 used by others | errors (all rounds) |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        size = {"body16k": 16384, "body256k": 262144, "upload1m": 1048576}
+        for k, _ in bodies:
+            for t in targets:
+                r = ratio(t, k, "cpu_us_per_req")
+                rps = med(t, k, "rps")
+                mbs = rps * size[k] / 1e6 if rps is not None else None
+                p(f"| {k} | {t} | {fmt(rps,0)} | {fmt(mbs,0)} | {fmt(med(t,k,'p99_ms'),2)} | "
+                  f"{fmt(med(t,k,'cpu_us_per_req'),2)} | {fmt(r,2) + 'x' if r is not None else '-'} | "
+                  f"{fmt(100*(med(t,k,'cpu_util') or 0),0)}% | {fmt(med(t,k,'cpu1_other_pct'),0)}% | "
+                  f"{fmt(tot(t,k,'errors'),0)} |")
+        p("")
+        p("Per-round CPU µs/req: " + "; ".join(
+            f"{k} {t} " + ", ".join(f"{b:.1f}" for b in vals.get((t, k, 'cpu_us_per_req'), []))
+            for k, _ in bodies for t in targets) + "\n")
+
     def h2_na(t):
         """Why t has no h2 figures (h2 never negotiated in any round), else None."""
         neg = vals.get((t, "h2", "negotiated"))
@@ -156,61 +181,63 @@ def main():
                                      vals.get((t, 'h2', 'cpu_us_per_req'), []))) or "n/a")
             for t in h2_targets) + "\n")
 
-    p("## TLS handshakes (tlsload, 32 concurrent, one request per connection)\n")
-    p("full-*: tickets and session caches off on every proxy; the client offers the newest "
-      "session it holds (resumed must be 0). resumed: tickets + caches on, RSA-2048, TLS 1.3; "
-      "the client keeps the newest resumable session, so a server that issues no new ticket "
-      "on a resumed connection gets a full handshake every other time. "
-      "\"CPU µs per resumed\" subtracts the full handshakes at the full-rsa cost.\n")
-    p("| target | full RSA-2048 hs/s | CPU µs/hs | full ECDSA P-256 hs/s | CPU µs/hs | "
-      "tickets-on hs/s | resumed | CPU µs/hs (mix) | CPU µs per resumed | "
-      "proxy CPU use (RSA / EC / tickets) | CPU 1 used by others |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-    for t in targets:
-        util = " / ".join(f"{fmt(100*(med(t,k,'cpu_util') or 0),0)}%"
-                          for k in ("full-rsa", "full-ec", "resumed"))
-        hs, rs = tot(t, "resumed", "handshakes"), tot(t, "resumed", "resumed")
-        frac = f"{100*rs/hs:.0f}%" if hs else "-"
-        est = None
-        mix, full = med(t, "resumed", "cpu_us_per_hs"), med(t, "full-rsa", "cpu_us_per_hs")
-        if hs and rs and mix is not None and full is not None:
-            est = (mix * hs - full * (hs - rs)) / rs
-        other = "/".join(fmt(med(t, k, "cpu1_other_pct"), 0) for k in ("full-rsa", "full-ec", "resumed"))
-        p(f"| {t} | {fmt(med(t,'full-rsa','hs_per_s'),0)} | {fmt(med(t,'full-rsa','cpu_us_per_hs'),0)} | "
-          f"{fmt(med(t,'full-ec','hs_per_s'),0)} | {fmt(med(t,'full-ec','cpu_us_per_hs'),0)} | "
-          f"{fmt(med(t,'resumed','hs_per_s'),0)} | {frac} | {fmt(mix,0)} | {fmt(est,0)} | {util} | {other} % |")
-    p("")
-    p("Per-round CPU µs per full handshake (RSA; EC): " + "; ".join(
-        f"{t} " + ", ".join(f"{a:.0f}" for a in vals.get((t, 'full-rsa', 'cpu_us_per_hs'), [])) +
-        "; " + ", ".join(f"{a:.0f}" for a in vals.get((t, 'full-ec', 'cpu_us_per_hs'), []))
-        for t in targets) + "\n")
-    p("TLS 1.2 with tickets on (tlsload -t 1.2, resumed/handshakes): " + ", ".join(
-        f"{t} {tot(t,'resumed','tls12_resumed') or 0:.0f}/{tot(t,'resumed','tls12_handshakes') or 0:.0f}"
-        for t in targets) + "\n")
-    sp = {m: med("openssl", "speed", m) for m in
-          ("rsa2048_sign_per_s", "ecdsap256_sign_per_s", "x25519_op_per_s")}
-    if any(sp.values()):
-        line = (f"Ceiling on CPU 1 (`openssl speed`): RSA-2048 {fmt(sp['rsa2048_sign_per_s'],0)} sign/s, "
-                f"ECDSA P-256 {fmt(sp['ecdsap256_sign_per_s'],0)} sign/s, X25519 "
-                f"{fmt(sp['x25519_op_per_s'],0)} op/s")
-        if sp["rsa2048_sign_per_s"] and sp["x25519_op_per_s"]:
-            # A full TLS 1.3 handshake: one signature, one X25519 keygen + one derive.
-            rsa_us = 1e6 / sp["rsa2048_sign_per_s"] + 2e6 / sp["x25519_op_per_s"]
-            line += f"; signature + 2 X25519 ops = {rsa_us:.0f} µs per RSA handshake"
-            if sp["ecdsap256_sign_per_s"]:
-                ec_us = 1e6 / sp["ecdsap256_sign_per_s"] + 2e6 / sp["x25519_op_per_s"]
-                line += f", {ec_us:.0f} µs per ECDSA handshake"
-        p(line + ".\n")
+    if any(k[1] in ("full-rsa", "full-ec", "resumed") for k in vals):
+        p("## TLS handshakes (tlsload, 32 concurrent, one request per connection)\n")
+        p("full-*: tickets and session caches off on every proxy; the client offers the newest "
+          "session it holds (resumed must be 0). resumed: tickets + caches on, RSA-2048, TLS 1.3; "
+          "the client keeps the newest resumable session, so a server that issues no new ticket "
+          "on a resumed connection gets a full handshake every other time. "
+          "\"CPU µs per resumed\" subtracts the full handshakes at the full-rsa cost.\n")
+        p("| target | full RSA-2048 hs/s | CPU µs/hs | full ECDSA P-256 hs/s | CPU µs/hs | "
+          "tickets-on hs/s | resumed | CPU µs/hs (mix) | CPU µs per resumed | "
+          "proxy CPU use (RSA / EC / tickets) | CPU 1 used by others |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+        for t in targets:
+            util = " / ".join(f"{fmt(100*(med(t,k,'cpu_util') or 0),0)}%"
+                              for k in ("full-rsa", "full-ec", "resumed"))
+            hs, rs = tot(t, "resumed", "handshakes"), tot(t, "resumed", "resumed")
+            frac = f"{100*rs/hs:.0f}%" if hs else "-"
+            est = None
+            mix, full = med(t, "resumed", "cpu_us_per_hs"), med(t, "full-rsa", "cpu_us_per_hs")
+            if hs and rs and mix is not None and full is not None:
+                est = (mix * hs - full * (hs - rs)) / rs
+            other = "/".join(fmt(med(t, k, "cpu1_other_pct"), 0) for k in ("full-rsa", "full-ec", "resumed"))
+            p(f"| {t} | {fmt(med(t,'full-rsa','hs_per_s'),0)} | {fmt(med(t,'full-rsa','cpu_us_per_hs'),0)} | "
+              f"{fmt(med(t,'full-ec','hs_per_s'),0)} | {fmt(med(t,'full-ec','cpu_us_per_hs'),0)} | "
+              f"{fmt(med(t,'resumed','hs_per_s'),0)} | {frac} | {fmt(mix,0)} | {fmt(est,0)} | {util} | {other} % |")
+        p("")
+        p("Per-round CPU µs per full handshake (RSA; EC): " + "; ".join(
+            f"{t} " + ", ".join(f"{a:.0f}" for a in vals.get((t, 'full-rsa', 'cpu_us_per_hs'), [])) +
+            "; " + ", ".join(f"{a:.0f}" for a in vals.get((t, 'full-ec', 'cpu_us_per_hs'), []))
+            for t in targets) + "\n")
+        p("TLS 1.2 with tickets on (tlsload -t 1.2, resumed/handshakes): " + ", ".join(
+            f"{t} {tot(t,'resumed','tls12_resumed') or 0:.0f}/{tot(t,'resumed','tls12_handshakes') or 0:.0f}"
+            for t in targets) + "\n")
+        sp = {m: med("openssl", "speed", m) for m in
+              ("rsa2048_sign_per_s", "ecdsap256_sign_per_s", "x25519_op_per_s")}
+        if any(sp.values()):
+            line = (f"Ceiling on CPU 1 (`openssl speed`): RSA-2048 {fmt(sp['rsa2048_sign_per_s'],0)} sign/s, "
+                    f"ECDSA P-256 {fmt(sp['ecdsap256_sign_per_s'],0)} sign/s, X25519 "
+                    f"{fmt(sp['x25519_op_per_s'],0)} op/s")
+            if sp["rsa2048_sign_per_s"] and sp["x25519_op_per_s"]:
+                # A full TLS 1.3 handshake: one signature, one X25519 keygen + one derive.
+                rsa_us = 1e6 / sp["rsa2048_sign_per_s"] + 2e6 / sp["x25519_op_per_s"]
+                line += f"; signature + 2 X25519 ops = {rsa_us:.0f} µs per RSA handshake"
+                if sp["ecdsap256_sign_per_s"]:
+                    ec_us = 1e6 / sp["ecdsap256_sign_per_s"] + 2e6 / sp["x25519_op_per_s"]
+                    line += f", {ec_us:.0f} µs per ECDSA handshake"
+            p(line + ".\n")
 
-    p("## Idle TLS connections (memory)\n")
-    p("| target | connections | VmRSS before KiB | VmRSS holding KiB | KiB per idle conn | "
-      "VmRSS after close KiB | closed by proxy while idle |")
-    p("|---|---:|---:|---:|---:|---:|---:|")
-    for t in targets:
-        p(f"| {t} | {fmt(med(t,'idle','opened'),0)} | {fmt(med(t,'idle','rss_before_kib'),0)} | "
-          f"{fmt(med(t,'idle','rss_after_kib'),0)} | {fmt(med(t,'idle','kib_per_conn'),2)} | "
-          f"{fmt(med(t,'idle','rss_after_close_kib'),0)} | {fmt(tot(t,'idle','dropped'),0)} |")
-    p("")
+    if any(k[1] == "idle" for k in vals):
+        p("## Idle TLS connections (memory)\n")
+        p("| target | connections | VmRSS before KiB | VmRSS holding KiB | KiB per idle conn | "
+          "VmRSS after close KiB | closed by proxy while idle |")
+        p("|---|---:|---:|---:|---:|---:|---:|")
+        for t in targets:
+            p(f"| {t} | {fmt(med(t,'idle','opened'),0)} | {fmt(med(t,'idle','rss_before_kib'),0)} | "
+              f"{fmt(med(t,'idle','rss_after_kib'),0)} | {fmt(med(t,'idle','kib_per_conn'),2)} | "
+              f"{fmt(med(t,'idle','rss_after_close_kib'),0)} | {fmt(tot(t,'idle','dropped'),0)} |")
+        p("")
 
     p("## Summary and ratios to HAProxy\n")
     p("| target | req/s | p99 ms | CPU µs/req | h2 req/s | h2 p99 ms | h2 CPU µs/req | "
@@ -250,6 +277,12 @@ def main():
              lambda r: r >= 0.8),
             ("RSS per idle TLS connection <= HAProxy's", ratio("moat", "idle", "kib_per_conn"),
              lambda r: r <= 1.0),
+            ("CPU per 16 KiB response <= 0.9x HAProxy", ratio("moat", "body16k", "cpu_us_per_req"),
+             lambda r: r <= 0.9),
+            ("CPU per 256 KiB response <= 0.9x HAProxy", ratio("moat", "body256k", "cpu_us_per_req"),
+             lambda r: r <= 0.9),
+            ("CPU per 1 MiB upload <= 0.9x HAProxy", ratio("moat", "upload1m", "cpu_us_per_req"),
+             lambda r: r <= 0.9),
             ("(DESIGN.md budget) CPU per request <= 0.8x HAProxy", ratio("moat", "keepalive", "cpu_us_per_req"),
              lambda r: r <= 0.8),
             ("(DESIGN.md budget) CPU per full RSA handshake <= 0.9x HAProxy",
@@ -304,9 +337,10 @@ def main():
     p("## Correctness checks\n")
     problems, notes = [], []
     for t in targets:
-        e = tot(t, "keepalive", "errors")
-        if e:
-            problems.append(f"{t}: {e:.0f} wrk errors (socket errors + non-2xx) under keep-alive load")
+        for k in ("keepalive", "body16k", "body256k", "upload1m"):
+            e = tot(t, k, "errors")
+            if e:
+                problems.append(f"{t}: {e:.0f} wrk errors (socket errors + non-2xx) under {k} load")
         e = tot(t, "h2", "errors")
         if e:
             problems.append(f"{t}: {e:.0f} h2load errors (failed + timed out) under HTTP/2 load")
@@ -339,9 +373,10 @@ def main():
         if d:
             problems.append(f"{t}: closed {d:.0f} idle connections during the memory test")
     for m in ("moat_5xx", "moat_upstream_errors", "moat_count_mismatch"):
-        v = tot("moat", "keepalive", m)
-        if v:
-            problems.append(f"moat: {m} = {v:.0f} during keep-alive runs")
+        for k in ("keepalive", "body16k", "body256k", "upload1m"):
+            v = tot("moat", k, m)
+            if v:
+                problems.append(f"moat: {m} = {v:.0f} during {k} runs")
         v = tot("moat", "h2", m)
         if v:
             problems.append(f"moat: {m} = {v:.0f} during HTTP/2 runs")

@@ -1,18 +1,101 @@
 #include "tls/tlsio.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 
-/* One TLS record of plaintext: the most one SSL_read() returns. */
+/* One TLS record of plaintext: the most one SSL_read() returns, and the most
+ * one SSL_write() is given (one record per call). */
 #define READ_CHUNK 16384
+#define RECORD_MAX 16384
 #define WRITE_VECS 8
 
 static void do_read(struct tlsio *t);
 static void do_write(struct tlsio *t);
 static void on_io(evutil_socket_t fd, short what, void *arg);
+
+/* ---- the socket BIO ------------------------------------------------------
+ * OpenSSL's socket BIO, with one difference: a record written while more of the
+ * same batch follow goes out with MSG_MORE, so the records of a response larger
+ * than one record (16 KiB of body and its head: two) leave in one TCP segment
+ * train instead of one transmission (and one wake-up of the peer) per record.
+ * The last record of a batch is sent without the flag, which pushes them all. */
+
+static int sock_write(BIO *b, const char *buf, int len)
+{
+    const struct tlsio *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    int flags = MSG_NOSIGNAL | (t->write_more ? MSG_MORE : 0);
+    ssize_t n = send(t->fd, buf, (size_t)len, flags);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int sock_read(BIO *b, char *buf, int len)
+{
+    const struct tlsio *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = read(t->fd, buf, (size_t)len);
+    if (n == 0)
+        BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* OpenSSL 3 tells a FIN by BIO_eof() */
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    const struct tlsio *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* nothing is buffered here */
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_C_GET_FD:
+        if (ptr)
+            *(int *)ptr = t->fd;
+        return t->fd;
+    default:
+        return 0;
+    }
+}
+
+static int sock_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *sock_method;
+static void sock_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "moat tlsio socket");
+    if (m && BIO_meth_set_write(m, sock_write) && BIO_meth_set_read(m, sock_read) &&
+        BIO_meth_set_ctrl(m, sock_ctrl) && BIO_meth_set_create(m, sock_create))
+        sock_method = m;
+    else
+        BIO_meth_free(m);
+}
+
+/* The stream's BIO for reading and writing; NULL when out of memory. */
+static BIO *sock_bio(struct tlsio *t)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sock_method_make);
+    BIO *b = sock_method ? BIO_new(sock_method) : NULL;
+    if (b)
+        BIO_set_data(b, t);
+    return b;
+}
 
 static size_t len_of(const struct evbuffer *b)
 {
@@ -224,14 +307,17 @@ static void do_write(struct tlsio *t)
         int nv = evbuffer_peek(t->out, -1, NULL, v, WRITE_VECS);
         if (nv > WRITE_VECS)
             nv = WRITE_VECS;
-        size_t done = 0;
+        size_t done = 0, total = len_of(t->out);
         for (int i = 0; i < nv && !blocked && !status; i++) {
             size_t off = 0;
             while (off < v[i].iov_len) {
                 size_t chunk = v[i].iov_len - off;
+                if (chunk > RECORD_MAX)
+                    chunk = RECORD_MAX;
+                t->write_more = total - done - off > chunk;
                 ERR_clear_error();
-                int n = SSL_write(t->ssl, (char *)v[i].iov_base + off,
-                                  (int)(chunk > INT_MAX ? INT_MAX : chunk));
+                int n = SSL_write(t->ssl, (char *)v[i].iov_base + off, (int)chunk);
+                t->write_more = false;
                 if (n > 0) {
                     off += (size_t)n;
                     continue;
@@ -333,8 +419,13 @@ int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
 {
     *t = (struct tlsio){
         .ssl = ssl, .fd = fd, .ops = ops, .arg = arg, .reading = true, .handshaking = true};
-    if (SSL_set_fd(ssl, fd) != 1 || event_assign(&t->ev, base, fd, EV_PERSIST, on_io, t) < 0)
+    BIO *bio = sock_bio(t);
+    if (!bio || event_assign(&t->ev, base, fd, EV_PERSIST, on_io, t) < 0) {
+        BIO_free(bio);
         return -1;
+    }
+    BIO_up_ref(bio); /* one reference for reading, one for writing, as SSL_set_fd() */
+    SSL_set_bio(ssl, bio, bio);
     /* as bufferevent_openssl: write what fits, and retry from a moved buffer */
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     update_events(t);

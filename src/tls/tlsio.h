@@ -65,6 +65,7 @@ struct tlsio {
     bool read_wants_write; /* SSL_read needs the socket writable (a TLS 1.3 KeyUpdate reply) */
     bool write_wants_read;
     bool write_blocked; /* SSL_write said WANT_WRITE: wait for writable */
+    bool write_more;    /* more records follow the one being written (MSG_MORE) */
     bool force_read_cb;
     bool idle_release; /* free the buffers once the output has drained */
     short registered;  /* EV_READ | EV_WRITE: what epoll watches */

@@ -496,6 +496,27 @@ static void start_tunnel(struct request *r)
     tunnel_from_client(r);
 }
 
+/*
+ * Scans for the end of the response head in the first want bytes of in; *p then
+ * points at the head, contiguous. The first buffer chain is scanned where it is:
+ * the head is nearly always in it, and pulling up all of want would copy the body
+ * that came with the head (16 KiB of a 16 KiB response) into a new chain.
+ */
+static ssize_t scan_response_head(struct request *r, struct evbuffer *in, size_t want,
+                                  const char **p, int *status)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0) {
+        size_t first = v.iov_len < want ? v.iov_len : want;
+        *p = v.iov_base;
+        ssize_t n = http1_head_scan(&r->resp_scan, *p, first, RESP_HEAD_MAX, status);
+        if (n != 0 || first == want)
+            return n;
+    }
+    *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    return http1_head_scan(&r->resp_scan, *p, want, RESP_HEAD_MAX, status);
+}
+
 /* Returns 1 when a final head was handled, 0 when more bytes are needed, -1 when failed. */
 static int read_response_head(struct request *r)
 {
@@ -505,9 +526,9 @@ static int read_response_head(struct request *r)
         if (len == 0)
             return 0;
         size_t want = len < RESP_HEAD_MAX + 1 ? len : RESP_HEAD_MAX + 1;
-        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
         int status = 0;
-        ssize_t n = http1_head_scan(&r->resp_scan, p, want, RESP_HEAD_MAX, &status);
+        const char *p = NULL;
+        ssize_t n = scan_response_head(r, in, want, &p, &status);
         if (n == 0)
             return 0;
         struct http1_response resp;
@@ -609,14 +630,25 @@ void proxy_client_drained(struct request *r)
 
 /* ---- upstream callbacks ------------------------------------------------ */
 
+/* What may still be buffered from the upstream without passing the client's
+   high-water mark (which stops reading the upstream until the client drains). */
+static size_t upstream_room(struct request *r)
+{
+    size_t held =
+        evbuffer_get_length(client_out(r)) + evbuffer_get_length(bufferevent_get_input(r->uc->bev));
+    return held < request_out_high(r) ? request_out_high(r) - held : 0;
+}
+
 static void up_read(struct bufferevent *bev, void *arg)
 {
     struct request *r = arg;
     struct stream_hold hold = request_hold(r);
-    if (head_sent(r))
+    if (head_sent(r)) {
+        upstream_read_more(r->uc, upstream_room(r));
         process_upstream(r);
-    else /* bytes before we asked anything: not a server we can trust */
+    } else { /* bytes before we asked anything: not a server we can trust */
         fail(r, 502, "upstream spoke first");
+    }
     stream_release(hold);
 }
 

@@ -453,6 +453,45 @@ int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
     return evbuffer_add(out, (const char *)p + sent, len - sent);
 }
 
+/* The most one read of upstream_read_more() takes. Above EVBUF_COALESCE_MAX, a
+   body piece moves to the client's output as buffer chains, not copied. */
+#define READ_MORE_CHUNK 65536
+/* libevent 2.1's EVBUFFER_MAX_READ: the most one bufferevent read takes. */
+#define EV_READ_MAX 4096
+
+size_t upstream_read_more(struct upstream_conn *uc, size_t max)
+{
+    if (uc->srv->pool->tls || !uc->connected)
+        return 0;
+    struct evbuffer *in = bufferevent_get_input(uc->bev);
+    /* Less than a full libevent read in the buffer: the socket held no more (it
+       read what FIONREAD announced), and a recv() would only fail with EAGAIN. */
+    if (evbuffer_get_length(in) < EV_READ_MAX)
+        return 0;
+    int fd = bufferevent_getfd(uc->bev);
+    size_t total = 0;
+    /* the bufferevent keeps its input's end frozen outside its own reads */
+    evbuffer_unfreeze(in, 0);
+    while (total < max) {
+        size_t want = max - total < READ_MORE_CHUNK ? max - total : READ_MORE_CHUNK;
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) < 1)
+            break;
+        ssize_t n = recv(fd, v.iov_base, want < v.iov_len ? want : v.iov_len, MSG_DONTWAIT);
+        if (n <= 0)
+            break; /* empty (EAGAIN), or an end the bufferevent sees on its next read */
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(in, &v, 1);
+        total += (size_t)n;
+        /* a short read: the socket is most likely empty, and epoll (level-triggered)
+           says so if not; this saves a recv() that would fail with EAGAIN */
+        if ((size_t)n < want)
+            break;
+    }
+    evbuffer_freeze(in, 0);
+    return total;
+}
+
 bool upstream_closed_cleanly(const struct upstream_conn *uc, short what)
 {
     if (!(what & BEV_EVENT_EOF) || (what & BEV_EVENT_ERROR))

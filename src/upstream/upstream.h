@@ -69,6 +69,16 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
  * of memory.
  */
 int upstream_send(struct upstream_conn *uc, const void *p, size_t len);
+/*
+ * Reads up to max more bytes the socket already holds into the bufferevent's
+ * input, after its read callback ran: libevent 2.1's bufferevent takes at most
+ * 4 KiB per readable event (EVBUFFER_MAX_READ), so a 16 KiB response would
+ * otherwise cost five wake-ups, each an ioctl(FIONREAD) and a readv(). Plain
+ * TCP or unix only (a TLS upstream reads through OpenSSL), and only when the
+ * input holds at least such a full read; EOF and errors are left for the
+ * bufferevent's next read to report. The bytes read.
+ */
+size_t upstream_read_more(struct upstream_conn *uc, size_t max);
 /* Returns a connection after a complete exchange: pooled if reusable, else closed. */
 void upstream_release(struct upstream_conn *uc, bool reusable);
 /*

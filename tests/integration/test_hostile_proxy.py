@@ -629,6 +629,39 @@ def test_bytes_after_response_never_answer_the_next_request(raw_upstream, moat_f
     assert len(nexts) == 3 and all(e["conn"] != first["conn"] for e in nexts), up.log
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_response_head_over_several_reads_parsed_whole(raw_upstream, moat_factory, split):
+    """A 10 KiB response head with a 20 KiB body: moat's first read of the upstream takes
+    4 KiB, so the head spans buffer chains (in one write), or also two writes 0.3 s apart.
+    moat scans the first chain where it lies and pulls the head together only when it goes
+    on: the header and the body must arrive intact either way."""
+    big = b"b" * 10000
+    body = bytes(range(256)) * 80
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Big: %s\r\n\r\n%s" % (
+        len(body), big, body)
+
+    def handler(c):
+        while True:
+            if c.read_head() is None:
+                return
+            if split:
+                c.send(resp[:3000])
+                time.sleep(0.3)
+                c.send(resp[3000:])
+            else:
+                c.send(resp)
+
+    up = raw_upstream(handler)
+    m = raw_moat(moat_factory, up)
+    with Conn.tls(m.https_port) as c:
+        for i in range(2):
+            c.request("GET", "/big%d" % i)
+            r = c.read_response()
+            assert r.status == 200, r
+            assert r.header("X-Big") == big.decode()
+            assert r.body == body
+
+
 @pytest.mark.parametrize("reads", [1, 2, 3])
 def test_bytes_in_the_socket_when_a_pipelined_request_takes_the_connection(
         raw_upstream, moat_factory, reads):

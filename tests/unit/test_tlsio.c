@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,8 +150,9 @@ struct client {
     size_t expect_back; /* bytes to read back (echo) */
     enum client_end end;
     bool garbage; /* no TLS at all */
+    bool tcp;     /* TCP over loopback instead of a socketpair (MSG_MORE acts there) */
     int ok;
-    unsigned char back[64];
+    unsigned char back[48 * 1024];
 };
 
 static void *client_main(void *arg)
@@ -194,10 +197,31 @@ struct rig {
     pthread_t th;
 };
 
+/* A connected TCP pair over 127.0.0.1; the client end reads with a 2 s timeout. */
+static void tcp_pair(int sv[2])
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    sv[1] = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(sv[1], (struct sockaddr *)&a, sizeof a), 0);
+    sv[0] = accept(l, NULL, NULL);
+    assert_true(sv[0] >= 0);
+    close(l);
+    struct timeval tv = {2, 0};
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 static void rig_start(struct rig *r, struct client c)
 {
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    if (c.tcp)
+        tcp_pair(sv);
+    else
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     r->base = event_base_new();
     assert_non_null(r->base);
@@ -341,6 +365,33 @@ static void test_accounting(void **state)
     free(data);
 }
 
+/*
+ * 40 KiB echoed over TCP (the socket BIO of tlsio.c, where MSG_MORE acts): one
+ * record per SSL_write, all but the last of a batch sent with MSG_MORE. Every
+ * byte comes back, in order, within 2 s (the client's read times out then).
+ */
+static void test_large_write_over_tcp(void **state)
+{
+    static unsigned char data[40000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 13 + i / 1000);
+    struct rig r = {0};
+    r.o.echo = true;
+    rig_start(&r, (struct client){.send = data,
+                                  .send_len = sizeof data,
+                                  .expect_back = sizeof data,
+                                  .end = END_CLOSE_NOTIFY,
+                                  .tcp = true});
+    time_t t0 = time(NULL);
+    rig_run(&r, ended);
+    rig_stop(&r);
+    assert_true(r.c.ok);
+    assert_true(time(NULL) - t0 < 2);
+    assert_memory_equal(r.c.back, data, sizeof data);
+    assert_int_equal(r.o.eof, 1);
+    assert_int_equal(r.o.error, 0);
+}
+
 /* The peer closes the TCP connection without close_notify: EOF, not an error. */
 static void test_fin_without_close_notify(void **state)
 {
@@ -377,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_accounting),
         cmocka_unit_test(test_fin_without_close_notify),
+        cmocka_unit_test(test_large_write_over_tcp),
         cmocka_unit_test(test_not_tls),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
