@@ -74,7 +74,8 @@ static int sock_create(BIO *b)
     return 1;
 }
 
-static BIO_METHOD *sock_method;
+static BIO_METHOD *sock_method; /* made once, kept for the process's life */
+
 static void sock_method_make(void)
 {
     BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
@@ -424,8 +425,7 @@ int tlsio_init(struct tlsio *t, struct event_base *base, int fd, SSL *ssl,
         BIO_free(bio);
         return -1;
     }
-    BIO_up_ref(bio); /* one reference for reading, one for writing, as SSL_set_fd() */
-    SSL_set_bio(ssl, bio, bio);
+    SSL_set_bio(ssl, bio, bio); /* the same BIO twice: the SSL takes our one reference */
     /* as bufferevent_openssl: write what fits, and retry from a moved buffer */
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     update_events(t);
