@@ -500,10 +500,17 @@ def test_max_memory_sheds_new_requests_with_503(upstream, moat_factory):
             assert r.header("retry-after") == "1", r
             assert (r.header("connection") or "").lower() == "close", r
         assert metrics(m)["moat_requests_shed_memory_total"] >= 1
-        # the slow readers read everything: buffers drain, requests pass again
+        # the slow readers read everything: buffers drain, requests pass again. A reader
+        # whose request came once the first ones had filled the budget was itself shed:
+        # upstream reads fill a client's buffer in one go, so that can be the last ones.
+        served = 0
         for c in readers:
             r = c.read_response()
-            assert r.status == 200 and len(r.body) == size, r
+            assert r.status in (200, 503), r
+            if r.status == 200:
+                assert len(r.body) == size, r
+                served += 1
+        assert served >= 2, served
     finally:
         for c in readers:
             c.close()
