@@ -183,3 +183,28 @@ def test_reload_moves_the_admin_listener(tmp_path, upstream, moat_factory):
         assert c.getresponse().status == 200
     finally:
         c.close()
+
+
+def test_control_socket_bounds_the_command_line_and_waits(tmp_path, upstream, moat_factory):
+    """The control socket takes one line of at most 64 bytes: a longer one is refused
+    with an error, and a client that sends nothing is closed after 5 s; moat serves on."""
+    m = moat_factory(control(tmp_path), upstream=upstream("app"))
+    path = m.cfg["control_socket"]
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    try:
+        s.connect(path)
+        s.sendall(b"r" * 4096)  # no newline, far past the bound
+        reply = s.recv(4096)
+        assert reply.startswith(b"error") and b"command line too long" in reply, reply
+    finally:
+        s.close()
+    silent = socket.socket(socket.AF_UNIX)
+    silent.settimeout(15)
+    try:
+        silent.connect(path)
+        assert silent.recv(4096) == b""  # closed by moat's 5 s timeout, nothing answered
+    finally:
+        silent.close()
+    assert get_status(m.https_port) == 200
+    assert ctl(m).returncode == 0
