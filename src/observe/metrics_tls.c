@@ -111,12 +111,13 @@ static void render_certs(struct evbuffer *out, const struct tls_policy *p)
 {
     const char *name = "moat_tls_certificate_not_after_seconds";
     metrics_family(out, name, "gauge", "Unix time a loaded certificate expires (its notAfter)");
-    time_t t;
-    const char *file;
-    for (size_t i = 0; (file = tls_policy_cert(p, i, &t)) != NULL; i++) {
+    struct tls_cert_info ci;
+    for (size_t i = 0; i < tls_policy_num_certs(p); i++) {
+        if (tls_policy_cert_info(p, i, &ci) < 0)
+            continue;
         evbuffer_add_printf(out, "%s{name=\"", name);
-        metrics_label_value(out, file);
-        evbuffer_add_printf(out, "\"} %lld\n", (long long)t);
+        metrics_label_value(out, ci.path);
+        evbuffer_add_printf(out, "\"} %lld\n", (long long)ci.not_after);
     }
 }
 

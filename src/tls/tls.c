@@ -628,16 +628,6 @@ void tls_policy_unref(struct tls_policy *p)
         policy_free(p);
 }
 
-const char *tls_policy_cert(const struct tls_policy *p, size_t i, time_t *not_after)
-{
-    if (p == NULL || i >= p->num_certs)
-        return NULL;
-    struct tm tm;
-    const ASN1_TIME *t = X509_get0_notAfter(p->certs[i].leaf);
-    *not_after = t != NULL && ASN1_TIME_to_tm(t, &tm) == 1 ? timegm(&tm) : 0;
-    return p->certs[i].path;
-}
-
 SSL *tls_policy_new_ssl(struct tls_policy *p)
 {
     SSL *s = SSL_new(p->ctxs[0].ctx);

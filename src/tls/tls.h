@@ -77,8 +77,6 @@ struct tls_cert_info {
     time_t not_after; /* seconds since the epoch */
 };
 size_t tls_policy_num_certs(const struct tls_policy *p);
-/* The i-th certificate's file and its notAfter (0 when unreadable); NULL past the end. */
-const char *tls_policy_cert(const struct tls_policy *p, size_t i, time_t *not_after);
 /* 0, or -1 when i is out of range or the date cannot be read. */
 int tls_policy_cert_info(const struct tls_policy *p, size_t i, struct tls_cert_info *out);
 
