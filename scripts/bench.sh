@@ -12,7 +12,7 @@
 #   --quick         smoke run: 1 round, 3 s runs, 250 idle connections
 #   --targets LIST  which proxies (default "moat haproxy nginx")
 #   --tests LIST    which tests (default all: keepalive body16k body256k upload1m h2
-#                   full-rsa full-ec resumed idle)
+#                   full-rsa full-ec resumed idle idle-hs)
 #   --idle-conns N  idle TLS connections held for the memory test (default 1000)
 #   --nice N        run proxies, load generators and upstream at this nice level, and
 #                   give this script's scheduler autogroup the same nice value for the
@@ -43,7 +43,9 @@
 #   full-ec     off on every proxy; ECDSA P-256 certificate. The client (tlsload) offers
 #               the previous session on every connection: "resumed" must stay 0.
 #   resumed     handshakes/s with tickets (and caches) on; share of them resumed
-#   idle        VmRSS of the proxy before/after holding N idle TLS connections
+#   idle        VmRSS of the proxy before/after holding N idle TLS connections, each
+#               after one keep-alive request
+#   idle-hs     the same, each connection held right after its handshake (no request)
 # plus, once, `openssl speed rsa2048 ecdsap256 ecdhx25519` on CPU 1 (the signing ceiling).
 # Prints the table of medians and ratios moat/HAProxy; raw output, rendered configs
 # and summary.md go to the output directory (bench-results/ is gitignored).
@@ -67,7 +69,7 @@ rounds=3
 duration=10
 idle_conns=1000
 targets="moat haproxy nginx"
-ALL_TESTS="keepalive body16k body256k upload1m h2 full-rsa full-ec resumed idle"
+ALL_TESTS="keepalive body16k body256k upload1m h2 full-rsa full-ec resumed idle idle-hs"
 tests="$ALL_TESTS"
 build=1
 out=""
@@ -515,9 +517,10 @@ test_handshake() { # ROUND TARGET KIND(full-rsa|full-ec|resumed)
     stop_proxy
 }
 
-test_idle() { # ROUND TARGET
-    local r="$1" t="$2" f="$RUN/raw/idle-$2-r$1.txt"
-    start_proxy "$t" notickets rsa "idle-r$r"
+test_idle() { # ROUND TARGET TEST(idle: after one request | idle-hs: after the handshake only)
+    local r="$1" t="$2" k="$3" f="$RUN/raw/$3-$2-r$1.txt" noreq=()
+    [ "$k" = idle-hs ] && noreq=(--no-request)
+    start_proxy "$t" notickets rsa "$k-r$r"
     # Warm-up: some connections and requests, so lazily allocated state (OpenSSL
     # tables, upstream pools) is in the baseline and not counted per connection.
     "${NICE[@]}" taskset -c 0 "$TLSLOAD" -p "${PORT[$t]}" -c 8 -d 1 >/dev/null 2>&1 || true
@@ -526,7 +529,7 @@ test_idle() { # ROUND TARGET
     local before after hwm after_close
     before="$(rss_kib "$PROXY_PID" VmRSS)"
     : >"$f"
-    "${NICE[@]}" taskset -c 0 "$PY" scripts/bench/idle_conns.py --port "${PORT[$t]}" -n "$idle_conns" --hold 300 >"$f" 2>&1 &
+    "${NICE[@]}" taskset -c 0 "$PY" scripts/bench/idle_conns.py --port "${PORT[$t]}" -n "$idle_conns" --hold 300 "${noreq[@]}" >"$f" 2>&1 &
     local cpid=$!
     PIDS+=("$cpid")
     local i
@@ -546,13 +549,13 @@ test_idle() { # ROUND TARGET
     opened="$(sed -n 's/^ready opened=\([0-9]*\).*/\1/p' "$f")"
     echo "rss_before_kib=$before rss_after_kib=$after vmhwm_kib=$hwm rss_after_close_kib=$after_close" >>"$f"
     [ "${opened:-0}" -gt 0 ] || { echo "bench: no idle connection opened against $t" >&2; cat "$f" >&2; exit 1; }
-    result "$r" "$t" idle opened "$opened"
-    result "$r" "$t" idle dropped "$(sed -n 's/^closing dropped_while_idle=\([0-9]*\).*/\1/p' "$f")"
-    result "$r" "$t" idle rss_before_kib "$before"
-    result "$r" "$t" idle rss_after_kib "$after"
-    result "$r" "$t" idle rss_after_close_kib "$after_close"
-    result "$r" "$t" idle kib_per_conn "$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}')"
-    log "round $r idle $t: $opened connections, VmRSS $before -> $after KiB ($(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}') KiB/conn), after close $after_close KiB"
+    result "$r" "$t" "$k" opened "$opened"
+    result "$r" "$t" "$k" dropped "$(sed -n 's/^closing dropped_while_idle=\([0-9]*\).*/\1/p' "$f")"
+    result "$r" "$t" "$k" rss_before_kib "$before"
+    result "$r" "$t" "$k" rss_after_kib "$after"
+    result "$r" "$t" "$k" rss_after_close_kib "$after_close"
+    result "$r" "$t" "$k" kib_per_conn "$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}')"
+    log "round $r $k $t: $opened connections, VmRSS $before -> $after KiB ($(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN {printf "%.2f", (a-b)/n}') KiB/conn), after close $after_close KiB"
     stop_proxy
 }
 
@@ -649,7 +652,8 @@ for r in $(seq "$rounds"); do
         want "$kind" || continue
         for t in "${order[@]}"; do test_handshake "$r" "$t" "$kind"; done
     done
-    if want idle; then for t in "${order[@]}"; do test_idle "$r" "$t"; done; fi
+    if want idle; then for t in "${order[@]}"; do test_idle "$r" "$t" idle; done; fi
+    if want idle-hs; then for t in "${order[@]}"; do test_idle "$r" "$t" idle-hs; done; fi
 done
 
 if [ "$profile" -eq 1 ]; then

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Opens N TLS connections to a proxy, sends one keep-alive GET on each, reads the
-response, then holds every connection idle until told to stop.
+response (not with --no-request: the handshake only), then holds every connection
+idle until told to stop.
 
     idle_conns.py --port PORT [--host 127.0.0.1] [--sni localhost] [-n 1000]
-                  [--parallel 50] [--hold 600]
+                  [--parallel 50] [--hold 600] [--no-request]
 
 Prints "ready opened=N failed=F" on stdout once every connection is idle (the
 caller then samples the server's memory), and closes everything on SIGTERM or
@@ -22,6 +23,9 @@ async def open_one(args, ctx, sem, conns, failures):
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(args.host, args.port, ssl=ctx,
                                         server_hostname=args.sni), 30)
+            if args.no_request:
+                conns.append((reader, writer))
+                return
             writer.write(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % args.sni.encode())
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
@@ -46,6 +50,8 @@ async def main():
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--parallel", type=int, default=50)
     p.add_argument("--hold", type=float, default=600)
+    p.add_argument("--no-request", action="store_true",
+                   help="hold each connection right after its handshake")
     args = p.parse_args()
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
