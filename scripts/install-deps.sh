@@ -9,7 +9,8 @@
 #             python3-h2 and nghttp2-client (nghttp, h2load) for the HTTP/2 tests,
 #             prometheus (promtool checks /metrics and the alert rules), mmdebstrap (the
 #             container image's root file system), systemd (systemd-analyze verify) and
-#             rsyslog + rsyslog-openssl (the syslog receiver of test_syslog.py)
+#             rsyslog + rsyslog-openssl (the syslog receiver of test_syslog.py), strace
+#             (test_perf_syscalls.py counts the syscalls a large body costs)
 #   --bench   haproxy, nginx-light, wrk, h2load (nghttp2-client), taskset (util-linux)
 #   --fuzz    clang, its libFuzzer runtime, llvm-symbolizer (readable crash stacks)
 #
@@ -24,7 +25,7 @@ pkgs=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev libhi
 for arg in "$@"; do
     case "$arg" in
         --test) pkgs+=(testssl.sh sslscan bsdmainutils procps clang-format python3-h2
-                       nghttp2-client prometheus mmdebstrap systemd rsyslog rsyslog-openssl) ;;
+                       nghttp2-client prometheus mmdebstrap systemd rsyslog rsyslog-openssl strace) ;;
         --bench) pkgs+=(haproxy nginx-light wrk nghttp2-client util-linux) ;;
         --fuzz) pkgs+=(clang libclang-rt-14-dev llvm-14) ;;
         -h|--help) sed -n '2,18p' "$0"; exit 0 ;;

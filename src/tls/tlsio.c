@@ -249,9 +249,10 @@ static int read_once(struct tlsio *t, size_t room, bool *oom)
     return n;
 }
 
-static void do_read(struct tlsio *t)
+/* SSL_read()s until the input is full, the socket is empty or the stream ends;
+ * whether anything came. *status: 0, or how the stream ended. */
+static bool read_pass(struct tlsio *t, int *status)
 {
-    int status = 0;
     bool got = false;
     while (t->reading && !input_full(t)) {
         size_t room = READ_CHUNK, len = len_of(t->in);
@@ -260,7 +261,7 @@ static void do_read(struct tlsio *t)
         bool oom = false;
         int n = read_once(t, room, &oom);
         if (oom) {
-            status = TLSIO_ERROR;
+            *status = TLSIO_ERROR;
             break;
         }
         if (n > 0) {
@@ -287,14 +288,36 @@ static void do_read(struct tlsio *t)
             t->read_wants_write = true;
             break;
         }
-        status = closed_status(n, e);
+        *status = closed_status(n, e);
         break;
     }
-    update_events(t);
-    bool cb = got || t->force_read_cb;
-    t->force_read_cb = false;
-    if (cb)
-        t->ops->read(t->arg);
+    return got;
+}
+
+/* Input passes one readable event may take: a large body the owner drains as it
+ * comes (relayed upstream) is read on without a return to epoll, while one
+ * connection still cannot hold the loop for more than a few inputs' worth. */
+#define READ_PASSES 4
+
+static void do_read(struct tlsio *t)
+{
+    int status = 0;
+    for (int pass = 0; pass < READ_PASSES; pass++) {
+        bool got = read_pass(t, &status), filled = input_full(t);
+        bool cb = got || t->force_read_cb;
+        t->force_read_cb = false;
+        /* The owner first: a full input it drains keeps the read interest as it
+         * is, where asking epoll first would drop it and add it again at once,
+         * two epoll_ctl() per input's worth of a large body. */
+        if (cb)
+            t->ops->read(t->arg);
+        /* on only after a full input the owner took all of: after a short read
+         * the socket is most likely empty */
+        if (t->stopped || status || !filled || !t->reading || len_of(t->in) > 0)
+            break;
+    }
+    if (!t->stopped)
+        update_events(t);
     if (status && !t->stopped)
         finish(t, status);
 }

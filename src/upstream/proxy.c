@@ -252,7 +252,7 @@ static enum relay_result relay_request_body(struct request *r)
     enum relay_result res = RELAY_OK;
     if (r->h.framing.body == HTTP1_BODY_LENGTH) {
         size_t n = before < r->req_remaining ? before : (size_t)r->req_remaining;
-        evbuffer_remove_buffer(in, out, n);
+        upstream_send_from(r->uc, in, n);
         r->req_remaining -= n;
         r->body_received += n;
         r->req_body_done = r->req_remaining == 0;
@@ -324,8 +324,10 @@ void proxy_route_gone(struct request *r, uint64_t drain_ms)
  */
 static void tunnel_from_client(struct request *r)
 {
-    struct evbuffer *out = bufferevent_get_output(r->uc->bev);
-    relay_tunnel(client_in(r), out, &r->bytes_in);
+    struct evbuffer *in = client_in(r), *out = bufferevent_get_output(r->uc->bev);
+    size_t n = evbuffer_get_length(in);
+    upstream_send_from(r->uc, in, n);
+    r->bytes_in += n;
     if (evbuffer_get_length(out) > request_out_high(r))
         request_set_reading(r, false);
 }

@@ -440,17 +440,35 @@ struct upstream_conn *upstream_acquire(struct upstream_set *s, const struct conf
     return uc;
 }
 
+/* Nothing queued on a connected plain socket: bytes may go straight to it. */
+static bool can_send_now(const struct upstream_conn *uc)
+{
+    return !uc->srv->pool->tls && uc->connected &&
+           evbuffer_get_length(bufferevent_get_output(uc->bev)) == 0;
+}
+
 int upstream_send(struct upstream_conn *uc, const void *p, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(uc->bev);
     size_t sent = 0;
-    if (!uc->srv->pool->tls && uc->connected && evbuffer_get_length(out) == 0) {
+    if (can_send_now(uc)) {
         ssize_t n = send(bufferevent_getfd(uc->bev), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         sent = n > 0 ? (size_t)n : 0; /* an error shows again on the bufferevent's write */
     }
     if (sent == len)
         return 0;
-    return evbuffer_add(out, (const char *)p + sent, len - sent);
+    return evbuffer_add(bufferevent_get_output(uc->bev), (const char *)p + sent, len - sent);
+}
+
+int upstream_send_from(struct upstream_conn *uc, struct evbuffer *src, size_t n)
+{
+    if (can_send_now(uc)) {
+        /* writev() from src's chains; SIGPIPE is ignored process-wide */
+        int w = evbuffer_write_atmost(src, bufferevent_getfd(uc->bev), (ev_ssize_t)n);
+        n -= w > 0 ? (size_t)w : 0; /* an error shows again on the bufferevent's write */
+    }
+    if (n == 0)
+        return 0;
+    return evbuffer_remove_buffer(src, bufferevent_get_output(uc->bev), n) < 0 ? -1 : 0;
 }
 
 /* The most one read of upstream_read_more() takes. Above EVBUF_COALESCE_MAX, a
