@@ -218,6 +218,13 @@ cpu_ticks() { # PID -> utime+stime in clock ticks (whole process, every thread)
     set -- $s
     echo $(( ${12} + ${13} ))
 }
+minor_faults() { # PID -> page faults (minor) of the whole process so far
+    local s
+    s="$(cat "/proc/$1/stat")"
+    s="${s##*) }"
+    set -- $s
+    echo "$8"
+}
 HZ="$(getconf CLK_TCK)"
 cpu1_busy() { # ticks CPU 1 spent not idle (every process, interrupts included)
     awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
@@ -338,11 +345,11 @@ test_keepalive() { # ROUND TARGET [TEST]: keepalive, or one of the other wrk tes
         m2="$(moat_metric moat_http_requests_total 'code_class="2xx"')"; m5="$(moat_metric moat_http_requests_total 'code_class="5xx"')"
         me="$(moat_metric moat_upstream_errors_total)"
     fi
-    local c0 c1 b0 b1
+    local c0 c1 b0 b1 f0 f1
     result "$r" "$t" "$k" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
-    b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"
+    b0="$(cpu1_busy)"; c0="$(cpu_ticks "$PROXY_PID")"; f0="$(minor_faults "$PROXY_PID")"
     "${NICE[@]}" taskset -c 0 wrk -t1 -c64 -d"${duration}s" --latency $(wrk_args "$k") "$url" >"$f" 2>&1
-    c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"
+    c1="$(cpu_ticks "$PROXY_PID")"; b1="$(cpu1_busy)"; f1="$(minor_faults "$PROXY_PID")"
     result "$r" "$t" "$k" cpu1_other_pct "$(other_pct "$b0" "$b1" "$c0" "$c1" "$duration")"
     local reqs rps p99 sockerr non2xx
     reqs="$(awk '/requests in/ {print $1}' "$f")"
@@ -358,6 +365,7 @@ test_keepalive() { # ROUND TARGET [TEST]: keepalive, or one of the other wrk tes
     result "$r" "$t" "$k" cpu_us_per_req "$(awk -v c="$cpu_us" -v n="$reqs" 'BEGIN {printf "%.2f", c/n}')"
     result "$r" "$t" "$k" cpu_util "$(awk -v c="$cpu_us" -v d="$duration" 'BEGIN {printf "%.2f", c/1e6/d}')"
     result "$r" "$t" "$k" errors "$(( ${sockerr:-0} + ${non2xx:-0} ))"
+    result "$r" "$t" "$k" faults_per_req "$(awk -v f="$(( f1 - f0 ))" -v n="$reqs" 'BEGIN {printf "%.2f", f/n}')"
     if [ "$t" = moat ]; then
         local d2 d5 de
         d2=$(( $(moat_metric moat_http_requests_total 'code_class="2xx"') - m2 ))

@@ -127,8 +127,8 @@ def main():
         p("## Larger bodies (wrk -t1 -c64, keep-alive)\n")
         p("Target (issue 18): CPU per response <= 0.9x HAProxy's for each.\n")
         p("| test | target | req/s | MB/s of body | p99 ms | CPU µs/req | CPU µs/req vs HAProxy | "
-          "proxy CPU use | CPU 1 used by others | errors (all rounds) |")
-        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "proxy CPU use | CPU 1 used by others | page faults/req | errors (all rounds) |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         size = {"body16k": 16384, "body256k": 262144, "upload1m": 1048576}
         for k, _ in bodies:
             for t in targets:
@@ -138,7 +138,7 @@ def main():
                 p(f"| {k} | {t} | {fmt(rps,0)} | {fmt(mbs,0)} | {fmt(med(t,k,'p99_ms'),2)} | "
                   f"{fmt(med(t,k,'cpu_us_per_req'),2)} | {fmt(r,2) + 'x' if r is not None else '-'} | "
                   f"{fmt(100*(med(t,k,'cpu_util') or 0),0)}% | {fmt(med(t,k,'cpu1_other_pct'),0)}% | "
-                  f"{fmt(tot(t,k,'errors'),0)} |")
+                  f"{fmt(med(t,k,'faults_per_req'),2)} | {fmt(tot(t,k,'errors'),0)} |")
         p("")
         p("Per-round CPU µs/req: " + "; ".join(
             f"{k} {t} " + ", ".join(f"{b:.1f}" for b in vals.get((t, k, 'cpu_us_per_req'), []))

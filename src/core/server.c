@@ -30,6 +30,7 @@
 #include "tls/ocsp_updater.h"
 #include "policy/ratelimit.h"
 #include "core/snapshot.h"
+#include "util/alloc_tune.h"
 #include "tls/tls.h"
 #include "tls/tls_tickets.h"
 #include "core/worker.h"
@@ -646,6 +647,7 @@ static int serve(const char *path, int upgrade_fd, struct lset_inherit *inh)
     s.generation = 1;
     s.upgrade_fd = upgrade_fd;
     signal(SIGPIPE, SIG_IGN);
+    alloc_tune();
     s.snap = load_snapshot(&s, path, s.generation, false);
     if (!s.snap) {
         upgrade_child_failed(upgrade_fd, s.result);

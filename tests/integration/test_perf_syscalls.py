@@ -86,3 +86,4 @@ def test_large_upload_keeps_epoll_interest(traced):
     # that falls behind for a moment (its bytes then wait on the bufferevent).
     assert counts.get("epoll_ctl", 0) <= 24, counts
     assert counts.get("epoll_wait", 0) > 0, counts  # strace saw the worker
+
