@@ -472,8 +472,12 @@ int upstream_send_from(struct upstream_conn *uc, struct evbuffer *src, size_t n)
 }
 
 /* The most one read of upstream_read_more() takes. Above EVBUF_COALESCE_MAX, a
-   body piece moves to the client's output as buffer chains, not copied. */
-#define READ_MORE_CHUNK 65536
+   body piece moves to the client's output as buffer chains, not copied. 56 KiB:
+   libevent makes the room in a new chain that also takes over what the
+   bufferevent's own read left in the last one (up to 4 KiB), so the chain stays a
+   64 KiB allocation; 64 KiB reads made it 128 KiB, glibc's mmap threshold
+   (alloc_tune.c): an mmap(), 32 page faults and an munmap() per read. */
+#define READ_MORE_CHUNK (56 * 1024)
 /* libevent 2.1's EVBUFFER_MAX_READ: the most one bufferevent read takes. */
 #define EV_READ_MAX 4096
 

@@ -4,9 +4,9 @@
 
 void alloc_tune(void)
 {
-    /* Setting the trim threshold also fixes the mmap threshold (glibc stops
-     * moving it), so that one is set too: buffers up to 1 MiB come from the
-     * heap, larger ones are mapped and unmapped as before. */
+    /* Only the trim threshold. Setting it also pins the mmap threshold at its
+     * default (128 KiB; glibc stops raising it), which is wanted: the large tables
+     * calloc'd at start (rate limits, session cache) stay mapped and untouched
+     * until used, instead of being cleared, and so resident, on a heap. */
     mallopt(M_TRIM_THRESHOLD, (int)ALLOC_KEEP_BYTES);
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
