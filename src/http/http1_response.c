@@ -31,6 +31,22 @@ static bool choose_framing(struct request *r, const struct response_head *h, boo
     return true;
 }
 
+/* Decimal digits of v at p (at most 20); how many. Per response, where
+ * evbuffer_add_printf() was 1.2 % of a small keep-alive request's CPU. */
+static size_t put_dec(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+#define STATUS_LINE_MAX 256
+
 bool http1_response_begin(struct request *r, struct evbuffer *out, const struct response_head *h,
                           bool ending)
 {
@@ -40,15 +56,29 @@ bool http1_response_begin(struct request *r, struct evbuffer *out, const struct 
         evbuffer_expand(out, 2048 + h->content_length); /* head and body in one chain */
     const char *reason = h->reason.len ? h->reason.p : http1_reason(h->status);
     size_t rlen = h->reason.len ? h->reason.len : strlen(reason);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)rlen, reason);
+    char line[STATUS_LINE_MAX];
+    if (h->status < 0 || rlen > sizeof line - 32) { /* a long reason from an upstream */
+        evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)rlen, reason);
+        return true;
+    }
+    memcpy(line, "HTTP/1.1 ", 9);
+    size_t k = 9 + put_dec(line + 9, (uint64_t)h->status);
+    line[k++] = ' ';
+    memcpy(line + k, reason, rlen);
+    k += rlen;
+    memcpy(line + k, "\r\n", 2);
+    evbuffer_add(out, line, k + 2);
     return true;
 }
 
 void http1_response_end(struct request *r, struct evbuffer *out, const struct response_head *h)
 {
-    if (r->resp_out == HTTP1_BODY_LENGTH)
-        evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)h->content_length);
-    else if (r->resp_out == HTTP1_BODY_CHUNKED && h->codings.len)
+    if (r->resp_out == HTTP1_BODY_LENGTH) {
+        char line[16 + 20 + 2] = "Content-Length: ";
+        size_t k = 16 + put_dec(line + 16, h->content_length);
+        memcpy(line + k, "\r\n", 2);
+        evbuffer_add(out, line, k + 2);
+    } else if (r->resp_out == HTTP1_BODY_CHUNKED && h->codings.len)
         evbuffer_add_printf(out, "Transfer-Encoding: %.*s, chunked\r\n", (int)h->codings.len,
                             h->codings.p);
     else if (r->resp_out == HTTP1_BODY_CHUNKED)

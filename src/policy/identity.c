@@ -15,14 +15,26 @@
 #define XFF_MAX 1024
 #define CLIENT_REQUEST_ID_MAX 128
 
+/* Hop-by-hop names by length (index: length), tried only where the length fits:
+ * this runs for every header of every request and response. */
+static const char *const hop_by_hop[][2] = {
+    [2] = {"TE"},
+    [6] = {"Expect"},
+    [7] = {"Trailer", "Upgrade"},
+    [10] = {"Connection", "Keep-Alive"},
+    [14] = {"Content-Length", "HTTP2-Settings"},
+    [16] = {"Proxy-Connection"},
+    [17] = {"Transfer-Encoding"},
+    [18] = {"Proxy-Authenticate"},
+    [19] = {"Proxy-Authorization"},
+};
+
 bool identity_is_hop_by_hop(struct http1_str n)
 {
-    static const char *const names[] = {
-        "Connection",         "Keep-Alive",    "Proxy-Connection", "TE",     "Trailer",
-        "Transfer-Encoding",  "Upgrade",       "Content-Length",   "Expect", "Proxy-Authorization",
-        "Proxy-Authenticate", "HTTP2-Settings"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (http1_str_ieq(n, names[i]))
+    if (n.len >= sizeof hop_by_hop / sizeof *hop_by_hop)
+        return false;
+    for (size_t i = 0; i < 2 && hop_by_hop[n.len][i]; i++)
+        if (strncasecmp(n.p, hop_by_hop[n.len][i], n.len) == 0)
             return true;
     return false;
 }

@@ -749,7 +749,11 @@ static void proxy_connect(struct request *r, const struct upstream_server *skip)
             fail(r, 502, "no upstream connection");
         return;
     }
-    snprintf(r->upstream_addr, sizeof r->upstream_addr, "%s", upstream_server_addr(r->uc->srv));
+    /* per request: a bounded copy, not snprintf's format machinery */
+    const char *addr = upstream_server_addr(r->uc->srv);
+    size_t alen = strnlen(addr, sizeof r->upstream_addr - 1);
+    memcpy(r->upstream_addr, addr, alen);
+    r->upstream_addr[alen] = '\0';
     bufferevent_setwatermark(r->uc->bev, EV_WRITE, request_out_high(r) / 2, 0);
     if (r->uc->connected)
         send_request(r);
