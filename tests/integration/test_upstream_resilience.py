@@ -312,7 +312,17 @@ def test_one_killed_is_invisible_and_comes_back_slowly(upstream, start_moat):
         for lp in loops:
             lp.stop()
     statuses = sum((lp.statuses for lp in loops), collections.Counter())
-    assert set(statuses) == {200}, statuses
+    # A request already sent to the victim on a connection it had just accepted when it
+    # died is not replayed (src/upstream/proxy.c can_retry: a request that kills a
+    # server must not be replayed across the fleet); only a kept-alive connection's
+    # drop is. That race is rare (1 in 9,448 requests once, under ASan): allowed,
+    # and only exactly so.
+    logged = m.wait_access_log(statuses[200] + statuses[502], timeout=10)
+    bad = [e for e in logged if e.get("status") != 200]
+    assert all(e.get("status") == 502 and e.get("upstream_addr") == victim.addr and
+               e.get("error") == "upstream closed the connection" for e in bad), bad
+    assert len(bad) <= 2 and statuses[200] > 0 and set(statuses) <= {200, 502}, (statuses, bad)
+    assert statuses[502] == len(bad), (statuses, bad)
 
     def share(a, b):
         total = sum(b.values()) - sum(a.values())
